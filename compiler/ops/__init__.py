@@ -1,0 +1,1 @@
+"""The primitive registry (filled by the op-family modules of this package)."""
