@@ -147,6 +147,11 @@ class Graph:
     def __len__(self) -> int:
         return len(self._nodes)
 
+    @property
+    def next_id(self) -> int:
+        """The id the next node will get (nodes with larger ids were created later)."""
+        return self._next_id
+
     def new_stream(self) -> int:
         """A fresh random stream id (one per random call site, in build order: deterministic)."""
         self._next_stream += 1

@@ -33,7 +33,7 @@ _erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; math.erf is correctly 
 
 
 def _np_erf(x: np.ndarray) -> np.ndarray:
-    return _erf(x).astype(x.dtype)
+    return np.asarray(_erf(x), dtype=x.dtype)
 
 
 class Unary(Primitive):

@@ -68,7 +68,14 @@ class MatMul(Primitive):
             ct = emit(g, "reshape", [ct], l, shape=full)
         da = emit(g, "matmul", [ct, _swap_last(g, b2, l)], l)
         db = emit(g, "matmul", [_swap_last(g, a2, l), ct], l)
-        return [unbroadcast(g, da, a.type, l), unbroadcast(g, db, b.type, l)]
+        # sum the broadcast batch axes first, then drop the unit axis of a 1-D operand
+        da = unbroadcast(g, da, a2.type, l)
+        db = unbroadcast(g, db, b2.type, l)
+        if a2 is not a:
+            da = emit(g, "reshape", [da], l, shape=a.type.shape)
+        if b2 is not b:
+            db = emit(g, "reshape", [db], l, shape=b.type.shape)
+        return [da, db]
 
 
 register(MatMul())

@@ -78,7 +78,7 @@ class Transpose(Primitive):
         return TensorType(tuple(t.shape[p] for p in attrs["perm"]), t.dtype)
 
     def reference(self, args, attrs, ctx):
-        return np.ascontiguousarray(np.transpose(args[0], attrs["perm"]))
+        return np.array(np.transpose(args[0], attrs["perm"]))
 
     def vjp(self, g, node, ct):
         inv = tuple(int(i) for i in np.argsort(node.attrs["perm"]))
@@ -106,7 +106,7 @@ class BroadcastTo(Primitive):
         return target
 
     def reference(self, args, attrs, ctx):
-        return np.ascontiguousarray(np.broadcast_to(args[0], attrs["shape"]))
+        return np.array(np.broadcast_to(args[0], attrs["shape"]))
 
     def vjp(self, g, node, ct):
         return [unbroadcast(g, ct, node.inputs[0].type, node.loc)]
@@ -154,7 +154,7 @@ class Slice(Primitive):
         return TensorType(_sliced_shape(t.shape, attrs), t.dtype)
 
     def reference(self, args, attrs, ctx):
-        return np.ascontiguousarray(args[0][_slices(attrs)])
+        return np.array(args[0][_slices(attrs)])
 
     def vjp(self, g, node, ct):
         x = node.inputs[0]
