@@ -157,7 +157,15 @@ def test_sources_and_shapes():
     assert oh.type == TensorType((2, 3), "f64")
 
 
-LANGUAGE_BUILTINS = ["exp", "log", "sqrt", "rsqrt", "abs", "sign", "neg", "tanh", "sigmoid", "relu", "leaky_relu", "elu", "gelu", "softplus", "silu", "clip", "maximum", "minimum", "pow", "where", "sum", "mean", "max", "min", "var", "logsumexp", "argmax", "reshape", "flatten", "transpose", "concat", "stack", "broadcast_to", "one_hot", "zeros", "ones", "softmax", "log_softmax", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool", "dropout", "layer_norm_fn", "randn", "rand", "cross_entropy", "binary_cross_entropy", "mse", "mae", "huber", "l1", "l2"]
+LANGUAGE_BUILTINS = [
+    "exp", "log", "sqrt", "rsqrt", "abs", "sign", "neg", "tanh", "sigmoid", "relu",
+    "leaky_relu", "elu", "gelu", "softplus", "silu", "clip", "maximum", "minimum", "pow",
+    "where", "sum", "mean", "max", "min", "var", "logsumexp", "argmax", "reshape", "flatten",
+    "transpose", "concat", "stack", "broadcast_to", "one_hot", "zeros", "ones", "softmax",
+    "log_softmax", "conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool", "dropout",
+    "layer_norm_fn", "randn", "rand", "cross_entropy", "binary_cross_entropy", "mse", "mae",
+    "huber", "l1", "l2",
+]
 
 
 def test_builtin_table_covers_the_language():
