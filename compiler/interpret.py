@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DataError, InternalCompilerError
+from .errors import DataError, InternalCompilerError, NetError
 from .ir import Graph, Node, np_dtype
 from .ops import PRIMITIVES, EvalContext
 
@@ -68,7 +68,12 @@ def interpret(g: Graph, feeds: dict[str, np.ndarray], params: dict[str, np.ndarr
             out = _leaf_value(node, states, "state")
         else:
             args = [values[x.id] for x in node.inputs]
-            out = np.asarray(PRIMITIVES[node.op].reference(args, node.attrs, ctx))
+            try:
+                out = np.asarray(PRIMITIVES[node.op].reference(args, node.attrs, ctx))
+            except NetError as e:  # bad data met at run time (an index out of range)
+                if e.loc is None:
+                    e.diagnostics[0].loc = node.loc
+                raise
             if out.shape != node.type.shape or out.dtype != np_dtype(node.type.dtype):
                 raise InternalCompilerError(
                     f"reference of {node.op} gave {out.dtype}{list(out.shape)} for {node.type}",
