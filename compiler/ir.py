@@ -209,6 +209,9 @@ class Graph:
         if dtype not in DTYPES:
             raise InternalCompilerError(f"unknown dtype {dtype!r}")
         arr = np.array(value, dtype=np_dtype(dtype))
+        # f32 rounding of a literal is expected; any other change of value is a bug
+        if dtype != "f32" and not np.array_equal(arr, value, equal_nan=dtype == "f64"):
+            raise InternalCompilerError(f"constant {value!r} does not fit dtype {dtype}", loc)
         arr.setflags(write=False)
         return self._leaf("const", {"value": arr, "dtype": dtype}, loc, None)
 

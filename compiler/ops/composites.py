@@ -136,7 +136,8 @@ def clip(g: Graph, x: Node, lo: float, hi: float, loc: Loc = None) -> Node:
 
 
 def dropout(g: Graph, x: Node, p: float, loc: Loc = None) -> Node:
-    """Train mode: keep where uniform >= p, scaled by 1/(1-p). Eval mode or p == 0: identity."""
+    """Train mode: keep where uniform >= p, scaled by 1/(1-p). Eval mode or p == 0: identity.
+    The uniform draw, p and 1/(1-p) are all in x's dtype (native code compares the same way)."""
     _float("dropout", x, loc)
     if not 0.0 <= p < 1.0:
         raise ShapeError(f"dropout: p must be in [0, 1), got {p}", loc)

@@ -57,6 +57,10 @@ def test_roles_and_views():
         g.state("fc1.W", TensorType((1,), "f32"), L)
     assert g.rng_key(L) is g.rng_key(L)
     assert x.type.rank == 2 and x.type.size == 12 and str(TensorType((), "bool")) == "bool[]"
+    assert g.const(0.1, "f32", L).type == TensorType((), "f32")
+    assert g.const(np.arange(3), "f64", L).type == TensorType((3,), "f64")
+    with pytest.raises(InternalCompilerError, match="does not fit dtype i32"):
+        g.const(2.5, "i32", L)
 
 
 def test_deterministic_order():
