@@ -25,9 +25,9 @@ from .base import (
     require_dtype,
     require_float,
     same_dtype,
-    scalar,
     unbroadcast,
 )
+from .base import scalar as _c
 
 _erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; math.erf is correctly rounded enough
 
@@ -68,10 +68,6 @@ class Unary(Primitive):
 
 def _mul(g, a, b, loc):
     return emit(g, "mul", [a, b], loc)
-
-
-def _c(g, v, like, loc):
-    return scalar(g, v, like, loc)
 
 
 _NUM = ("f32", "f64", "i32")

@@ -60,7 +60,7 @@ class _Spatial(Primitive):
             attrs[key] = pair(self.name, key, attrs.get(key, 1 if key == "stride" else 0))
         if min(attrs["stride"]) < 1:
             raise ShapeError(f"{self.name}: stride must be >= 1, got {attrs['stride']}")
-        for key in ("pad", "in_hw", "kernel"):
+        for key in ("in_hw", "kernel"):  # the grad primitives' static sizes
             if key in attrs:
                 attrs[key] = pair(self.name, key, attrs[key])
         if "pad" in attrs and min(attrs["pad"]) < 0:
