@@ -45,7 +45,7 @@ def _word(term: str) -> str:
 def _describe_expected(expected: set[str]) -> str:
     names = set(expected)
     parts: list[str] = []
-    if _EXPR_START <= names:
+    if names >= _EXPR_START:
         parts.append("an expression")
         names -= _EXPR_START | {"STRING", "TRUE", "FALSE"}
     if "_NL" in names or "SEMICOLON" in names:
@@ -97,7 +97,9 @@ def _bracket_diag(f: ParseFailure, file: str) -> Diagnostic | None:
         closer = OPENERS[tok.type][1]
         return Diagnostic(f"'{tok.value}' is never closed: expected a matching '{closer}' before "
                           "the end of the file", _tok_loc(file, tok))
-    if tok is not None and tok.type in CLOSERS and (not stack or stack[-1].type != CLOSERS[tok.type]):
+    closes_other = tok is not None and tok.type in CLOSERS \
+        and (not stack or stack[-1].type != CLOSERS[tok.type])
+    if closes_other:
         opener = stack[-1] if stack else None
         if opener is None or (opener.type == "LBRACE"
                               and not any(t.type == CLOSERS[tok.type] for t in stack)):

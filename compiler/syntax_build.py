@@ -10,18 +10,17 @@ Invariant: a plain recursive walk (no lark Transformer), so NetErrors leave it u
 
 from __future__ import annotations
 
+from . import syntax as S
+from .errors import NetSyntaxError, SourceLoc, suggestion
 from .lalr import PNode as Tree
 from .lalr import PToken as Token
 
-from . import syntax as S
-from .errors import NetSyntaxError, SourceLoc, suggestion
-
-KEYWORDS = frozenset(
-    "import model layer fn train step input target param state output loss return for repeat "
-    "in as frozen true false".split())
+KEYWORDS = frozenset([
+    "import", "model", "layer", "fn", "train", "step", "input", "target", "param", "state",
+    "output", "loss", "return", "for", "repeat", "in", "as", "frozen", "true", "false"])
 STATEMENT_KEYWORDS = frozenset(
-    "input target param state output loss return for repeat".split())
-TOPLEVEL_KEYWORDS = frozenset("import fn layer model train".split())
+    ["input", "target", "param", "state", "output", "loss", "return", "for", "repeat"])
+TOPLEVEL_KEYWORDS = frozenset(["import", "fn", "layer", "model", "train"])
 DTYPES = ("f32", "f64", "i32", "bool")
 MAX_DEPTH = 200  # expression nesting; deeper input is refused with a clear message
 
