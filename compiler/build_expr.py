@@ -1,0 +1,361 @@
+"""Stage 2b — expressions: the syntax of one expression to graph nodes or compile-time values.
+
+Takes: an expression and the current frame (bindings, layer instance, repeat path) of
+`build_ir.Builder`. Gives: a value — a graph `Node` (a tensor), a compile-time number, bool or
+string, a `Shape` (from `x.shape`), a list, a language-level tuple, or a layer `Instance` (for
+dotted paths such as `fc1.W` and for `l2(fc1)`).
+
+Compile-time arithmetic stays compile-time: `dim / heads` on integers is an integer when exact (a
+float otherwise), so shapes can be computed. A number meeting a tensor becomes a constant of the
+tensor's dtype. Argument matching for built-in functions (arity, keywords, kinds) lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import syntax as S
+from .errors import NetTypeError, ShapeError, SourceLoc, UndefinedName, suggestion
+from .ir import Node
+from .ops.builtins import BUILTINS, Builtin
+
+_BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",
+           "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
+
+
+@dataclass(eq=False)
+class Instance:
+    """One layer instance: its dotted name, its parameters and its child instances by call site."""
+
+    name: str
+    layer: str
+    loc: SourceLoc | None = None
+    params: dict[str, Node] = field(default_factory=dict)
+    children: dict[tuple, Instance] = field(default_factory=dict)
+    by_name: dict[str, Instance] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def prefix(self) -> str:
+        return f"{self.name}." if self.name else ""
+
+    def all_params(self) -> list[Node]:
+        out = list(self.params.values())
+        for child in self.by_name.values():
+            out += child.all_params()
+        return out
+
+
+class Shape(tuple):
+    """The static shape of a tensor, as `x.shape` gives it (indexable; negative indices work)."""
+
+
+def is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def describe(v) -> str:
+    if isinstance(v, Node):
+        return f"a tensor {v.type}"
+    if isinstance(v, bool):
+        return f"the boolean {str(v).lower()}"
+    if is_number(v):
+        return f"the number {v}"
+    if isinstance(v, str):
+        return f"the string \"{v}\""
+    if isinstance(v, Instance):
+        return f"the layer instance '{v.name}'"
+    if isinstance(v, Shape):
+        return f"the shape {list(v)}"
+    if isinstance(v, tuple):
+        return f"a tuple of {len(v)} values"
+    if isinstance(v, list):
+        return f"a list of {len(v)} values"
+    return type(v).__name__
+
+
+def static_arith(op: str, a, b, loc: SourceLoc):
+    """`a op b` on compile-time numbers (integers stay integers where exact)."""
+    try:
+        if op == "+":
+            return a + b
+        if op == "-":
+            return a - b
+        if op == "*":
+            return a * b
+        if op == "/":
+            if isinstance(a, int) and isinstance(b, int) and b != 0 and a % b == 0:
+                return a // b
+            return a / b
+        if op == "**":
+            r = a ** b
+            if isinstance(r, complex) or (isinstance(r, float) and math.isnan(r)):
+                raise ValueError("not a real number")
+            return r
+        if op == "@":
+            raise NetTypeError("'@' multiplies tensors, not numbers", loc)
+        return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b,
+                "!=": a != b}[op]
+    except ZeroDivisionError:
+        raise NetTypeError("division by zero in a compile-time expression", loc) from None
+    except (OverflowError, ValueError) as e:
+        raise NetTypeError(f"compile-time arithmetic failed: {e}", loc) from None
+
+
+class ExprMixin:
+    """Expression evaluation; mixed into build_ir.Builder (uses self.g, self.frame, ...)."""
+
+    # ------------------------------------------------------------------ entry
+    def eval(self, e: S.Expr):
+        m = getattr(self, "_e_" + type(e).__name__, None)
+        if m is None:
+            raise NetTypeError(f"'{type(e).__name__}' cannot be used here", e.loc)
+        return m(e)
+
+    def tensor(self, e: S.Expr, what: str = "a tensor") -> Node:
+        v = self.eval(e)
+        if isinstance(v, Node):
+            return v
+        if is_number(v) or isinstance(v, bool):
+            return self.number_const(v, None, e.loc)
+        raise NetTypeError(f"expected {what}, got {describe(v)}", e.loc)
+
+    def static_int(self, e: S.Expr, what: str) -> int:
+        v = self.eval(e)
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise NetTypeError(f"{what} must be a compile-time integer, got {describe(v)}", e.loc)
+        return v
+
+    def number_const(self, v, like: Node | None, loc: SourceLoc) -> Node:
+        if isinstance(v, bool):
+            return self.g.const(v, "bool", loc)
+        dtype = like.type.dtype if like is not None and like.type.dtype != "bool" \
+            else self.g.float_dtype
+        if dtype == "i32" and not float(v).is_integer():
+            raise NetTypeError(f"the number {v} cannot meet an i32 tensor (it is not an "
+                               "integer)", loc)
+        return self.g.const(int(v) if dtype == "i32" else v, dtype, loc)
+
+    # ------------------------------------------------------------------ atoms
+    def _e_Num(self, e: S.Num):
+        return e.value
+
+    def _e_Str(self, e: S.Str):
+        return e.value
+
+    def _e_Bool(self, e: S.Bool):
+        return e.value
+
+    def _e_Name(self, e: S.Name):
+        return self.lookup(e.id, e.loc)
+
+    def _e_ListExpr(self, e: S.ListExpr):
+        return [self.eval(i) for i in e.items]
+
+    def _e_TupleExpr(self, e: S.TupleExpr):
+        return tuple(self.eval(i) for i in e.items)
+
+    def _e_Neg(self, e: S.Neg):
+        v = self.eval(e.operand)
+        if is_number(v):
+            return -v
+        if isinstance(v, Node):
+            return self.g.add("neg", [v], None, e.loc)
+        raise NetTypeError(f"cannot negate {describe(v)}", e.loc)
+
+    def _e_BinOp(self, e: S.BinOp):
+        a, b = self.eval(e.left), self.eval(e.right)
+        if is_number(a) and is_number(b):
+            return static_arith(e.op, a, b, e.loc)
+        if isinstance(a, bool) and isinstance(b, bool) and e.op in ("==", "!="):
+            return (a == b) if e.op == "==" else (a != b)
+        for v, side in ((a, e.left), (b, e.right)):
+            if not (isinstance(v, Node) or is_number(v) or isinstance(v, bool)):
+                raise NetTypeError(f"'{e.op}' cannot take {describe(v)}", side.loc)
+        if not isinstance(a, Node):
+            a = self.number_const(a, b, e.left.loc)
+        if not isinstance(b, Node):
+            b = self.number_const(b, a, e.right.loc)
+        return self.g.add(_BINOPS[e.op], [a, b], None, e.loc)
+
+    def _e_Attr(self, e: S.Attr):
+        obj = self.eval(e.obj)
+        if isinstance(obj, Node):
+            if e.attr == "shape":
+                return Shape(obj.type.shape)
+            if e.attr in ("rank", "ndim"):
+                return obj.type.rank
+            raise NetTypeError(f"a tensor has no attribute '{e.attr}' (it has .shape and "
+                               ".rank)", e.loc)
+        if isinstance(obj, Instance):
+            if e.attr in obj.params:
+                return obj.params[e.attr]
+            if e.attr in obj.by_name:
+                return obj.by_name[e.attr]
+            known = list(obj.params) + list(obj.by_name)
+            raise UndefinedName(f"layer instance '{obj.name}' has no parameter or sub-layer "
+                                f"'{e.attr}'{suggestion(e.attr, known)}", e.loc)
+        raise NetTypeError(f"{describe(obj)} has no attribute '{e.attr}'", e.loc)
+
+    def _e_Index(self, e: S.Index):
+        obj = self.eval(e.obj)
+        if isinstance(obj, tuple | list) and not isinstance(obj, Node):
+            if len(e.items) != 1 or isinstance(e.items[0], S.Slice | S.EllipsisItem):
+                raise NetTypeError(f"index {describe(obj)} with one integer", e.loc)
+            i = self.static_int(e.items[0], "an index")
+            if not -len(obj) <= i < len(obj):
+                raise ShapeError(f"index {i} is out of range for {describe(obj)}",
+                                 e.items[0].loc)
+            return obj[i]
+        if not isinstance(obj, Node):
+            raise NetTypeError(f"cannot index {describe(obj)}", e.loc)
+        return self.index_tensor(obj, e)
+
+    def index_tensor(self, x: Node, e: S.Index) -> Node:
+        items = list(e.items)
+        n_ell = sum(isinstance(i, S.EllipsisItem) for i in items)
+        if n_ell > 1:
+            raise ShapeError("an index may hold at most one '...'", e.loc)
+        n_axes = len(items) - n_ell
+        if n_axes > x.type.rank:
+            raise ShapeError(f"too many indices ({n_axes}) for a rank-{x.type.rank} tensor "
+                             f"{x.type}", e.loc)
+        if n_ell:
+            k = next(j for j, i in enumerate(items) if isinstance(i, S.EllipsisItem))
+            items[k:k + 1] = [None] * (x.type.rank - n_axes)
+        starts, stops, steps, drop = [], [], [], []
+        for ax, item in enumerate(items):
+            n = x.type.shape[ax]
+            if item is None:
+                starts.append(None), stops.append(None), steps.append(None)
+            elif isinstance(item, S.Slice):
+                parts = [None if p is None else self.static_int(p, "a slice bound")
+                         for p in (item.lo, item.hi, item.step)]
+                starts.append(parts[0]), stops.append(parts[1]), steps.append(parts[2])
+            else:
+                v = self.eval(item)
+                if isinstance(v, Node):
+                    raise NetTypeError("indexing with a tensor (fancy indexing) is not "
+                                       "supported; use a compile-time integer", item.loc)
+                i = self.static_int(item, "an index")
+                if not -n <= i < n:
+                    raise ShapeError(f"index {i} is out of range for axis {ax} of size {n} "
+                                     f"in {x.type}", item.loc)
+                i = i % n
+                starts.append(i), stops.append(i + 1), steps.append(1)
+                drop.append(ax)
+        y = self.g.add("slice", [x], {"starts": tuple(starts), "stops": tuple(stops),
+                                      "steps": tuple(steps)}, e.loc)
+        if drop:
+            shape = tuple(d for ax, d in enumerate(y.type.shape) if ax not in drop)
+            y = self.g.add("reshape", [y], {"shape": shape}, e.loc)
+        return y
+
+    def _e_Slice(self, e: S.Slice):
+        raise NetTypeError("a slice ':' is only allowed inside an index x[...]", e.loc)
+
+    def _e_EllipsisItem(self, e: S.EllipsisItem):
+        raise NetTypeError("'...' is only allowed inside an index x[...]", e.loc)
+
+    def _e_Call(self, e: S.Call):
+        return self.call(e)
+
+    # ------------------------------------------------------------------ built-in functions
+    def call_builtin(self, b: Builtin, e: S.Call, args: list, kwargs: dict[str, tuple]):
+        """Match arguments to `b`'s parameters, check their kinds and emit."""
+        if e.alias is not None:
+            raise NetTypeError(f"'as {e.alias}' names a layer instance, but '{b.name}' is a "
+                               "function (no parameters)", e.alias_loc or e.loc)
+        params = b.params
+        bound: dict[str, tuple] = {}
+        if b.variadic:
+            bound[params[0].name] = ([v for v, _ in args], e.loc)
+        else:
+            if len(args) > len(params):
+                names = ", ".join(p.name for p in params)
+                raise NetTypeError(f"{b.name}() takes at most {len(params)} argument"
+                                   f"{'s' if len(params) != 1 else ''} ({names}), got "
+                                   f"{len(args)}", args[len(params)][1])
+            for p, a in zip(params, args):
+                bound[p.name] = a
+        names = [p.name for p in params]
+        for k, (v, loc) in kwargs.items():
+            if k not in names:
+                raise NetTypeError(f"{b.name}() has no parameter '{k}'{suggestion(k, names)} "
+                                   f"(its parameters: {', '.join(names)})", loc)
+            if k in bound:
+                raise NetTypeError(f"{b.name}(): argument '{k}' is given twice", loc)
+            bound[k] = (v, loc)
+        for p in params:
+            if p.required and p.name not in bound:
+                raise NetTypeError(f"{b.name}() is missing its argument '{p.name}'", e.loc)
+        like = next((v for p in params if p.kind == "tensor" and p.name in bound
+                     for v in [bound[p.name][0]] if isinstance(v, Node)), None)
+        out = {}
+        for p in params:
+            if p.name in bound:
+                v, loc = bound[p.name]
+                out[p.name] = self.convert_arg(b.name, p.name, p.kind, v, like, loc)
+        return b(self.g, out, e.loc)
+
+    def convert_arg(self, fname: str, pname: str, kind: str, v, like, loc):
+        where = f"{fname}(): argument '{pname}'"
+        if kind == "tensor":
+            if isinstance(v, Node):
+                return v
+            if is_number(v) or isinstance(v, bool):
+                return self.number_const(v, like, loc)
+            raise NetTypeError(f"{where} must be a tensor, got {describe(v)}", loc)
+        if kind == "tensors":
+            items = v if isinstance(v, list | tuple) and not isinstance(v, Shape) else [v]
+            out = []
+            for item in items:
+                if isinstance(item, Instance):
+                    out += [p for p in item.all_params() if p.type.rank >= 2]
+                elif isinstance(item, Node):
+                    out.append(item)
+                else:
+                    raise NetTypeError(f"{where} must list tensors, got {describe(item)}", loc)
+            if not out:
+                raise NetTypeError(f"{where} lists no tensors", loc)
+            return out
+        if kind == "int":
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise NetTypeError(f"{where} must be a compile-time integer, got "
+                                   f"{describe(v)}", loc)
+            return v
+        if kind == "float":
+            if not is_number(v):
+                raise NetTypeError(f"{where} must be a compile-time number, got "
+                                   f"{describe(v)}", loc)
+            return float(v)
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise NetTypeError(f"{where} must be true or false, got {describe(v)}", loc)
+            return v
+        if kind == "axes":
+            if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+                return v
+            if isinstance(v, list | tuple) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                   for i in v):
+                return list(v)
+            raise NetTypeError(f"{where} must be an integer or a list of integers, got "
+                               f"{describe(v)}", loc)
+        if kind == "shape":
+            if isinstance(v, list | tuple) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                   for i in v):
+                return list(v)
+            if isinstance(v, list | tuple):
+                bad = next(i for i in v if not (isinstance(i, int) and not isinstance(i, bool)))
+                raise ShapeError(f"{where}: a shape holds integers, got {describe(bad)}", loc)
+            raise NetTypeError(f"{where} must be a shape (a list of integers), got "
+                               f"{describe(v)}", loc)
+        raise NetTypeError(f"{where}: unknown kind {kind}", loc)
+
+
+def builtin(name: str) -> Builtin | None:
+    return BUILTINS.get(name)

@@ -1,0 +1,566 @@
+"""Stage 2 — build the IR: a loaded program and a chosen model to the forward graph.
+
+Takes: a `.net` path (or text), the model to build, overrides of its compile-time parameters, the
+mode ("train" or "eval") and the float dtype ("f32", or "f64" for gradient checks). Gives: `Built`
+— the forward `Graph` (inputs and targets, params with their init specs, states, outputs, losses,
+state updates), the resolved `TrainConfig`, the resolved model parameters and the root layer
+instance (for dotted names).
+
+Meaning: `fn`s are inlined; each `layer` call site gets an instance (`dense_0`, or `as NAME`) whose
+parameters are named by dotted path; a call site inside `for` reuses its instance on every
+iteration (shared weights) while `repeat` makes a fresh one per iteration (`NAME_i`). Dropout and
+batch norm follow the mode; `<-` updates are recorded in train mode only. Every user mistake is a
+NetError located in the file, with a note at each layer or fn call it happened under.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import syntax as S
+from .build_expr import ExprMixin, Instance, builtin, describe, is_number
+from .errors import (
+    NetError,
+    NetTypeError,
+    SemanticError,
+    ShapeError,
+    SourceLoc,
+    UndefinedName,
+    suggestion,
+)
+from .initializers import INITIALIZERS
+from .initializers import REQUIRED as INIT_REQUIRED
+from .ir import Graph, Node, TensorType
+from .layers_native import NATIVE_LAYERS, LayerContext
+from .ops.builtins import BUILTIN_NAMES
+from .program import Program, load_program
+from .train_config import TrainConfig
+from .verify import verify
+
+MAX_TENSOR_BYTES = 8 << 30  # one tensor larger than this cannot be allocated on these machines
+MAX_CALL_DEPTH = 64
+
+
+@dataclass
+class Frame:
+    kind: str  # "model" | "layer" | "fn"
+    name: str
+    bindings: dict = field(default_factory=dict)
+    instance: Instance | None = None
+    repeat_path: tuple = ()
+    result: object = None
+    returned: bool = False
+    local_states: dict[str, Node] = field(default_factory=dict)
+
+
+@dataclass
+class Built:
+    graph: Graph
+    train: TrainConfig
+    model_name: str
+    params: dict[str, int | float]
+    path: str
+    text: str
+    program: Program
+    root: Instance
+
+
+class Builder(ExprMixin):
+    def __init__(self, prog: Program, g: Graph, model_params: dict):
+        self.prog = prog
+        self.g = g
+        self.model_params = model_params
+        self.root = Instance("", "<model>")
+        self.frame = Frame("model", g.name, instance=self.root)
+        self.stack: list[tuple[str, SourceLoc]] = []
+        self.updated: dict[str, SourceLoc] = {}
+
+    # ------------------------------------------------------------------ names
+    def lookup(self, name: str, loc: SourceLoc):
+        f = self.frame
+        if name in f.bindings:
+            return f.bindings[name]
+        if f.kind == "model" and name in self.model_params:
+            return self.model_params[name]
+        if f.instance is not None and name in f.instance.by_name:
+            return f.instance.by_name[name]
+        if name in self.prog.fns or builtin(name) or name in self.prog.layers \
+                or name in NATIVE_LAYERS:
+            raise NetTypeError(f"'{name}' is a function or layer: call it, e.g. {name}(x), or "
+                               f"use it in a pipeline x -> {name}", loc)
+        known = list(f.bindings) + (list(self.model_params) if f.kind == "model" else []) \
+            + (list(f.instance.by_name) if f.instance is not None else [])
+        raise UndefinedName(f"unknown name '{name}'{suggestion(name, known)}", loc)
+
+    # ------------------------------------------------------------------ statements
+    def run_body(self, body: tuple[S.Stmt, ...]) -> None:
+        for st in body:
+            if self.frame.returned:
+                raise SemanticError("this statement comes after 'return' and would never run",
+                                    st.loc)
+            getattr(self, "_s_" + type(st).__name__)(st)
+
+    def _only_in(self, kinds: tuple[str, ...], what: str, loc: SourceLoc) -> None:
+        if self.frame.kind not in kinds:
+            where = {"fn": "a function", "layer": "a layer", "model": "a model"}[self.frame.kind]
+            why = {"fn": "functions are pure: they have no parameters, state, inputs or "
+                         "outputs", "layer": "inputs, targets, outputs and losses belong to "
+                         "the model", "model": "'return' ends a layer or function"}
+            raise SemanticError(f"'{what}' is not allowed in {where} ({why[self.frame.kind]})",
+                                loc)
+
+    def tensor_type(self, t: S.TensorType, default_dtype: str | None = None) -> TensorType:
+        dims = []
+        for d in t.dims:
+            v = self.eval(d)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ShapeError(f"a dimension must be a positive compile-time integer, got "
+                                 f"{describe(v)}", d.loc)
+            dims.append(v)
+        dtype = t.dtype or default_dtype or "f32"
+        if dtype == "f32":
+            dtype = self.g.float_dtype
+        ttype = TensorType(tuple(dims), dtype)
+        itemsize = 8 if dtype == "f64" else 4
+        if ttype.size * itemsize > MAX_TENSOR_BYTES:
+            raise ShapeError(f"{ttype} needs {ttype.size * itemsize / 2**30:.1f} GiB, more than "
+                             f"the {MAX_TENSOR_BYTES >> 30} GiB one tensor may take", t.loc)
+        return ttype
+
+    def _s_InputDecl(self, st: S.InputDecl) -> None:
+        self._only_in(("model",), st.role, st.loc)
+        self._check_unbound(st.name, st.loc)
+        node = self.g.input(st.name, self.tensor_type(st.type), st.loc, role=st.role)
+        self.frame.bindings[st.name] = node
+
+    def _check_unbound(self, name: str, loc: SourceLoc) -> None:
+        if name in self.frame.bindings:
+            raise SemanticError(f"'{name}' is already defined in this scope", loc)
+
+    def init_spec(self, e: S.Expr | None, kind: str, rank: int) -> tuple[str, dict]:
+        if e is None:
+            return ("glorot_uniform", {}) if kind == "param" and rank >= 2 else ("zeros", {})
+        if isinstance(e, S.Name):
+            name, args, kwargs, loc = e.id, (), (), e.loc
+        elif isinstance(e, S.Call):
+            name, args, kwargs, loc = e.func, e.args, e.kwargs, e.func_loc or e.loc
+        else:
+            raise NetTypeError("an initializer is a name such as glorot_uniform or a call such "
+                               "as normal(0.02)", e.loc)
+        if name not in INITIALIZERS:
+            raise UndefinedName(f"unknown initializer '{name}'{suggestion(name, INITIALIZERS)} "
+                                f"(initializers: {', '.join(INITIALIZERS)})", loc)
+        spec = INITIALIZERS[name]
+        names = [p for p, _ in spec]
+        if len(args) > len(spec):
+            raise NetTypeError(f"{name} takes at most {len(spec)} argument(s)", e.loc)
+        out = {p: d for p, d in spec}
+        for (p, _), a in zip(spec, args):
+            out[p] = self.eval(a)
+        for kw in kwargs:
+            if kw.name not in names:
+                raise NetTypeError(f"{name} has no argument '{kw.name}'"
+                                   f"{suggestion(kw.name, names)}", kw.loc)
+            out[kw.name] = self.eval(kw.value)
+        for p, v in out.items():
+            if v is INIT_REQUIRED:
+                raise NetTypeError(f"{name} needs its argument '{p}'", e.loc)
+            if not is_number(v):
+                raise NetTypeError(f"{name}: '{p}' must be a number, got {describe(v)}", e.loc)
+        if name == "uniform" and not out["lo"] < out["hi"]:
+            raise NetTypeError(f"uniform needs lo < hi, got {out['lo']} and {out['hi']}", e.loc)
+        if name == "normal" and out["std"] < 0:
+            raise NetTypeError("normal needs std >= 0", e.loc)
+        return name, {k: float(v) for k, v in out.items()}
+
+    def declare(self, kind: str, name: str, ttype: TensorType, init, frozen: bool,
+                loc: SourceLoc) -> Node:
+        """A param or state of the current instance (reused when the instance is shared)."""
+        inst = self.frame.instance
+        if inst is None:
+            self._only_in(("model", "layer"), kind, loc)
+        existing = inst.params.get(name)
+        if existing is not None:
+            if existing.type != ttype:
+                raise ShapeError(f"{kind} '{name}' is shared across the iterations of a 'for' "
+                                 f"loop but has type {ttype} here and {existing.type} before",
+                                 loc, notes=[("first declared here", existing.loc)])
+            return existing
+        full = inst.prefix() + name
+        if kind == "param":
+            node = self.g.param(full, ttype, loc, init=init, frozen=frozen)
+        else:
+            node = self.g.state(full, ttype, loc, init=init)
+        inst.params[name] = node
+        return node
+
+    def _s_ParamDecl(self, st: S.ParamDecl) -> None:
+        self._only_in(("model", "layer"), st.kind, st.loc)
+        ttype = self.tensor_type(st.type)
+        init = self.init_spec(st.init, st.kind, ttype.rank)
+        if st.name in self.frame.bindings and st.name not in self.frame.instance.params:
+            raise SemanticError(f"'{st.name}' is already defined in this scope", st.loc)
+        node = self.declare(st.kind, st.name, ttype, init, st.frozen, st.loc)
+        self.frame.bindings[st.name] = node
+        if st.kind == "state":
+            self.frame.local_states[st.name] = node
+
+    def _s_Assign(self, st: S.Assign) -> None:
+        value = self.eval(st.value)
+        if len(st.targets) == 1:
+            self.frame.bindings[st.targets[0]] = value
+            return
+        if not isinstance(value, tuple) or isinstance(value, list):
+            raise NetTypeError(f"cannot unpack {describe(value)} into {len(st.targets)} names",
+                               st.value.loc)
+        if len(value) != len(st.targets):
+            raise NetTypeError(f"cannot unpack a tuple of {len(value)} values into "
+                               f"{len(st.targets)} names", st.value.loc)
+        for name, v in zip(st.targets, value):
+            self.frame.bindings[name] = v
+
+    def _s_Update(self, st: S.Update) -> None:
+        self._only_in(("model", "layer"), "<-", st.loc)
+        target = self.frame.local_states.get(st.name)
+        if target is None:
+            v = self.frame.bindings.get(st.name)
+            what = "a param (params are trained, not assigned)" if isinstance(v, Node) \
+                and v.op == "param" else describe(v) if v is not None else "not defined here"
+            raise SemanticError(f"'{st.name} <- ...' updates a state, but '{st.name}' is {what};"
+                                " declare it with 'state'", st.loc)
+        value = self.tensor(st.value)
+        if value.type.dtype != target.type.dtype:
+            raise NetTypeError(f"the update of state '{st.name}' has type {value.type}, but the "
+                               f"state is {target.type}", st.value.loc)
+        if value.type.shape != target.type.shape:
+            try:
+                value = self.g.add("broadcast_to", [value], {"shape": target.type.shape},
+                                   st.value.loc)
+            except ShapeError:
+                raise ShapeError(f"the update of state '{st.name}' has shape {value.type}, but "
+                                 f"the state is {target.type}", st.value.loc) from None
+        full = target.attrs["name"]
+        if full in self.updated:
+            raise SemanticError(f"state '{full}' is updated twice in one step", st.loc,
+                                notes=[("first updated here", self.updated[full])])
+        self.updated[full] = st.loc
+        if self.g.mode == "train":
+            self.g.updates[full] = value
+
+    def _s_Output(self, st: S.Output) -> None:
+        self._only_in(("model",), "output", st.loc)
+        if st.name in self.g.outputs:
+            raise SemanticError(f"output '{st.name}' is declared twice", st.loc)
+        if st.value is None:
+            if st.name not in self.frame.bindings:
+                raise UndefinedName(f"'output {st.name}' exports a binding, but '{st.name}' is "
+                                    f"not defined{suggestion(st.name, self.frame.bindings)}",
+                                    st.loc)
+            value = self.frame.bindings[st.name]
+            if not isinstance(value, Node):
+                raise NetTypeError(f"an output must be a tensor; '{st.name}' is "
+                                   f"{describe(value)}", st.loc)
+        else:
+            value = self.tensor(st.value)
+            self.frame.bindings[st.name] = value
+        self.g.outputs[st.name] = value
+
+    def _s_Loss(self, st: S.Loss) -> None:
+        self._only_in(("model",), "loss", st.loc)
+        key = st.name or "loss"
+        if key in self.g.losses:
+            msg = "the model has two unnamed losses: name them (loss a = ...) for step " \
+                "blocks, or add them into one" if st.name is None else \
+                f"loss '{key}' is declared twice"
+            raise SemanticError(msg, st.loc)
+        value = self.tensor(st.value)
+        if value.type.shape != ():
+            raise ShapeError(f"a loss must be a scalar, but this is {value.type}; reduce it, "
+                             "e.g. with mean(...)", st.value.loc)
+        if not value.type.is_float:
+            raise NetTypeError(f"a loss must be a float scalar, but this is {value.type}",
+                               st.value.loc)
+        self.g.losses[key] = value
+        if st.name is not None:
+            self.frame.bindings[st.name] = value
+
+    def _s_Return(self, st: S.Return) -> None:
+        self._only_in(("layer", "fn"), "return", st.loc)
+        values = tuple(self.eval(v) for v in st.values)
+        self.frame.result = values[0] if len(values) == 1 else values
+        self.frame.returned = True
+
+    def _loop_body(self, body: tuple[S.Stmt, ...]) -> None:
+        for st in body:
+            if isinstance(st, S.Return):
+                raise SemanticError("'return' cannot be inside a loop", st.loc)
+        self.run_body(body)
+
+    def _s_For(self, st: S.For) -> None:
+        lo = self.static_int(st.start, "a loop bound")
+        hi = self.static_int(st.stop, "a loop bound")
+        saved = self.frame.bindings.get(st.var)
+        for t in range(lo, hi):
+            self.frame.bindings[st.var] = t
+            self._loop_body(st.body)
+        self._restore(st.var, saved)
+
+    def _s_Repeat(self, st: S.Repeat) -> None:
+        n = self.static_int(st.count, "a repeat count")
+        if n < 0:
+            raise ShapeError(f"a repeat count cannot be negative, got {n}", st.count.loc)
+        saved = self.frame.bindings.get(st.var) if st.var else None
+        path = self.frame.repeat_path
+        for i in range(n):
+            self.frame.repeat_path = path + (i,)
+            if st.var:
+                self.frame.bindings[st.var] = i
+            self._loop_body(st.body)
+        self.frame.repeat_path = path
+        if st.var:
+            self._restore(st.var, saved)
+
+    def _restore(self, name: str, saved) -> None:
+        if saved is None:
+            self.frame.bindings.pop(name, None)
+        else:
+            self.frame.bindings[name] = saved
+
+    # ------------------------------------------------------------------ calls
+    def call(self, e: S.Call):
+        name = e.func
+        args = [(self.eval(a), a.loc) for a in e.args]
+        kwargs = {k.name: (self.eval(k.value), k.loc) for k in e.kwargs}
+        if name in self.prog.layers or name in NATIVE_LAYERS:
+            return self.call_layer(e, args, kwargs)
+        if name in self.prog.fns:
+            return self.call_fn(e, args, kwargs)
+        b = builtin(name)
+        if b is not None:
+            return self.call_builtin(b, e, args, kwargs)
+        loc = e.func_loc or e.loc
+        if name in self.frame.bindings:
+            raise NetTypeError(f"'{name}' is {describe(self.frame.bindings[name])}, not a "
+                               "function or layer", loc)
+        if name[:1].isupper():
+            known = list(self.prog.layers) + list(NATIVE_LAYERS)
+            raise UndefinedName(f"unknown layer '{name}'{suggestion(name, known)}", loc)
+        known = list(self.prog.fns) + list(BUILTIN_NAMES) + list(self.prog.layers) \
+            + list(NATIVE_LAYERS)
+        raise UndefinedName(f"unknown function '{name}'{suggestion(name, known)}", loc)
+
+    def _enter(self, kind: str, name: str, e: S.Call) -> None:
+        if any(n == name for n, _ in self.stack):
+            raise SemanticError(f"{kind} '{name}' calls itself (directly or through others); "
+                                f"{kind}s cannot be recursive", e.loc)
+        if len(self.stack) >= MAX_CALL_DEPTH:
+            raise SemanticError(f"calls nest more than {MAX_CALL_DEPTH} deep", e.loc)
+        self.stack.append((name, e.loc))
+
+    def bind(self, what: str, specs: list[tuple[str, object]], args: list, kwargs: dict,
+             e: S.Call) -> dict:
+        """Match arguments to named parameters with defaults (REQUIRED where none)."""
+        names = [n for n, _ in specs]
+        if len(args) > len(specs):
+            raise NetTypeError(f"{what} takes at most {len(specs)} argument"
+                               f"{'s' if len(specs) != 1 else ''} ({', '.join(names)}), got "
+                               f"{len(args)}", args[len(specs)][1])
+        bound = {n: v for (n, _), (v, _) in zip(specs, args)}
+        for k, (v, loc) in kwargs.items():
+            if k not in names:
+                raise NetTypeError(f"{what} has no parameter '{k}'{suggestion(k, names)} (its "
+                                   f"parameters: {', '.join(names)})", loc)
+            if k in bound:
+                raise NetTypeError(f"{what}: argument '{k}' is given twice", loc)
+            bound[k] = v
+        for n, default in specs:
+            if n not in bound:
+                if default is _REQUIRED:
+                    raise NetTypeError(f"{what} is missing its argument '{n}'", e.loc)
+                bound[n] = default
+        return bound
+
+    def _defaults(self, params: tuple[S.ParamSpec, ...]) -> list[tuple[str, object]]:
+        out = []
+        for p in params:
+            out.append((p.name, _REQUIRED if p.default is None else _Deferred(p.default)))
+        return out
+
+    def _eval_deferred(self, bound: dict) -> dict:
+        saved = self.frame
+        self.frame = Frame("fn", "<defaults>", bindings={k: v for k, v in bound.items()
+                                                           if not isinstance(v, _Deferred)})
+        try:
+            for k, v in bound.items():
+                if isinstance(v, _Deferred):
+                    bound[k] = self.eval(v.expr)
+                    self.frame.bindings[k] = bound[k]
+        finally:
+            self.frame = saved
+        return bound
+
+    def call_fn(self, e: S.Call, args: list, kwargs: dict):
+        d = self.prog.fns[e.func]
+        if e.alias is not None:
+            raise NetTypeError(f"'as {e.alias}' names a layer instance, but '{e.func}' is a "
+                               "function (no parameters)", e.alias_loc or e.loc)
+        bound = self._eval_deferred(self.bind(f"{e.func}()", self._defaults(d.params), args,
+                                              kwargs, e))
+        self._enter("function", e.func, e)
+        saved = self.frame
+        self.frame = Frame("fn", e.func, bindings=bound)
+        try:
+            self.run_body(d.body)
+            if not self.frame.returned:
+                raise SemanticError(f"function '{e.func}' ends without 'return'", d.loc)
+            return self.frame.result
+        except NetError as err:
+            _note(err, f"in function '{e.func}' called here", e.loc)
+            raise
+        finally:
+            self.frame = saved
+            self.stack.pop()
+
+    def _instance_for(self, e: S.Call) -> Instance:
+        owner = self.frame.instance
+        if owner is None:
+            raise SemanticError(f"function '{self.frame.name}' cannot call layer '{e.func}': "
+                                "functions have no parameters; make it a layer (a capitalized "
+                                "name)", e.func_loc or e.loc)
+        site = (id(e), self.frame.repeat_path)
+        inst = owner.children.get(site)
+        if inst is not None:
+            return inst
+        suffix = "".join(f"_{i}" for i in self.frame.repeat_path)
+        if e.alias is not None:
+            local = e.alias + suffix
+            if local in owner.by_name:
+                first = owner.by_name[local]
+                raise SemanticError(f"layer instance name '{local}' is used twice",
+                                    e.alias_loc or e.loc, notes=[("first used here", first.loc)])
+            if local in self.frame.bindings:
+                raise SemanticError(f"'{local}' is already a name in this scope; choose another "
+                                    "instance name", e.alias_loc or e.loc)
+        else:
+            base = e.func.lower()
+            k = owner.counters.get(base, 0)
+            while f"{base}_{k}" in owner.by_name:
+                k += 1
+            owner.counters[base] = k + 1
+            local = f"{base}_{k}"
+        inst = Instance(owner.prefix() + local, e.func, e.loc)
+        owner.children[site] = inst
+        owner.by_name[local] = inst
+        return inst
+
+    def call_layer(self, e: S.Call, args: list, kwargs: dict):
+        inst = self._instance_for(e)
+        self._enter("layer", e.func, e)
+        saved = self.frame
+        try:
+            if e.func in self.prog.layers:
+                d = self.prog.layers[e.func]
+                bound = self._eval_deferred(self.bind(e.func, self._defaults(d.params), args,
+                                                      kwargs, e))
+                self.frame = Frame("layer", e.func, bindings=bound, instance=inst)
+                self.run_body(d.body)
+                if not self.frame.returned:
+                    raise SemanticError(f"layer '{e.func}' ends without 'return'", d.loc)
+                return self.frame.result
+            fn, specs = NATIVE_LAYERS[e.func]
+            bound = self.bind(e.func, [(n, _REQUIRED if d is None else d) for n, d in specs],
+                              args, kwargs, e)
+            self.frame = Frame("layer", e.func, instance=inst)
+            return fn(LayerContext(self, e.loc), **bound)
+        except NetError as err:
+            _note(err, f"in layer '{e.func}' (instance '{inst.name}') called here", e.loc)
+            raise
+        finally:
+            self.frame = saved
+            self.stack.pop()
+
+
+class _Deferred:
+    """A parameter default, evaluated when the call binds its arguments."""
+
+    def __init__(self, expr: S.Expr):
+        self.expr = expr
+
+
+_REQUIRED = object()
+
+
+def _note(err: NetError, msg: str, loc: SourceLoc) -> None:
+    d = err.diagnostics[0]
+    if len(d.notes) < 8 and (d.loc is None or d.loc != loc):
+        d.notes.append((msg, loc))
+
+
+def _resolve_model_params(model: S.ModelDef, overrides: dict, b: Builder) -> dict:
+    known = [p.name for p in model.params]
+    for k in overrides:
+        if k not in known:
+            raise NetError(f"model '{model.name}' has no parameter '{k}'{suggestion(k, known)}"
+                           f" (its parameters: {', '.join(known) or 'none'})", model.loc)
+    values: dict = {}
+    b.frame = Frame("fn", "<model parameters>", bindings=values)
+    for p in model.params:
+        if p.name in overrides:
+            v = overrides[p.name]
+            default = b.eval(p.default) if p.default is not None else None
+            if isinstance(default, int) and isinstance(v, float):
+                if not v.is_integer():
+                    raise NetError(f"model parameter '{p.name}' is an integer (default "
+                                   f"{default}); got {v}", p.loc)
+                v = int(v)
+        elif p.default is None:
+            raise NetError(f"model parameter '{p.name}' has no default: give it a value "
+                           f"(--set {p.name}=... or netc.compile(..., {p.name}=...))", p.loc)
+        else:
+            v = b.eval(p.default)
+        if not (is_number(v) or isinstance(v, bool | str)):
+            raise NetTypeError(f"model parameter '{p.name}' must be a number, got "
+                               f"{describe(v)}", p.loc)
+        values[p.name] = v
+    b.frame = Frame("model", model.name, instance=b.root)
+    return values
+
+
+def choose_model(prog: Program, model: str | None) -> S.ModelDef:
+    if model is not None:
+        if model not in prog.models:
+            raise NetError(f"no model '{model}' in {prog.path}{suggestion(model, prog.models)}"
+                           f" (models: {', '.join(prog.models) or 'none'})")
+        return prog.models[model]
+    if not prog.models:
+        raise NetError(f"{prog.path} defines no model")
+    if len(prog.models) == 1:
+        return next(iter(prog.models.values()))
+    trained = [m for m in prog.models if m in prog.trains]
+    if len(trained) == 1:
+        return prog.models[trained[0]]
+    raise NetError(f"{prog.path} defines several models ({', '.join(prog.models)}): choose "
+                   "one (--model NAME, or model=... in Python)")
+
+
+def build(source: str | os.PathLike, *, text: str | None = None, model: str | None = None,
+          overrides: dict | None = None, mode: str = "train", float_dtype: str = "f32",
+          program: Program | None = None) -> Built:
+    """Build the forward graph of a model in a `.net` file (see the module docstring)."""
+    from .build_train import build_train  # the train block needs the built graph
+
+    if mode not in ("train", "eval"):
+        raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
+    prog = program or load_program(source, text)
+    mdef = choose_model(prog, model)
+    g = Graph(mdef.name, float_dtype=float_dtype, mode=mode)
+    b = Builder(prog, g, {})
+    b.model_params = _resolve_model_params(mdef, dict(overrides or {}), b)
+    b.frame = Frame("model", mdef.name, instance=b.root)
+    b.run_body(mdef.body)
+    train = build_train(prog.trains.get(mdef.name), b, prog)
+    verify(g)
+    return Built(g, train, mdef.name, dict(b.model_params), prog.path, prog.text, prog, b.root)

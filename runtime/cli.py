@@ -1,0 +1,209 @@
+"""The `netc` command line.
+
+Takes: argv. Gives: an exit code — 0 on success, 1 when the user's files or data have a mistake
+(diagnostics printed to stderr), 2 on bad usage (unknown command or flag), 3 on an internal compiler
+error (a bug in netc: a short report, the traceback only with NETC_DEBUG=1), 130 on Ctrl-C.
+
+Commands: `check FILE...` (every diagnostic through shape inference and train-block validation;
+`--format json`), `graph FILE --stage parsed|forward --format text|dot|svg`. The training commands
+arrive with the runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import traceback
+
+from . import __version__
+from .compiler import syntax as S
+from .compiler.errors import Diagnostic, InternalCompilerError, NetError, UsageError
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: exit 2 with a clear line
+        self.print_usage(sys.stderr)
+        print(f"netc: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _set_pairs(pairs: list[str] | None) -> dict:
+    out: dict = {}
+    for item in pairs or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got '{item}'")
+        out[key.strip()] = _number_or_text(value.strip())
+    return out
+
+
+def _number_or_text(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    if v in ("true", "false"):
+        return v == "true"
+    return v
+
+
+def _check_file(path: str, overrides: dict) -> list[Diagnostic]:
+    from .compiler.build_ir import build
+    from .compiler.program import load_program
+
+    try:
+        prog = load_program(path)
+        if not prog.models:
+            return []  # a library of fns and layers: parsing and imports are the checks
+        for name in prog.models:
+            mdef = prog.models[name]
+            known = {p.name for p in mdef.params}
+            build(path, model=name, program=prog,
+                  overrides={k: v for k, v in overrides.items() if k in known})
+    except NetError as e:
+        return e.diagnostics
+    return []
+
+
+def cmd_check(args) -> int:
+    overrides = _set_pairs(args.set)
+    failed = 0
+    results = []
+    for path in args.files:
+        diags = _check_file(path, overrides)
+        failed += bool(diags)
+        results.append((path, diags))
+        if args.format == "text":
+            if diags:
+                print(NetError("", diagnostics=diags).format(), file=sys.stderr)
+            elif not args.quiet:
+                print(f"{path}: ok")
+    if args.format == "json":
+        out = [d.to_json() | {"file": d.to_json()["file"] or p} for p, ds in results for d in ds]
+        print(json.dumps(out, indent=2))
+    return EXIT_USER if failed else EXIT_OK
+
+
+def cmd_graph(args) -> int:
+    from .compiler.build_ir import build
+    from .compiler.parse import parse_file
+
+    if args.stage == "parsed":
+        program = parse_file(args.file)
+        text = "\n".join(_pretty(item) for item in program.items)
+        if args.format != "text":
+            raise UsageError("--stage parsed is shown as text only")
+        print(text)
+        return EXIT_OK
+    if args.stage not in ("forward",):
+        raise UsageError(f"--stage {args.stage} is not available yet (stages: parsed, forward)")
+    built = build(args.file, model=args.model, overrides=_set_pairs(args.set),
+                  mode=args.mode)
+    g = built.graph
+    if args.format == "text":
+        print(g.to_text())
+    elif args.format == "dot":
+        print(g.to_dot())
+    else:
+        dot = shutil.which("dot")
+        if dot is None:
+            raise NetError("--format svg needs Graphviz's 'dot' program: install the "
+                           "'graphviz' package (apt-get install graphviz), or use --format dot")
+        res = subprocess.run([dot, "-Tsvg"], input=g.to_dot(), capture_output=True, text=True,
+                             timeout=300)
+        if res.returncode != 0:
+            raise NetError(f"dot failed: {res.stderr.strip()[:500]}")
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(res.stdout)
+        else:
+            sys.stdout.write(res.stdout)
+    return EXIT_OK
+
+
+def _pretty(node, indent: int = 0) -> str:
+    pad = "  " * indent
+    if isinstance(node, tuple):
+        return "\n".join(_pretty(n, indent) for n in node)
+    fields = getattr(node, "__dataclass_fields__", None)
+    if fields is None:
+        return pad + repr(node)
+    head = f"{pad}{type(node).__name__}"
+    if isinstance(node, S.Stmt) and hasattr(node, "loc") and node.loc is not None:
+        head += f"  @{node.loc.line}:{node.loc.col}"
+    lines = [head]
+    for name in fields:
+        if name in ("loc", "text") or name.endswith("_loc") or name.endswith("_locs"):
+            continue
+        v = getattr(node, name)
+        nested = isinstance(v, tuple) and v and hasattr(v[0], "__dataclass_fields__")
+        if nested or isinstance(v, S.Stmt):
+            lines.append(f"{pad}  {name}:")
+            lines.append(_pretty(v, indent + 2))
+        else:
+            lines.append(f"{pad}  {name}: {v!r}")
+    return "\n".join(lines)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="netc", description="Compile and train neural networks written in .net "
+                "files.")
+    p.add_argument("--version", action="version", version=f"netc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    c = sub.add_parser("check", help="report every mistake in .net files (exit 1 if any)")
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing for valid files")
+    c.set_defaults(func=cmd_check)
+    gr = sub.add_parser("graph", help="show the program or its IR graph after a stage")
+    gr.add_argument("file", metavar="FILE")
+    gr.add_argument("--stage", default="forward",
+                    choices=("parsed", "forward", "backward", "optimized"))
+    gr.add_argument("--format", choices=("text", "dot", "svg"), default="text")
+    gr.add_argument("--mode", choices=("train", "eval"), default="train")
+    gr.add_argument("--model", help="which model, when the file has several")
+    gr.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
+    gr.add_argument("-o", "--out", help="write the output (svg) to this file")
+    gr.set_defaults(func=cmd_graph)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"netc: error: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except NetError as e:
+        print(e.format(), file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("netc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+    except (InternalCompilerError, Exception) as e:  # a bug in netc: report it, no traceback
+        if os.environ.get("NETC_DEBUG"):
+            traceback.print_exc()
+        msg = str(e) if isinstance(e, InternalCompilerError) else \
+            f"internal compiler error: {type(e).__name__}: {e}\nThis is a bug in netc; please " \
+            "report it with the .net file (NETC_DEBUG=1 shows the traceback)."
+        print(f"netc: {msg}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())
