@@ -34,7 +34,7 @@ from .initializers import REQUIRED as INIT_REQUIRED
 from .ir import Graph, Node, TensorType
 from .layers_native import NATIVE_LAYERS, LayerContext
 from .ops.builtins import BUILTIN_NAMES
-from .program import Program, load_program
+from .program import PRELUDE_FILE, Program, load_program
 from .train_config import TrainConfig
 from .verify import verify
 
@@ -476,7 +476,14 @@ class Builder(ExprMixin):
             self.frame = Frame("layer", e.func, instance=inst)
             return fn(LayerContext(self, e.loc), **bound)
         except NetError as err:
-            _note(err, f"in layer '{e.func}' (instance '{inst.name}') called here", e.loc)
+            d = err.diagnostics[0]
+            if d.loc is None or d.loc.file == PRELUDE_FILE:
+                # a built-in layer failed: the user's call is the place to point at
+                d.loc = e.loc
+                if not d.message.startswith(e.func):
+                    d.message = f"{e.func}: {d.message}"
+            else:
+                _note(err, f"in layer '{e.func}' (instance '{inst.name}') called here", e.loc)
             raise
         finally:
             self.frame = saved

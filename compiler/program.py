@@ -67,7 +67,7 @@ class _Loader:
         here = (key, None)
         for item in program.items:
             if isinstance(item, S.Import):
-                self._import(item, path, text is not None, chain + (here,))
+                self._import(item, path, chain + (here,))
         for item in program.items:
             if isinstance(item, S.FnDef | S.LayerDef) or (isinstance(item, S.ModelDef)
                                                           and not chain):
@@ -75,9 +75,8 @@ class _Loader:
             elif isinstance(item, S.TrainDef) and not chain:
                 self._train(item)
 
-    def _import(self, item: S.Import, importer: str, from_text: bool, chain) -> None:
-        base = os.path.dirname(os.path.abspath(importer)) if not from_text or os.path.exists(
-            importer) else os.getcwd()
+    def _import(self, item: S.Import, importer: str, chain) -> None:
+        base = os.path.dirname(os.path.abspath(importer))
         target = os.path.normpath(os.path.join(base, item.path))
         keys = [k for k, _ in chain]
         if os.path.abspath(target) in keys:
