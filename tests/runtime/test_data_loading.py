@@ -1,0 +1,125 @@
+"""runtime.data: formats, bundled sets, binding to model inputs, and every bad-file error."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+from netc.compiler.errors import DataError
+from netc.data import BUNDLED, bind_arrays, load_arrays, load_idx, split_validation
+
+WANT = {"x": ((4, 3), "f32"), "y": ((4,), "i32")}
+
+
+def test_digits_is_the_real_uci_set():
+    raw, _ = load_arrays("digits")
+    assert raw["x"].shape == (1797, 64) and raw["y"].shape == (1797,)
+    assert raw["x"].min() >= 0.0 and raw["x"].max() <= 1.0
+    assert np.bincount(raw["y"]).tolist()[:3] == [178, 182, 177]
+    img = bind_arrays(raw, {"x": ((8, 1, 8, 8), "f32"), "y": ((8,), "i32")}, "digits")
+    assert img["x"].shape == (1797, 1, 8, 8)
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_bundled_sets_are_deterministic(name):
+    a, _ = load_arrays(name, seed=1)
+    b, _ = load_arrays(name, seed=1)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        assert np.all(np.isfinite(a[k]))
+
+
+def test_npz_binds_by_name(tmp_path):
+    p = tmp_path / "d.npz"
+    np.savez(p, x=np.ones((10, 3)), y=np.arange(10) % 2, extra=np.zeros(2))
+    raw, src = load_arrays(str(p))
+    out = bind_arrays(raw, WANT, src)
+    assert out["x"].dtype == np.float32 and out["y"].dtype == np.int32
+
+
+def test_csv_binds_named_and_remaining_columns(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("a,b,c,y\n1,2,3,0\n4,5,6,1\n")
+    raw, src = load_arrays(str(p))
+    out = bind_arrays(raw, WANT, src)
+    np.testing.assert_array_equal(out["x"], [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(out["y"], [0, 1])
+
+
+def test_idx_files_and_folder(tmp_path):
+    imgs = np.arange(2 * 3 * 1, dtype=np.uint8).reshape(2, 3, 1)
+    (tmp_path / "mnist").mkdir()
+    with gzip.open(tmp_path / "mnist" / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2, 3, 1) + imgs.tobytes())
+    (tmp_path / "mnist" / "train-labels-idx1-ubyte").write_bytes(
+        bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + bytes([7, 3]))
+    raw, src = load_arrays(str(tmp_path / "mnist"))
+    out = bind_arrays(raw, {"x": ((4, 3), "f32"), "y": ((4,), "i32")}, src)
+    np.testing.assert_array_equal(out["x"], imgs.reshape(2, 3))
+    np.testing.assert_array_equal(out["y"], [7, 3])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"PK\x03\x04garbage", "not a readable .npz"),
+    (b"", "not a readable .npz"),
+])
+def test_corrupt_npz(tmp_path, content, message):
+    p = tmp_path / "bad.npz"
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_arrays(str(p))
+
+
+def test_truncated_npz(tmp_path):
+    p = tmp_path / "t.npz"
+    np.savez(p, x=np.ones((100, 3)), y=np.zeros(100))
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(DataError, match="t.npz"):
+        raw, src = load_arrays(str(p))
+        bind_arrays(raw, WANT, src)
+
+
+def test_truncated_idx(tmp_path):
+    p = tmp_path / "x-idx3-ubyte"
+    p.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 5, 3, 1) + b"\x00" * 4)
+    with pytest.raises(DataError, match="truncated IDX file"):
+        load_idx(str(p))
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"x": np.ones((5, 3))}, "no array named 'y'"),
+    ({"x": np.ones((5, 4)), "y": np.zeros(5)}, "rows of shape \\[4\\], but the model expects"),
+    ({"x": np.full((5, 3), np.nan), "y": np.zeros(5)}, "NaN or infinite"),
+    ({"x": np.ones((5, 3)), "y": np.full(5, 0.5)}, "must hold integers"),
+    ({"x": np.ones((5, 3)), "y": np.zeros(4)}, "has 4 rows but 'x' has 5"),
+    ({"x": np.array([["a", "b", "c"]]), "y": np.zeros(1)}, "numeric array is needed"),
+])
+def test_bad_arrays_name_the_array(arrays, message):
+    with pytest.raises(DataError, match=message):
+        bind_arrays(arrays, WANT, "f.npz")
+
+
+def test_missing_file_and_unknown_format(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_arrays(str(tmp_path / "nope.npz"))
+    p = tmp_path / "d.txt"
+    p.write_text("1 2 3")
+    with pytest.raises(DataError, match="unknown data format"):
+        load_arrays(str(p))
+
+
+def test_bad_csv_rows(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("a,b\n1,2\n3\n")
+    with pytest.raises(DataError, match="d.csv:3: 1 values"):
+        load_arrays(str(p))
+    p.write_text("a,b\n1,x\n")
+    with pytest.raises(DataError, match="'x' is not a number"):
+        load_arrays(str(p))
+
+
+def test_stratified_split_keeps_class_balance():
+    y = np.repeat(np.arange(4), 25).astype(np.int32)
+    train, val = split_validation({"x": np.arange(100.0), "y": y}, 0.2, 0, stratify=y)
+    assert np.bincount(val["y"]).tolist() == [5, 5, 5, 5]
+    assert len(train["x"]) == 80 and not set(train["x"]) & set(val["x"])
