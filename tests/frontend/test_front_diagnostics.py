@@ -122,6 +122,10 @@ EXTRA_BAD = [
     "model m {\n    for t in 0.T { }\n}\n", "model m {\n    repeat as i { }\n}\n",
     "model m {\n    output = 3\n}\n", "model m {\n    h, = f(x)\n}\n", "fn f(x) = x..y\n",
     "model m {\n    s <- \n}\n", "fn f(x) = x[1:2:3:4]\n", "fn f(x) = a b c\n",
+    "fn g(x) = x * 5.\n", "model m {\n    fn f(x) = x\n}\n",
+    "model m {\n    a = 1 +* 2\n    b = 2\n    c = f(,)\n    e = x $ 1\n}\n",
+    "fn g(x) = " + "f(" * 300 + "x" + ")" * 300 + "\n",
+    "fn g(x) = " + "(" * 300 + "x" + ")" * 299 + "\n",
 ]
 
 
