@@ -166,7 +166,17 @@ class ExprMixin:
         raise NetTypeError(f"cannot negate {describe(v)}", e.loc)
 
     def _e_BinOp(self, e: S.BinOp):
-        a, b = self.eval(e.left), self.eval(e.right)
+        # walk a left-associative chain iteratively (long sums must not exhaust the stack)
+        spine = []
+        while isinstance(e, S.BinOp):
+            spine.append(e)
+            e = e.left
+        value = self.eval(e)
+        for node in reversed(spine):
+            value = self._binop(node, value, self.eval(node.right))
+        return value
+
+    def _binop(self, e: S.BinOp, a, b):
         if is_number(a) and is_number(b):
             return static_arith(e.op, a, b, e.loc)
         if isinstance(a, bool) and isinstance(b, bool) and e.op in ("==", "!="):

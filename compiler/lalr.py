@@ -72,7 +72,7 @@ class PNode:
 class ParseFailure(Exception):
     """The first error: an unexpected token, an unexpected character, or a bracket error."""
 
-    kind: str  # "token" | "char" | "unclosed" | "mismatch"
+    kind: str  # "token" | "char" | "number" | "unclosed" | "mismatch"
     token: PToken | None = None
     accepts: set[str] = field(default_factory=set)
     prev: PToken | None = None
@@ -101,23 +101,30 @@ class _Tables:
             else:
                 regexes.append(t)
         self.keywords = words
-        # One alternation, first match wins, so order gives longest-match: newlines, numbers,
-        # multi-character operators, comparisons, one-character operators, then the rest.
+        # One alternation, first match wins. Names and operators never start alike, so the order
+        # only has to give longest-match among numbers and operators (multi-character operators,
+        # then comparisons, then one-character ones); frequent tokens come first for speed.
         def rank(t):
+            if t.name in ignore and t.name != "_CONTINUATION" and t.name != "COMMENT":
+                return (0, 0)  # plain white space: the most frequent match
+            if t.name == "NAME":
+                return (1, 0)
             if t.name in ("_NL", "_CONTINUATION"):
-                return (0, 0)
+                return (2, 0)
             if t.name in ("FLOAT", "INT"):
-                return (1, t.name != "FLOAT")
+                return (3, t.name != "FLOAT")
             if t.pattern.type == "str":
-                return (2, 0) if len(t.pattern.value) > 1 else (4, 0)
-            return (3, 0) if t.name == "COMP_OP" else (5, 0)
+                return (4, 0) if len(t.pattern.value) > 1 else (6, 0)
+            return (5, 0) if t.name == "COMP_OP" else (7, 0)
         ordered = sorted(regexes + strings, key=lambda t: (rank(t), -len(t.pattern.value)))
         groups, self.group_type = [], {}
         for i, t in enumerate(ordered):
             src = re.escape(t.pattern.value) if t.pattern.type == "str" else t.pattern.to_regexp()
             groups.append(f"(?P<g{i}>{src})")  # named: the patterns have groups of their own
             self.group_type[f"g{i}"] = None if t.name in ignore else t.name
-        self.master = re.compile("|".join(groups))
+        groups.append("(?P<error>.)")  # anything else: reported as an unexpected character
+        self.group_type["error"] = "error"
+        self.master = re.compile("|".join(groups), re.DOTALL)
         self.recipes = {}
         for rule in lark.rules:
             self.recipes[rule] = _recipe(rule)
@@ -158,22 +165,20 @@ def tables() -> _Tables:
 def tokens(text: str):
     """Lex `text` into PTokens (newline filtering and bracket matching included)."""
     tb = tables()
-    match = tb.master.match
     group_type = tb.group_type
     keywords = tb.keywords
     friendly = tb.friendly
-    pos, line, line_start, n = 0, 1, 0, len(text)
+    line, line_start = 1, 0
     stack: list[PToken] = []
     prev_kind = None
-    while pos < n:
-        m = match(text, pos)
-        if m is None or m.end() == pos:
-            raise ParseFailure("char", prev=None, open_brackets=list(stack), pos=pos, line=line,
-                               column=pos - line_start + 1)
-        end = m.end()
+    for m in tb.master.finditer(text):
+        pos, end = m.span()
         ttype = group_type[m.lastgroup]
         value = m.group()
-        nl = value.count("\n")
+        nl = value.count("\n") if ttype is None or ttype[0] == "_" else 0
+        if ttype == "error":
+            raise ParseFailure("char", prev=None, open_brackets=list(stack), pos=pos, line=line,
+                               column=pos - line_start + 1)
         if ttype is not None:
             if ttype == "NAME":
                 ttype = keywords.get(value, "NAME")
@@ -190,6 +195,9 @@ def tokens(text: str):
                     prev_kind = "_NL"
                     yield tok
             else:
+                if ttype == "INT" and text.startswith(".", end) and not text.startswith("..", end):
+                    raise ParseFailure("number", token=tok, open_brackets=list(stack), pos=pos,
+                                       line=line, column=col)
                 if ttype in OPENERS:
                     stack.append(tok)
                 elif ttype in CLOSERS:
@@ -202,7 +210,7 @@ def tokens(text: str):
         if nl:
             line += nl
             line_start = text.rfind("\n", pos, end) + 1
-        pos = end
+    pos = len(text)
     if stack:
         raise ParseFailure("unclosed", token=stack[-1], open_brackets=list(stack), pos=pos,
                            line=line, column=pos - line_start + 1)

@@ -135,6 +135,9 @@ def _token_diag(f: ParseFailure, file: str, text: str) -> Diagnostic:
                           SourceLoc(file, tok.line, tok.column, tok.line, tok.column + 1))
     if tok.type == "DOT" and text[tok.end_pos:tok.end_pos + 1].isdigit():
         return Diagnostic("write numbers with a digit before the point: 0.5, not .5", loc)
+    if tok.value in TOPLEVEL_KEYWORDS and any(b.type == "LBRACE" for b in f.open_brackets):
+        return Diagnostic(f"'{tok.value}' definitions belong at the top level of the file, not "
+                          "inside a block", loc)
     if tok.value in KEYWORDS and "NAME" in f.accepts:
         return Diagnostic(f"'{tok.value}' is a keyword and cannot be used as a name", loc)
     if prev is not None and prev.value in KEYWORDS and tok.type in ("EQUAL", "COMMA") \
@@ -182,6 +185,9 @@ def _diagnose(f: ParseFailure, file: str, text: str) -> tuple[Diagnostic, bool]:
         return bracket, False
     if f.kind == "char":
         return _char_diag(f, file, text), True
+    if f.kind == "number":
+        return Diagnostic(f"write numbers with digits on both sides of the point: "
+                          f"{f.token.value}.0, not {f.token.value}.", _tok_loc(file, f.token)), True
     tok = f.token
     return _token_diag(f, file, text), tok is not None and tok.type not in ("$END", "RBRACE", "_NL")
 

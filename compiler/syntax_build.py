@@ -104,11 +104,13 @@ class _Builder:
         raise NetSyntaxError(f"unexpected '{t.data}' in a train block", loc)
 
     # ------------------------------------------------------------------ statements
-    def block(self, t: Tree) -> tuple[S.Stmt, ...]:
-        return tuple(self.stmt(c) for c in t.children if isinstance(c, Tree))
+    def block(self, t: Tree, depth: int = 0) -> tuple[S.Stmt, ...]:
+        return tuple(self.stmt(c, depth) for c in t.children if isinstance(c, Tree))
 
-    def stmt(self, t: Tree) -> S.Stmt:
+    def stmt(self, t: Tree, depth: int = 0) -> S.Stmt:
         loc = self.loc(t)
+        if depth > MAX_DEPTH:
+            raise NetSyntaxError(f"blocks nested too deeply (more than {MAX_DEPTH} levels)", loc)
         k = t.children
         d = t.data
         if d in ("input_stmt", "target_stmt"):
@@ -136,10 +138,10 @@ class _Builder:
             return S.Return(loc, values=tuple(self.expr(c) for c in k))
         if d == "for_stmt":
             return S.For(loc, var=self.name(k[0]), start=self.expr(k[1]), stop=self.expr(k[2]),
-                         body=self.block(k[3]))
+                         body=self.block(k[3], depth + 1))
         if d == "repeat_stmt":
             var = self.name(k[1]) if k[1] is not None else None
-            return S.Repeat(loc, count=self.expr(k[0]), var=var, body=self.block(k[2]))
+            return S.Repeat(loc, count=self.expr(k[0]), var=var, body=self.block(k[2], depth + 1))
         raise NetSyntaxError(f"unexpected '{d}' in a block", loc)
 
     def tensor_type(self, t: Tree) -> S.TensorType:
@@ -174,8 +176,17 @@ class _Builder:
         if d in ("true_lit", "false_lit"):
             return S.Bool(loc, value=d == "true_lit")
         if d == "binop" or d == "compare":
-            return S.BinOp(loc, op=str(k[1].value), left=self.expr(k[0], sub),
-                           right=self.expr(k[2], sub))
+            # a left-associative chain (a + b + c ...) is walked iteratively: its length is not
+            # nesting, so it does not count against MAX_DEPTH
+            spine = []
+            while isinstance(t, Tree) and t.data in ("binop", "compare"):
+                spine.append(t)
+                t = t.children[0]
+            value = self.expr(t, sub)
+            for node in reversed(spine):
+                value = S.BinOp(self.loc(node), op=str(node.children[1].value), left=value,
+                                right=self.expr(node.children[2], sub))
+            return value
         if d == "neg":
             return S.Neg(loc, operand=self.expr(k[-1], sub))
         if d == "attr":
