@@ -29,7 +29,10 @@ Decisions (see also `optim.py` for the update and schedule formulas):
   again in PyTorch); nodes depending on neither are shared. Each step has its own group,
   optimizer, schedule, clip_norm (the train block's clip_norm when the step has none) and state
   ("opt.<step>.<param>.<slot>"); single-loss training names states "opt.<param>.<slot>". The
-  model-state updates (`<-`) are those of the first forward pass.
+  model-state updates (`<-`) are those of the first forward pass. Step k differentiates its loss
+  with the earlier steps' new values held constant (stop_gradient): alternating training, not
+  differentiation through an earlier update (which would make the generator's gradient flow
+  through the discriminator's update in a GAN).
 """
 
 from __future__ import annotations
@@ -214,22 +217,25 @@ def build_step(g: Graph, cfg: TrainConfig, *, steps_per_epoch: int) -> StepInfo:
     parts: list[StepPart] = []
     for plan in plans:
         loss = g.losses[plan.loss]
-        if updated or parts:
-            loss = _rebind(g, loss, updated)
+        # Earlier steps' new values enter as constants: no differentiating through their updates
+        held = {pid: g.add("stop_gradient", [v], None, v.loc) for pid, v in updated.items()}
+        reads = {n: held.get(p.id, p) for n, p in g.params.items()}
+        if parts:
+            loss = _rebind(g, loss, held)
         anc = g.ancestors([loss])
         group = plan.group if plan.group is not None else tuple(g.params)
-        names = [n for n in group if n not in frozen and current[n].id in anc]
-        weights = [current[n] for n in names if current[n].type.rank >= 2]
+        names = [n for n in group if n not in frozen and reads[n].id in anc]
+        weights = [reads[n] for n in names if reads[n].type.rank >= 2]
         obj = _objective(g, loss, weights, cfg)
-        by_id = grad(g, obj, [current[n] for n in names])
-        grads = {n: by_id[current[n].id] for n in names}
+        by_id = grad(g, obj, [reads[n] for n in names])
+        grads = {n: by_id[reads[n].id] for n in names}
         clipped = _clip(g, grads, plan.clip_norm) if plan.clip_norm else grads
         lr = learning_rate(g, t0, float(plan.optimizer.args["lr"]), plan.schedule,
                            steps_per_epoch=steps_per_epoch, epochs=cfg.epochs, loc=loc)
         states: list[str] = []
         for n in names:
-            w_new, slot_values = apply_optimizer(g, plan.optimizer, current[n], clipped[n], lr,
-                                                 t1, f"{plan.prefix}{n}.", current[n].loc or loc)
+            w_new, slot_values = apply_optimizer(g, plan.optimizer, reads[n], clipped[n], lr,
+                                                 t1, f"{plan.prefix}{n}.", reads[n].loc or loc)
             current[n] = w_new
             updated[g.params[n].id] = w_new
             new_states.update(slot_values)

@@ -78,3 +78,34 @@ def data(batch: int = 4, n_in: int = 3, classes: int = 3, dtype=np.float64, seed
     rng = np.random.default_rng(seed)
     return {"x": rng.normal(size=(batch, n_in)).astype(dtype),
             "y": rng.integers(0, classes, size=batch).astype(np.int32)}
+
+
+def linreg(dtype: str = "f64", *, batch: int = 4, n_in: int = 3, n_out: int = 2) -> Graph:
+    """pred = x @ W + b, loss = mse(pred, y): gradients are easy to write in NumPy."""
+    g = Graph("linreg", float_dtype=dtype, mode="train")
+    x = g.input("x", TensorType((batch, n_in), dtype), LOC)
+    y = g.input("y", TensorType((batch, n_out), dtype), LOC, role="target")
+    w = g.param("W", TensorType((n_in, n_out), dtype), LOC, ("normal", {"std": 0.5}))
+    b = g.param("b", TensorType((n_out,), dtype), LOC, ("normal", {"std": 0.5}))
+    pred = g.add("add", [g.add("matmul", [x, w], None, LOC), b], None, LOC)
+    g.outputs["pred"] = pred
+    g.losses["loss"] = C.mse(g, pred, y, LOC)
+    return g
+
+
+def fresh_state(g: Graph) -> dict[str, np.ndarray]:
+    """Zeros for every state leaf of `g` (optimizer state and the counter start at zero)."""
+    from netc.compiler.ir import np_dtype
+    return {n: np.zeros(s.type.shape, np_dtype(s.type.dtype)) for n, s in g.states.items()}
+
+
+def apply(g: Graph, info, feeds, params, states) -> dict[str, float]:
+    """Run one step graph and apply its updates in place (what the runtime does); the RNG step is
+    the counter's value. Returns the reported objective(s) by loss name."""
+    from netc.compiler.interpret import interpret
+    wanted = [*info.losses.values(), *g.updates.values()]
+    step = int(states[info.counter])
+    vals = interpret(g, feeds, params, states, step=step, wanted=wanted)
+    for name, node in g.updates.items():
+        (params if name in params else states)[name] = vals[node.id]
+    return {k: float(vals[n.id]) for k, n in info.losses.items()}
