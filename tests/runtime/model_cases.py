@@ -87,3 +87,37 @@ def forward(m, x):
     z = h @ p["fc2.W"] + p["fc2.b"]
     e = np.exp(z - z.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
+
+
+def gan_builder():
+    """G: z -> Dense(3) as gen; D: Dense(1) as disc; steps disc (d_loss) then gen (g_loss)."""
+    from netc.compiler.train_config import StepSpec
+
+    def build(mode: str, n: int | None):
+        b = n or 4
+        g = Graph("gan", float_dtype="f64", mode=mode)
+        x = g.input("x", TensorType((b, 3), "f64"), LOC)
+        z = g.input("z", TensorType((b, 2), "f64"), LOC)
+
+        def dense(v, name, n_in, n_out):
+            w = g.param(f"{name}.W", TensorType((n_in, n_out), "f64"), LOC)
+            bias = g.param(f"{name}.b", TensorType((n_out,), "f64"), LOC, ("zeros", {}))
+            return g.add("add", [g.add("matmul", [v, w], None, LOC), bias], None, LOC)
+
+        fake = dense(z, "gen", 2, 3)
+        w = g.param("disc.W", TensorType((3, 1), "f64"), LOC)
+
+        def disc(v):
+            return g.add("matmul", [v, w], None, LOC)
+
+        ones, zeros = C.ones(g, [b, 1], LOC), C.zeros(g, [b, 1], LOC)
+        g.losses["d_loss"] = g.add("add", [C.binary_cross_entropy(g, disc(x), ones, LOC),
+                                           C.binary_cross_entropy(g, disc(fake), zeros, LOC)],
+                                   None, LOC)
+        g.losses["g_loss"] = C.binary_cross_entropy(g, disc(fake), ones, LOC)
+        g.outputs["fake"] = fake
+        cfg = TrainConfig("gan", steps=(StepSpec("disc", "d_loss", ("disc.W",), sgd(0.1)),
+                                        StepSpec("gen", "g_loss", ("gen.W", "gen.b"), sgd(0.1))))
+        return SimpleNamespace(graph=g, train=cfg, model_name="gan", params={"batch": b},
+                               path="gan.net", text=None)
+    return build
