@@ -72,7 +72,8 @@ def initialize(spec: tuple[str, dict], shape: tuple[int, ...], dtype, seed: int,
         out = _orthogonal(rng, shape, float(args.get("gain", 1.0)))
     else:
         raise ValueError(f"unknown initializer {kind!r}")
-    return np.ascontiguousarray(out, dtype=dtype)
+    # reshape: ascontiguousarray makes a 0-d array 1-d
+    return np.ascontiguousarray(out, dtype=dtype).reshape(shape)
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:

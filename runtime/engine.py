@@ -1,0 +1,107 @@
+"""Backends behind the Model API: the tensor store and the engine interface, with the NumPy
+interpreter engine.
+
+Takes: a graph (eval-mode forward, or a train-mode step graph extended by `build_step`), the
+model's `Store` and the seed. Gives: `Engine.run(kind, feeds) -> dict` for the kinds the graph
+serves: "predict" (outputs), "evaluate" (outputs and reported losses), "train_step" (reported
+losses; applies every update to the store) and "gradients" (gradients by parameter name).
+
+Invariants: the store owns exactly one array per tensor and never replaces it (updates are written
+in place, so user views stay live); an engine computes every value of a step before writing any,
+so a step reads consistent old values; the RNG step is the store's "opt.step" counter. A later JIT
+engine implements the same `run` over an arena that backs the store's arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+from netc.compiler.errors import InternalCompilerError
+from netc.compiler.initializers import initialize
+from netc.compiler.interpret import interpret
+from netc.compiler.ir import Graph, Node, np_dtype
+from netc.compiler.train import STEP_COUNTER, StepInfo
+
+
+class Store:
+    """Every tensor the model keeps, by name: parameters, model state, optimizer state."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.arrays: dict[str, np.ndarray] = {}
+        self.kind: dict[str, str] = {}  # name -> "param" | "state" | "opt"
+
+    def ensure(self, g: Graph, opt_names: tuple[str, ...] = ()) -> None:
+        """Allocate and initialise every param/state leaf of `g` not held yet."""
+        leaves = [(n, p, "param") for n, p in g.params.items()]
+        leaves += [(n, s, "opt" if n in opt_names else "state") for n, s in g.states.items()]
+        for name, node, kind in leaves:
+            if name in self.arrays:
+                held = self.arrays[name]
+                if held.shape != node.type.shape or held.dtype != np_dtype(node.type.dtype):
+                    raise InternalCompilerError(f"{name} is {held.dtype}{list(held.shape)} in the "
+                                                f"model but {node.type} in graph {g.name}")
+                continue
+            self.arrays[name] = initialize(node.attrs["init"], node.type.shape,
+                                           np_dtype(node.type.dtype), self.seed, name)
+            self.kind[name] = kind
+
+    def names(self, kind: str) -> list[str]:
+        return [n for n, k in self.kind.items() if k == kind]
+
+    @property
+    def step(self) -> int:
+        counter = self.arrays.get(STEP_COUNTER)
+        return int(counter) if counter is not None else 0
+
+
+class Engine(Protocol):
+    """What a backend provides for one compiled graph."""
+
+    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class InterpretEngine:
+    """Runs a graph with the NumPy interpreter (the reference backend)."""
+
+    def __init__(self, g: Graph, store: Store, *, info: StepInfo | None = None,
+                 report: dict[str, Node] | None = None):
+        self.g = g
+        self.store = store
+        self.info = info
+        self.report = report if report is not None else (info.losses if info else dict(g.losses))
+        store.ensure(g, info.opt_states if info else ())
+
+    def _values(self, feeds: dict[str, np.ndarray], wanted: list[Node]) -> dict[int, np.ndarray]:
+        a = self.store.arrays
+        params = {n: a[n] for n in self.g.params}
+        states = {n: a[n] for n in self.g.states}
+        return interpret(self.g, feeds, params, states, seed=self.store.seed,
+                         step=self.store.step, wanted=wanted)
+
+    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        g = self.g
+        if kind == "predict":
+            vals = self._values(feeds, list(g.outputs.values()))
+            return {k: vals[n.id] for k, n in g.outputs.items()}
+        if kind == "evaluate":
+            vals = self._values(feeds, [*g.outputs.values(), *self.report.values()])
+            out = {k: vals[n.id] for k, n in g.outputs.items()}
+            out.update({k: vals[n.id] for k, n in self.report.items()})
+            return out
+        if self.info is None:
+            raise InternalCompilerError(f"{kind} needs a step graph")
+        if kind == "gradients":
+            grads = self.info.grads
+            vals = self._values(feeds, list(grads.values()))
+            return {k: vals[n.id] for k, n in grads.items()}
+        if kind == "train_step":
+            vals = self._values(feeds, [*self.report.values(), *g.updates.values()])
+            for name, node in g.updates.items():  # all computed first: write in place now
+                self.store.arrays[name][...] = vals[node.id]
+            return {k: vals[n.id] for k, n in self.report.items()}
+        raise InternalCompilerError(f"unknown engine request {kind!r}")
+
+
+BACKENDS = {"interpret": InterpretEngine}

@@ -1,0 +1,123 @@
+"""The Model API over the interpreter backend, with hand-built graphs standing in for build_ir."""
+
+import numpy as np
+import pytest
+from model_cases import blobs, builder, forward, sgd
+from netc import Model
+from netc.compiler.errors import DataError, UsageError
+from netc.compiler.train_config import OPTIMIZERS, OptimizerSpec, TrainConfig
+
+
+def _model(**kw) -> Model:
+    return Model._from_builder(builder(**kw))
+
+
+def test_description_and_live_parameter_views():
+    m = _model()
+    assert m.inputs == {"x": ((8, 4), "f64")} and m.targets == {"y": ((8,), "i32")}
+    assert m.outputs == {"probs": ((8, 3), "f64")}
+    assert set(m.params) == {"fc1.W", "fc1.b", "fc2.W", "fc2.b"} and set(m.state) == {"ema"}
+    w = m.params["fc1.W"]
+    x = blobs()["x"]
+    m.params["fc1.W"][...] = 0  # hidden = relu(b) = 0 for every row: all rows predict alike
+    p = m.predict(x=x)
+    np.testing.assert_allclose(p, np.broadcast_to(p[0], p.shape))
+    m.params["fc2.b"] = [1.0, 2.0, 3.0]  # assignment copies into the model's array
+    np.testing.assert_allclose(m.predict(x=x)[0], np.exp([1, 2, 3]) / np.exp([1, 2, 3]).sum())
+    m.train_step(**blobs())
+    assert m.params["fc1.W"] is w  # updates are written in place
+
+
+def test_predict_is_eval_mode_and_state_changes_only_in_training():
+    m = _model(dropout=0.5)
+    data = blobs()
+    first = m.predict(x=data["x"])
+    np.testing.assert_allclose(first, forward(m, data["x"]), rtol=1e-12)  # no dropout
+    assert np.array_equal(m.predict(x=data["x"]), first)
+    assert not m.state["ema"].any() and m.step == 0
+    m.evaluate(**data)
+    m.predict(**data)  # targets are ignored by predict
+    assert not m.state["ema"].any()
+    m.train_step(**data)
+    assert m.state["ema"].any() and m.step == 1
+
+
+def test_train_step_lowers_the_loss_and_matches_gradients():
+    cfg = TrainConfig("mlp", optimizer=sgd(0.2), metrics=("accuracy",))
+    m = _model(cfg=cfg)
+    data = blobs()
+    before = {k: v.copy() for k, v in m.params.items()}
+    grads = m.gradients(**data)
+    assert set(grads) == set(before)
+    for k in before:  # gradients() changes nothing
+        assert m.params[k].tobytes() == before[k].tobytes()
+    first = m.train_step(**data)
+    for k in before:  # plain SGD: one step is exactly w - lr * grad
+        np.testing.assert_allclose(m.params[k], before[k] - 0.2 * grads[k], rtol=1e-12)
+    losses = [m.train_step(**data) for _ in range(30)]
+    assert losses[-1] < 0.5 * first
+    assert m.evaluate(**data)["accuracy"] == 1.0
+
+
+def test_evaluate_reports_loss_and_accuracy():
+    m = _model()
+    data = blobs(12, seed=3)
+    ev = m.evaluate(**data)
+    assert set(ev) == {"loss", "accuracy"}  # f1 comes with the metrics module
+    probs = forward(m, data["x"])
+    assert ev["accuracy"] == pytest.approx(np.mean(probs.argmax(-1) == data["y"]))
+    assert ev["loss"] == pytest.approx(-np.mean(np.log(probs[np.arange(12), data["y"]])))
+
+
+def test_batch_sizes_compile_once_each():
+    calls = []
+    m = Model._from_builder(builder(calls=calls))
+    m.predict(x=blobs(5)["x"])
+    m.predict(x=blobs(5, seed=1)["x"])
+    m.train_step(**blobs(3))
+    m.train_step(**blobs(3, seed=2))
+    assert calls == [("eval", None), ("eval", 5), ("train", 3)]
+    assert m.predict(x=blobs(5)["x"]).shape == (5, 3)
+
+
+def test_static_batch_must_match():
+    m = _model(with_batch=False)
+    with pytest.raises(DataError, match=r"'x' should have shape \[8, 4\]"):
+        m.predict(x=blobs(5)["x"])
+
+
+@pytest.mark.parametrize("feeds,pattern", [
+    ({"x": blobs()["x"], "y": blobs()["y"], "z": 1}, "unknown input 'z'"),
+    ({"x": blobs()["x"]}, "missing target 'y' \\(i32\\[8\\]\\)"),
+    ({"x": blobs()["x"][:, :3], "y": blobs()["y"]}, "input 'x' should have shape \\[8, 4\\]"),
+    ({"x": blobs()["x"], "y": blobs()["y"].astype(float)}, "target 'y' should be i32\\[8\\]"),
+    ({"x": np.full((8, 4), "a"), "y": blobs()["y"]}, "input 'x' should be f64\\[8,4\\]"),
+    ({"x": np.full((8, 4), np.nan), "y": blobs()["y"]}, "input 'x' .* NaN or infinity"),
+    ({"x": blobs()["x"], "y": np.full(8, 2**40)}, "target 'y' .* outside the i32 range"),
+])
+def test_bad_feeds_are_data_errors_naming_the_input(feeds, pattern):
+    m = _model(with_batch=False)
+    before = {k: v.copy() for k, v in m.params.items()}
+    with pytest.raises(DataError, match=pattern):
+        m.train_step(**feeds)
+    assert all(np.array_equal(m.params[k], v) for k, v in before.items()) and m.step == 0
+
+
+def test_fit_returns_history_and_learns():
+    cfg = TrainConfig("mlp", optimizer=OptimizerSpec("adam", dict(OPTIMIZERS["adam"], lr=0.05)),
+                      metrics=("accuracy",), epochs=6, batch=8)
+    m = _model(cfg=cfg)
+    data = blobs(40, seed=5)
+    h = m.fit(validation=0.2, **data)
+    assert h.epochs == list(range(6)) and len(h["loss"]) == 6
+    assert set(h.history) == {"loss", "val_loss", "val_accuracy"}
+    assert h["loss"][-1] < h["loss"][0]
+    assert m.step == 6 * 4 and m.steps_per_epoch == 4
+
+
+def test_unknown_backend_and_dtype():
+    with pytest.raises(UsageError, match="jit"):
+        Model._from_builder(builder(), backend="jit")
+    import netc
+    with pytest.raises(UsageError, match="float32"):
+        netc.compile("m.net", dtype="float16")
