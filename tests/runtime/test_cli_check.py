@@ -61,8 +61,9 @@ def test_hostile_files(tmp_path, make, message):
     assert_no_traceback(res)
 
 
-@pytest.mark.parametrize("args", [(), ("bogus",), ("check",), ("check", "--frob", GOOD),
-                                  ("graph", GOOD, "--stage", "nope"), ("check", "--set", "x", GOOD)])
+@pytest.mark.parametrize("args", [
+    (), ("bogus",), ("check",), ("check", "--frob", GOOD), ("graph", GOOD, "--stage", "nope"),
+    ("check", "--set", "x", GOOD)])
 def test_bad_usage_exits_2(args):
     res = netc(*args)
     assert res.returncode == 2, (res.returncode, res.stderr)
