@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
+
 from netc.compiler.errors import InternalCompilerError
 from netc.compiler.initializers import initialize
 from netc.compiler.interpret import interpret

@@ -11,6 +11,7 @@ present, shapes match exactly, integer data fits i32, and floating data is finit
 from __future__ import annotations
 
 import numpy as np
+
 from netc.compiler.errors import DataError, suggestion
 from netc.compiler.ir import Graph, Node, np_dtype
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from netc.compiler.errors import DataError, UsageError
 from netc.compiler.train import add_penalties, build_step
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from front_syntax import RAW_TOKEN_NAMES, error_of, errors_of
+
 from netc.compiler.errors import NetError, NetSyntaxError, diagnostics_json, format_diagnostic
 from netc.compiler.parse import parse_file, parse_text
 

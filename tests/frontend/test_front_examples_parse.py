@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from front_syntax import EXAMPLE_FILES, EXAMPLES, ROOT
+
 from netc.compiler import syntax as S
 from netc.compiler.ops.builtins import BUILTINS
 from netc.compiler.parse import parse_file

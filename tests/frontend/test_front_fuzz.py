@@ -8,6 +8,7 @@ import pytest
 from front_syntax import EXAMPLE_FILES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from netc.compiler import syntax as S
 from netc.compiler.errors import NetError
 from netc.compiler.parse import parse_text

@@ -26,6 +26,7 @@ from front_syntax import (
     ttype,
     tup,
 )
+
 from netc.compiler import syntax as S
 from netc.compiler.parse import parse_text
 
@@ -367,6 +368,7 @@ def test_whole_program_in_order():
 def test_language_md_first_look():
     """The model of LANGUAGE.md section 1, statement by statement."""
     from front_syntax import EXAMPLES
+
     from netc.compiler.parse import parse_file
 
     model, train = parse_file(EXAMPLES / "digits_mlp.net").items

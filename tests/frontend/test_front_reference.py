@@ -6,6 +6,7 @@ import re
 
 import pytest
 from front_syntax import ROOT
+
 from netc.compiler.ops.builtins import BUILTIN_NAMES
 from netc.compiler.parse import parse_text
 from netc.compiler.syntax_build import DTYPES, KEYWORDS

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from netc.compiler.autodiff import grad
 from netc.compiler.errors import InternalCompilerError, ShapeError, SourceLoc
 from netc.compiler.interpret import interpret

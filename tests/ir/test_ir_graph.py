@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from netc.compiler.errors import InternalCompilerError, SemanticError, SourceLoc
 from netc.compiler.interpret import run
 from netc.compiler.ir import Graph, TensorType

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+
 from netc.compiler.errors import SourceLoc
 from netc.compiler.ir import Graph, Node, TensorType
 

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from op_cases import LOC
+
 from netc.compiler.autodiff import grad
 from netc.compiler.errors import NetError, ShapeError
 from netc.compiler.interpret import interpret
@@ -11,7 +13,6 @@ from netc.compiler.ir import Graph, TensorType
 from netc.compiler.ops import composites as C
 from netc.compiler.ops.builtins import BUILTIN_NAMES, BUILTINS, KINDS, is_builtin
 from netc.compiler.verify import verify
-from op_cases import LOC
 
 R = np.random.default_rng(3)
 ERF = np.frompyfunc(math.erf, 1, 1)

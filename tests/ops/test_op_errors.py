@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from netc.compiler.errors import DataError, NetTypeError, ShapeError, SourceLoc
 from netc.compiler.interpret import interpret, run
 from netc.compiler.ir import Graph, TensorType

@@ -4,11 +4,12 @@ import math
 
 import numpy as np
 import pytest
+from op_cases import LOC
+
 from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph
 from netc.compiler.ops.leaves import rng_key_value
 from netc.compiler.ops.random import cos_2pi_f32, log_f32, normal_f32, philox4x32, uniform_f32
-from op_cases import LOC
 
 # Random123 kat_vectors (philox4x32 10 rounds): counter, key -> output
 KAT = [

@@ -5,11 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from op_cases import CASES, LOC, build_case
+
 from netc.compiler.autodiff import grad
 from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph, TensorType
 from netc.compiler.ops import PRIMITIVES, EvalContext
-from op_cases import CASES, LOC, build_case
 
 CTX = EvalContext(float_dtype="f64")
 R = np.random.default_rng(7)

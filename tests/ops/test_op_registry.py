@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from op_cases import CASES, LEAF_CASES, LEAF_VALUES, LOC, all_cases, build_case
+
 from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph, np_dtype
 from netc.compiler.ops import PRIMITIVES
 from netc.compiler.verify import verify
-from op_cases import CASES, LEAF_CASES, LEAF_VALUES, LOC, all_cases, build_case
 
 
 @pytest.mark.parametrize("name", sorted(PRIMITIVES))

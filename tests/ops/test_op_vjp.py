@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+from op_cases import LOC, all_cases, build_case
+
 from netc.compiler.autodiff import grad
 from netc.compiler.interpret import interpret
 from netc.compiler.ops import PRIMITIVES
 from netc.compiler.verify import verify
-from op_cases import LOC, all_cases, build_case
 
 H = 1e-6
 

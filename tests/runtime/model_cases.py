@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+
 from netc.compiler.errors import SourceLoc
 from netc.compiler.ir import Graph, TensorType
 from netc.compiler.ops import composites as C

@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from netc.compiler.errors import DataError
 from netc.data import BUNDLED, bind_arrays, load_arrays, load_idx, split_validation
 

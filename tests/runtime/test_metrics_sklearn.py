@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from netc.metrics import compute
 
 sk = pytest.importorskip("sklearn.metrics")

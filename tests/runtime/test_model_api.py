@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from model_cases import blobs, builder, forward, sgd
+
 from netc import Model
 from netc.compiler.errors import DataError, UsageError
 from netc.compiler.train_config import OPTIMIZERS, OptimizerSpec, TrainConfig

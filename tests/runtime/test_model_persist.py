@@ -2,11 +2,12 @@
 
 import os
 
-import netc
-import netc.model
 import numpy as np
 import pytest
 from model_cases import blobs, fake_build, gan_builder
+
+import netc
+import netc.model
 from netc import Model
 from netc.compiler.errors import DataError
 

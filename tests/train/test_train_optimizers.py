@@ -5,10 +5,11 @@ import math
 
 import numpy as np
 import pytest
+from train_cases import apply, fresh_state, init_params, linreg
+
 from netc.compiler.train import build_step
 from netc.compiler.train_config import OPTIMIZERS, OptimizerSpec, ScheduleSpec, TrainConfig
 from netc.compiler.verify import verify
-from train_cases import apply, fresh_state, init_params, linreg
 
 CASES = {
     "sgd": {},

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from train_cases import apply, data, fresh_state, gan, init_params, mlp
+
 from netc.compiler.errors import InternalCompilerError, SemanticError
 from netc.compiler.interpret import interpret
 from netc.compiler.train import build_step
@@ -16,7 +18,6 @@ from netc.compiler.train_config import (
     TrainConfig,
 )
 from netc.compiler.verify import verify
-from train_cases import apply, data, fresh_state, gan, init_params, mlp
 
 
 def _sgd(lr=0.1, **kw):
