@@ -1,1 +1,1 @@
-"""netc.compiler: everything from `.net` text to an LLVM module. Never imports the runtime (netc)."""
+"""netc.compiler: everything from `.net` text to an LLVM module. Never imports the runtime."""

@@ -1,0 +1,156 @@
+"""Runtime, kernel entry points for tests and benchmarks: NumPy arrays in, NumPy arrays out.
+
+Takes: contiguous float32 arrays and static flags. Gives: `gemm`, `conv2d`, `conv2d_grad_input`,
+`conv2d_grad_weight`, `max_pool2d`, `avg_pool2d` and their gradients, each compiling (once, cached
+in memory by shapes + flags + target) a native kernel from `netc.compiler.codegen` and running it
+on the process's worker pool with `threads` SPMD threads.
+
+Invariants: every argument is validated before native code runs (a wrong shape or dtype raises
+ValueError with the offending name; nothing reaches a kernel that could read out of bounds);
+inputs are never modified unless documented (`c` with accumulate=True is the output).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+from netc.compiler.codegen.target import Target, get_target
+from netc.jit import compile_module
+from netc.threads import get_pool
+
+_ALIGN = 64
+
+
+@dataclass
+class Native:
+    """A compiled kernel: the ctypes callable (releases the GIL) and its scratch needs."""
+
+    fn: Callable[..., Any]
+    scratch_per_thread: int  # bytes
+    extra: Any = None
+
+
+_natives: dict[tuple, Native] = {}
+_natives_lock = threading.Lock()
+
+
+def native(key: tuple, build: Callable[[ir.Module, Target], tuple[str, int, Any]],
+           n_ptrs: int, target: Target) -> Native:
+    """Compile (once per key and target) a kernel `f(i32 tid, i32 nt, n_ptrs pointers...)`."""
+    full = (key, target)
+    with _natives_lock:
+        hit = _natives.get(full)
+    if hit is not None:
+        return hit
+    module = ir.Module(name=str(key[0]))
+    name, scratch, extra = build(module, target)
+    compiled = compile_module(module, target)
+    proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, *([ctypes.c_void_p] * n_ptrs))
+    nat = Native(proto(compiled.address(name)), scratch, extra)
+    nat.extra = (extra, compiled)  # keep the engine alive as long as the callable
+    with _natives_lock:
+        _natives[full] = nat
+    return nat
+
+
+def aligned_empty(n_bytes: int) -> np.ndarray:
+    """A 64-byte aligned zeroed float32 buffer of at least `n_bytes` (scratch, barrier state)."""
+    n_bytes = max(n_bytes, 4)
+    raw = np.zeros(n_bytes + _ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off:off + n_bytes].view(np.float32)
+
+
+def ptr(a: np.ndarray | None) -> int | None:
+    return None if a is None else a.ctypes.data
+
+
+def run(nat: Native, threads: int, *arrays: np.ndarray | None) -> None:
+    """Run a compiled kernel on `threads` threads with per-thread scratch appended last."""
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    scratch = aligned_empty(nat.scratch_per_thread * threads)
+    args = [ptr(a) for a in arrays] + [scratch.ctypes.data]
+    get_pool().run(nat.fn, threads, *args)
+
+
+def check(name: str, a: Any, shape: tuple[int, ...] | None = None, ndim: int | None = None
+          ) -> np.ndarray:
+    """`a` as a C-contiguous float32 array, or ValueError naming the argument."""
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise ValueError(f"{name} must be float32, got {a.dtype}")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    return np.ascontiguousarray(a)
+
+
+def resolve_target(target: Target | str | None) -> Target:
+    t = target if isinstance(target, Target) else get_target(target)
+    if not t.runnable:
+        raise ValueError(f"this host cannot run {t.name} code")
+    return t
+
+
+# ---------------------------------------------------------------------------------------- GEMM
+
+
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: bool = False,
+         trans_b: bool = False, accumulate: bool = False, bias: np.ndarray | None = None,
+         bias_axis: str = "cols", activation: str | None = None,
+         residual: np.ndarray | None = None, prologue_mask: np.ndarray | None = None,
+         threads: int = 1, target: Target | str | None = None) -> np.ndarray:
+    """`act((c if accumulate) + op(a)·op(b) + bias + residual)` with op(a) = a.T if trans_a.
+
+    `prologue_mask` (a's shape) multiplies `a` elementwise first. `bias` has length N for
+    bias_axis="cols" (one per column, the usual layer bias) or M for "rows". Returns `c` (written
+    in place when given, else a new array).
+    """
+    a = check("a", a, ndim=2)
+    b = check("b", b, ndim=2)
+    m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if ka != kb:
+        raise ValueError(f"inner dimensions differ: op(a) is {m}x{ka}, op(b) is {kb}x{n}")
+    if c is None:
+        if accumulate:
+            raise ValueError("accumulate=True needs an output array c")
+        c = np.empty((m, n), dtype=np.float32)
+    else:
+        if not (isinstance(c, np.ndarray) and c.flags.c_contiguous):
+            raise ValueError("c must be a C-contiguous numpy array")
+        c = check("c", c, shape=(m, n))
+    if bias is not None:
+        if bias_axis not in ("rows", "cols"):
+            raise ValueError(f"bias_axis must be 'rows' or 'cols', got {bias_axis!r}")
+        bias = check("bias", bias, shape=(n if bias_axis == "cols" else m,))
+    if residual is not None:
+        residual = check("residual", residual, shape=(m, n))
+    if prologue_mask is not None:
+        prologue_mask = check("prologue_mask", prologue_mask, shape=a.shape)
+    from netc.compiler.codegen.gemm import GemmSpec, emit_gemm
+    from netc.compiler.codegen.microkernel import Epilogue
+
+    epi = Epilogue(bias_axis if bias is not None else None, activation, residual is not None)
+    spec = GemmSpec(m, n, ka, trans_a, trans_b, accumulate, epilogue=epi,
+                    mask=prologue_mask is not None)
+    tgt = resolve_target(target)
+
+    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
+        k = emit_gemm(module, spec, t)
+        return k.fn.name, k.scratch_per_thread, k
+
+    nat = native(("gemm", spec), build, 7, tgt)
+    run(nat, threads, a, b, c, bias, residual, prologue_mask)
+    return c
