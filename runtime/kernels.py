@@ -80,9 +80,10 @@ def run(nat: Native, threads: int, *arrays: np.ndarray | None) -> None:
     get_pool().run(nat.fn, threads, *args)
 
 
-def check(name: str, a: Any, shape: tuple[int, ...] | None = None, ndim: int | None = None
-          ) -> np.ndarray:
-    """`a` as a C-contiguous float32 array, or ValueError naming the argument."""
+def check(name: str, a: Any, shape: tuple[int, ...] | None = None, ndim: int | None = None,
+          rows_strided: bool = False) -> np.ndarray:
+    """`a` validated as float32 (C-contiguous; with `rows_strided`, a 2-D view whose rows may be
+    spaced apart is kept as is, its row stride becoming the leading dimension), else ValueError."""
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.dtype != np.float32:
@@ -93,7 +94,17 @@ def check(name: str, a: Any, shape: tuple[int, ...] | None = None, ndim: int | N
         raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
     if a.size == 0:
         raise ValueError(f"{name} is empty (shape {a.shape})")
-    return np.ascontiguousarray(a)
+    if rows_strided and a.ndim == 2 and a.strides[1] == 4 and a.strides[0] >= 4 * a.shape[1] \
+            and a.strides[0] % 4 == 0:
+        return a
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return a
+
+
+def leading_dim(a: np.ndarray) -> int:
+    """Row stride in elements of a row-strided 2-D float32 array."""
+    return a.strides[0] // 4
 
 
 def resolve_target(target: Target | str | None) -> Target:
@@ -117,8 +128,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     bias_axis="cols" (one per column, the usual layer bias) or M for "rows". Returns `c` (written
     in place when given, else a new array).
     """
-    a = check("a", a, ndim=2)
-    b = check("b", b, ndim=2)
+    a = check("a", a, ndim=2, rows_strided=True)
+    b = check("b", b, ndim=2, rows_strided=True)
     m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if ka != kb:
@@ -128,23 +139,25 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
             raise ValueError("accumulate=True needs an output array c")
         c = np.empty((m, n), dtype=np.float32)
     else:
-        if not (isinstance(c, np.ndarray) and c.flags.c_contiguous):
-            raise ValueError("c must be a C-contiguous numpy array")
-        c = check("c", c, shape=(m, n))
+        c = check("c", c, shape=(m, n), rows_strided=True)
     if bias is not None:
         if bias_axis not in ("rows", "cols"):
             raise ValueError(f"bias_axis must be 'rows' or 'cols', got {bias_axis!r}")
         bias = check("bias", bias, shape=(n if bias_axis == "cols" else m,))
     if residual is not None:
-        residual = check("residual", residual, shape=(m, n))
+        residual = check("residual", residual, shape=(m, n), rows_strided=True)
+        if leading_dim(residual) != leading_dim(c):
+            raise ValueError("residual must have the same row stride as c")
     if prologue_mask is not None:
-        prologue_mask = check("prologue_mask", prologue_mask, shape=a.shape)
+        prologue_mask = check("prologue_mask", prologue_mask, shape=a.shape, rows_strided=True)
+        if leading_dim(prologue_mask) != leading_dim(a):
+            raise ValueError("prologue_mask must have the same row stride as a")
     from netc.compiler.codegen.gemm import GemmSpec, emit_gemm
     from netc.compiler.codegen.microkernel import Epilogue
 
     epi = Epilogue(bias_axis if bias is not None else None, activation, residual is not None)
-    spec = GemmSpec(m, n, ka, trans_a, trans_b, accumulate, epilogue=epi,
-                    mask=prologue_mask is not None)
+    spec = GemmSpec(m, n, ka, trans_a, trans_b, accumulate, leading_dim(a), leading_dim(b),
+                    leading_dim(c), epilogue=epi, mask=prologue_mask is not None)
     tgt = resolve_target(target)
 
     def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
