@@ -13,6 +13,7 @@ put in an execution engine (`asm_of` still works for it).
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from dataclasses import dataclass, field
 
@@ -32,7 +33,20 @@ def _init() -> None:
         if not _initialised:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
+            _register_libc_symbols()
             _initialised = True
+
+
+# libc functions generated code may call (the barrier yields the CPU on long waits).
+_LIBC_SYMBOLS = ("sched_yield",)
+
+
+def _register_libc_symbols() -> None:
+    libc = ctypes.CDLL(None)
+    for name in _LIBC_SYMBOLS:
+        addr = ctypes.cast(getattr(libc, name), ctypes.c_void_p).value
+        if addr:
+            llvm.add_symbol(name, addr)
 
 
 def target_machine(target: Target) -> llvm.TargetMachine:
