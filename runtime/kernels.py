@@ -41,8 +41,9 @@ _natives_lock = threading.Lock()
 
 
 def native(key: tuple, build: Callable[[ir.Module, Target], tuple[str, int, Any]],
-           n_ptrs: int, target: Target) -> Native:
-    """Compile (once per key and target) a kernel `f(i32 tid, i32 nt, n_ptrs pointers...)`."""
+           target: Target) -> Native:
+    """Compile (once per key and target) a kernel `f(i32 tid, i32 nt, pointers..., scratch)`;
+    the ctypes prototype is read off the emitted function, so it always matches."""
     full = (key, target)
     with _natives_lock:
         hit = _natives.get(full)
@@ -50,6 +51,7 @@ def native(key: tuple, build: Callable[[ir.Module, Target], tuple[str, int, Any]
         return hit
     module = ir.Module(name=str(key[0]))
     name, scratch, extra = build(module, target)
+    n_ptrs = len(module.globals[name].args) - 2
     compiled = compile_module(module, target)
     proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, *([ctypes.c_void_p] * n_ptrs))
     nat = Native(proto(compiled.address(name)), scratch, extra)
@@ -164,6 +166,165 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
         k = emit_gemm(module, spec, t)
         return k.fn.name, k.scratch_per_thread, k
 
-    nat = native(("gemm", spec), build, 7, tgt)
+    nat = native(("gemm", spec), build, tgt)
     run(nat, threads, a, b, c, bias, residual, prologue_mask)
     return c
+
+
+# ---------------------------------------------------------------------------- convolution
+
+
+def _pair(name: str, v: int | tuple[int, int]) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, int) else tuple(v)
+    if len(t) != 2 or not all(isinstance(i, int) for i in t):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def _conv_spec(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any, pad: Any):
+    from netc.compiler.codegen.im2col import ConvSpec
+
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"conv2d needs x [N,C,H,W] and w [Cout,C,KH,KW], got {x_shape} "
+                         f"and {w_shape}")
+    if x_shape[1] != w_shape[1]:
+        raise ValueError(f"x has {x_shape[1]} channels but w expects {w_shape[1]}")
+    n, c, h, wd = x_shape
+    co, _, kh, kw = w_shape
+    return ConvSpec(n, c, h, wd, co, kh, kw, _pair("stride", stride), _pair("pad", pad))
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
+           pad: int | tuple[int, int] = 0, *, bias: np.ndarray | None = None,
+           activation: str | None = None, threads: int = 1,
+           target: Target | str | None = None, strategy: str | None = None) -> np.ndarray:
+    """y = act(conv(x, w) + bias[co]): NCHW input, OIHW weights, zero padding, stride."""
+    from netc.compiler.codegen.conv import DEFAULT_STRATEGY, emit_conv_forward
+
+    x = check("x", x, ndim=4)
+    w = check("w", w, ndim=4)
+    spec = _conv_spec(x.shape, w.shape, stride, pad)
+    if bias is not None:
+        bias = check("bias", bias, shape=(spec.co,))
+    strategy = strategy or DEFAULT_STRATEGY
+    tgt = resolve_target(target)
+
+    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
+        k = emit_conv_forward(module, spec, t, strategy, bias is not None, activation)
+        return k.fn.name, k.scratch_per_thread, k
+
+    nat = native(("conv_fwd", spec, strategy, bias is not None, activation), build, tgt)
+    y = np.empty((spec.n, spec.co, spec.oh, spec.ow), np.float32)
+    run(nat, threads, x, w, y, bias)
+    return y
+
+
+def conv2d_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, int, int],
+                      stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] = 0, *,
+                      threads: int = 1, target: Target | str | None = None) -> np.ndarray:
+    """dL/dx of conv2d given dL/dy, for an input of shape `x_shape`."""
+    from netc.compiler.codegen.conv import emit_conv_grad_input
+
+    w = check("w", w, ndim=4)
+    spec = _conv_spec(tuple(x_shape), w.shape, stride, pad)
+    dy = check("dy", dy, shape=(spec.n, spec.co, spec.oh, spec.ow))
+    tgt = resolve_target(target)
+
+    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
+        k = emit_conv_grad_input(module, spec, t)
+        return k.fn.name, k.scratch_per_thread, k
+
+    nat = native(("conv_dx", spec), build, tgt)
+    dx = np.empty(tuple(x_shape), np.float32)
+    run(nat, threads, dy, w, dx)
+    return dx
+
+
+def conv2d_grad_weight(x: np.ndarray, dy: np.ndarray, w_shape: tuple[int, int, int, int],
+                       stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] = 0, *,
+                       threads: int = 1, target: Target | str | None = None,
+                       strategy: str | None = None) -> np.ndarray:
+    """dL/dw of conv2d given the input x and dL/dy (summed over the batch)."""
+    from netc.compiler.codegen.barrier import STATE_BYTES
+    from netc.compiler.codegen.conv import DEFAULT_STRATEGY, emit_conv_grad_weight
+
+    x = check("x", x, ndim=4)
+    spec = _conv_spec(x.shape, tuple(w_shape), stride, pad)
+    dy = check("dy", dy, shape=(spec.n, spec.co, spec.oh, spec.ow))
+    strategy = strategy or DEFAULT_STRATEGY
+    tgt = resolve_target(target)
+
+    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
+        k = emit_conv_grad_weight(module, spec, t, strategy)
+        return k.fn.name, k.scratch_per_thread, k
+
+    nat = native(("conv_dw", spec, strategy), build, tgt)
+    dw = np.empty(tuple(w_shape), np.float32)
+    run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES))
+    return dw
+
+
+# -------------------------------------------------------------------------------- pooling
+
+
+def _pool(kind: str, forward: bool, x_shape: tuple[int, ...], kernel: Any, stride: Any,
+          target: Target | str | None):
+    from netc.compiler.codegen.pool import PoolSpec, emit_pool_backward, emit_pool_forward
+
+    if len(x_shape) != 4:
+        raise ValueError(f"pooling needs x [N,C,H,W], got shape {x_shape}")
+    kh, kw = _pair("kernel", kernel)
+    spec = PoolSpec(*x_shape, kh, kw, _pair("stride", kernel if stride is None else stride))
+    emit = emit_pool_forward if forward else emit_pool_backward
+
+    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
+        return emit(module, spec, kind).name, 0, None
+
+    return spec, native((f"{kind}pool", forward, spec), build, resolve_target(target))
+
+
+def _pool_forward(kind: str, x: np.ndarray, kernel: Any, stride: Any, threads: int,
+                  target: Any) -> np.ndarray:
+    x = check("x", x, ndim=4)
+    spec, nat = _pool(kind, True, x.shape, kernel, stride, target)
+    y = np.empty((spec.n, spec.c, spec.oh, spec.ow), np.float32)
+    run(nat, threads, x, y)
+    return y
+
+
+def _pool_backward(kind: str, x: np.ndarray, dy: np.ndarray, kernel: Any, stride: Any,
+                   threads: int, target: Any) -> np.ndarray:
+    x = check("x", x, ndim=4)
+    spec, nat = _pool(kind, False, x.shape, kernel, stride, target)
+    dy = check("dy", dy, shape=(spec.n, spec.c, spec.oh, spec.ow))
+    dx = np.empty(x.shape, np.float32)
+    run(nat, threads, x, dy, dx)
+    return dx
+
+
+def max_pool2d(x: np.ndarray, kernel: int | tuple[int, int],
+               stride: int | tuple[int, int] | None = None, *, threads: int = 1,
+               target: Target | str | None = None) -> np.ndarray:
+    """Max over each KH x KW window (stride defaults to the window; no padding)."""
+    return _pool_forward("max", x, kernel, stride, threads, target)
+
+
+def max_pool2d_grad(x: np.ndarray, dy: np.ndarray, kernel: int | tuple[int, int],
+                    stride: int | tuple[int, int] | None = None, *, threads: int = 1,
+                    target: Target | str | None = None) -> np.ndarray:
+    """Each window's gradient goes to its first maximal element (row-major); overlaps add."""
+    return _pool_backward("max", x, dy, kernel, stride, threads, target)
+
+
+def avg_pool2d(x: np.ndarray, kernel: int | tuple[int, int],
+               stride: int | tuple[int, int] | None = None, *, threads: int = 1,
+               target: Target | str | None = None) -> np.ndarray:
+    """Mean over each KH x KW window (stride defaults to the window; no padding)."""
+    return _pool_forward("avg", x, kernel, stride, threads, target)
+
+
+def avg_pool2d_grad(x: np.ndarray, dy: np.ndarray, kernel: int | tuple[int, int],
+                    stride: int | tuple[int, int] | None = None, *, threads: int = 1,
+                    target: Target | str | None = None) -> np.ndarray:
+    """dy / (KH*KW) spread over each window; overlaps add (x gives the shape only)."""
+    return _pool_backward("avg", x, dy, kernel, stride, threads, target)

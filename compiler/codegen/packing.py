@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import F32, I64, f32, for_range, gep, i64
+from .loops import f32, for_range, gep, i64
 
 # A source gives, for a sliver starting at outer index o0 with `count` static lanes, a function
 # that at inner index k returns the `count` element values (the per-sliver and per-k setup is the
@@ -95,6 +95,3 @@ def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, cou
         for lane in range(width):
             v = vals[lane] if lane < count else zero
             b.store(v, gep(b, sdst, b.add(row, i64(lane))), align=4)
-
-
-__all__ = ["Dense", "Source", "SliverLoader", "pack_block", "F32", "I64"]
