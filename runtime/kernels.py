@@ -13,6 +13,7 @@ inputs are never modified unless documented (`c` with accumulate=True is the out
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Native:
     fn: Callable[..., Any]
     scratch_per_thread: int  # bytes
     extra: Any = None
+    max_threads: int = 1 << 30  # more threads than this would only idle (see `run`)
 
 
 _natives: dict[tuple, Native] = {}
@@ -41,7 +43,7 @@ _natives_lock = threading.Lock()
 
 
 def native(key: tuple, build: Callable[[ir.Module, Target], tuple[str, int, Any]],
-           target: Target) -> Native:
+           target: Target, max_threads: int = 1 << 30) -> Native:
     """Compile (once per key and target) a kernel `f(i32 tid, i32 nt, pointers..., scratch)`;
     the ctypes prototype is read off the emitted function, so it always matches."""
     full = (key, target)
@@ -54,7 +56,7 @@ def native(key: tuple, build: Callable[[ir.Module, Target], tuple[str, int, Any]
     n_ptrs = len(module.globals[name].args) - 2
     compiled = compile_module(module, target)
     proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, *([ctypes.c_void_p] * n_ptrs))
-    nat = Native(proto(compiled.address(name)), scratch, extra)
+    nat = Native(proto(compiled.address(name)), scratch, extra, max(1, max_threads))
     nat.extra = (extra, compiled)  # keep the engine alive as long as the callable
     with _natives_lock:
         _natives[full] = nat
@@ -73,13 +75,39 @@ def ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
-def run(nat: Native, threads: int, *arrays: np.ndarray | None) -> None:
-    """Run a compiled kernel on `threads` threads with per-thread scratch appended last."""
-    if not isinstance(threads, int) or threads < 1:
+_local = threading.local()
+
+
+def scratch_for(nat: Native, threads: int) -> int:
+    """Address of a scratch buffer for `threads` threads of `nat`, reused across calls from the
+    same Python thread (kernels fully overwrite what they read, so no clearing is needed)."""
+    cache = getattr(_local, "scratch", None)
+    if cache is None:
+        cache = _local.scratch = {}
+    key = (id(nat), threads)
+    buf = cache.get(key)
+    if buf is None:
+        buf = cache[key] = aligned_empty(nat.scratch_per_thread * threads)
+    return buf.ctypes.data
+
+
+def check_threads(threads: Any) -> int:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
-    scratch = aligned_empty(nat.scratch_per_thread * threads)
-    args = [ptr(a) for a in arrays] + [scratch.ctypes.data]
-    get_pool().run(nat.fn, threads, *args)
+    return threads
+
+
+def run(nat: Native, threads: int, *arrays: np.ndarray | None) -> None:
+    """Run a compiled kernel with per-thread scratch appended last. Threads beyond the kernel's
+    useful parallelism (`max_threads`: e.g. a GEMM too small to split, fewer images than threads)
+    are not woken; kernels split work by thread count only, so results stay deterministic."""
+    threads = min(check_threads(threads), nat.max_threads)
+    args = [ptr(a) for a in arrays]
+    args.append(scratch_for(nat, threads))
+    if threads == 1:
+        nat.fn(0, 1, *args)
+    else:
+        get_pool().run(nat.fn, threads, *args)
 
 
 def check(name: str, a: Any, shape: tuple[int, ...] | None = None, ndim: int | None = None,
@@ -130,6 +158,23 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     bias_axis="cols" (one per column, the usual layer bias) or M for "rows". Returns `c` (written
     in place when given, else a new array).
     """
+    # Fast path: a call whose every array property and flag matches an earlier, validated call
+    # skips validation and lookup (benchmarks and small shapes are dominated by this overhead).
+    sig = _signature(a, b, c, bias, residual, prologue_mask, trans_a, trans_b, accumulate,
+                     bias_axis, activation, threads, target)
+    hit = _fast.get(sig)
+    if hit is not None:
+        nat, eff = hit
+        if c is None:
+            c = np.empty((a.shape[1] if trans_a else a.shape[0],
+                          b.shape[0] if trans_b else b.shape[1]), np.float32)
+        args = [ptr(x) for x in (a, b, c, bias, residual, prologue_mask)]
+        args.append(scratch_for(nat, eff))
+        if eff == 1:
+            nat.fn(0, 1, *args)
+        else:
+            get_pool().run(nat.fn, eff, *args)
+        return c
     a = check("a", a, ndim=2, rows_strided=True)
     b = check("b", b, ndim=2, rows_strided=True)
     m, ka = (a.shape[1], a.shape[0]) if trans_a else a.shape
@@ -167,8 +212,30 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
         return k.fn.name, k.scratch_per_thread, k
 
     nat = native(("gemm", spec), build, tgt)
-    run(nat, threads, a, b, c, bias, residual, prologue_mask)
+    check_threads(threads)
+    # Too little work to pay a thread hand-off: run on one thread (results are identical).
+    small = 2.0 * m * n * ka < 4e6
+    eff = 1 if small else min(threads, nat.extra[0].max_threads)
+    nat.max_threads = nat.extra[0].max_threads
+    run(nat, eff, a, b, c, bias, residual, prologue_mask)
+    _fast[sig] = (nat, eff)
     return c
+
+
+_fast: dict[tuple, tuple[Native, int]] = {}
+
+
+def _props(x: np.ndarray | None) -> tuple | None:
+    if x is None:
+        return None
+    if not isinstance(x, np.ndarray):
+        return ("bad",)
+    return (x.shape, x.strides, x.dtype.char)
+
+
+def _signature(a, b, c, bias, residual, mask, *flags) -> tuple:
+    return (_props(a), _props(b), _props(c), _props(bias), _props(residual), _props(mask),
+            flags, os.environ.get("NETC_TARGET"))
 
 
 # ---------------------------------------------------------------------------- convolution
@@ -213,7 +280,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
         k = emit_conv_forward(module, spec, t, strategy, bias is not None, activation)
         return k.fn.name, k.scratch_per_thread, k
 
-    nat = native(("conv_fwd", spec, strategy, bias is not None, activation), build, tgt)
+    nat = native(("conv_fwd", spec, strategy, bias is not None, activation), build, tgt, spec.n)
     y = np.empty((spec.n, spec.co, spec.oh, spec.ow), np.float32)
     run(nat, threads, x, w, y, bias)
     return y
@@ -234,7 +301,7 @@ def conv2d_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, in
         k = emit_conv_grad_input(module, spec, t)
         return k.fn.name, k.scratch_per_thread, k
 
-    nat = native(("conv_dx", spec), build, tgt)
+    nat = native(("conv_dx", spec), build, tgt, spec.n)
     dx = np.empty(tuple(x_shape), np.float32)
     run(nat, threads, dy, w, dx)
     return dx
@@ -258,7 +325,7 @@ def conv2d_grad_weight(x: np.ndarray, dy: np.ndarray, w_shape: tuple[int, int, i
         k = emit_conv_grad_weight(module, spec, t, strategy)
         return k.fn.name, k.scratch_per_thread, k
 
-    nat = native(("conv_dw", spec, strategy), build, tgt)
+    nat = native(("conv_dw", spec, strategy), build, tgt, spec.n)
     dw = np.empty(tuple(w_shape), np.float32)
     run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES))
     return dw
@@ -280,7 +347,8 @@ def _pool(kind: str, forward: bool, x_shape: tuple[int, ...], kernel: Any, strid
     def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
         return emit(module, spec, kind).name, 0, None
 
-    return spec, native((f"{kind}pool", forward, spec), build, resolve_target(target))
+    return spec, native((f"{kind}pool", forward, spec), build, resolve_target(target),
+                        spec.n * spec.c)
 
 
 def _pool_forward(kind: str, x: np.ndarray, kernel: Any, stride: Any, threads: int,

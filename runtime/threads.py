@@ -59,12 +59,12 @@ class ThreadPool:
         """Call `fn(tid, n_threads, *args)` for every tid in range(n_threads), concurrently."""
         if n_threads < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        if n_threads == 1 and not self._stopping:
+            fn(0, 1, *args)  # nothing to hand off: no lock, no wake-up
+            return
         with self._lock:
             if self._stopping:
                 raise RuntimeError("thread pool is shut down")
-            if n_threads == 1:
-                fn(0, 1, *args)
-                return
             self._grow(n_threads - 1)
             self._errors = []
             self._job = (fn, n_threads, args)

@@ -136,6 +136,7 @@ class GemmKernel:
     scratch_per_thread: int  # bytes, a multiple of 64
     blocking: Blocking
     split: str  # "rows" | "cols": the dimension threads divide
+    max_threads: int  # slivers along the split dimension: more threads would idle
 
 
 def split_dim(blk: Blocking, m: int, n: int) -> str:
@@ -236,8 +237,9 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
     scratch = _round_up(blk.scratch_floats * 4, 64)
     split = split_dim(blk, spec.m, spec.n)
     name = name or spec.name(target)
+    units = -(-spec.m // blk.mr) if split == "rows" else -(-spec.n // blk.nr)
     if name in module.globals:
-        return GemmKernel(module.globals[name], scratch, blk, split)
+        return GemmKernel(module.globals[name], scratch, blk, split, units)
     fnty = ir.FunctionType(ir.VoidType(), [I32, I32] + [F32P] * 7)
     fn = ir.Function(module, fnty, name=name)
     tid, nt, a, bm, c, bias, resid, mask, scr = fn.args
@@ -257,4 +259,4 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
     emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
                     spec.epilogue, bias, resid, spec.accumulate, rows, cols, my_scratch)
     b.ret_void()
-    return GemmKernel(fn, scratch, blk, split)
+    return GemmKernel(fn, scratch, blk, split, units)
