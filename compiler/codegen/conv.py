@@ -43,6 +43,14 @@ class ConvKernel:
     blocking: Blocking
 
 
+def col_stride(p: int, nr: int) -> int:
+    """Row stride of an explicit column buffer read in place by the micro-kernel: a multiple of
+    NR (aligned slivers) that is not a multiple of 1 KiB, so the K rows of a sliver do not all
+    fall in one L1 set."""
+    ld = -(-p // nr) * nr
+    return ld + nr if (ld * 4) % 1024 == 0 else ld
+
+
 def _r16(x: int) -> int:
     return -(-x // 16) * 16
 
@@ -82,7 +90,8 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
     name = (f"netc_conv_fwd_{target.name}_{spec.tag()}_{strategy}_b{int(bias)}_"
             f"{activation or 'n'}")
     blk = choose_blocking(target, spec.co, spec.p, spec.kdim)
-    col_floats = spec.kdim * spec.p if strategy == "im2col" else 0
+    ldcol = col_stride(spec.p, blk.nr)
+    col_floats = spec.kdim * ldcol + blk.nr if strategy == "im2col" else 0
     scratch, (col_off,) = _layout(blk, col_floats)
     if name in module.globals:
         return ConvKernel(module.globals[name], scratch, blk)
@@ -96,14 +105,15 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
         yn = gep(b, y, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":
             col = gep(b, mine, i64(col_off))
-            emit_im2col(b, spec, xn, col)
-            b_src = Dense(col, spec.p, outer_major=False)
+            emit_im2col(b, spec, xn, col, ldcol)
+            b_src = Dense(col, ldcol, outer_major=False)
         else:
             b_src = ColsSource(xn, spec)
         emit_gemm_tiles(b, target, blk, spec.co, spec.p, spec.kdim,
                         Dense(w, spec.kdim, outer_major=True), b_src, yn, spec.p, epi,
                         bias_p if bias else _null(), _null(), False,
-                        (i64(0), i64(spec.co)), (i64(0), i64(spec.p)), mine)
+                        (i64(0), i64(spec.co)), (i64(0), i64(spec.p)), mine,
+                        b_direct=strategy == "im2col")
     b.ret_void()
     return ConvKernel(fn, scratch, blk)
 

@@ -162,14 +162,20 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                     a_src: Source, b_src: Source, c: ir.Value, ldc: int, epi: Epilogue,
                     bias: ir.Value, resid: ir.Value, load_c: ir.Value | bool,
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value],
-                    scratch: ir.Value) -> None:
+                    scratch: ir.Value, b_direct: bool = False) -> None:
     """The blocked loop nest for C[rows, cols] (+)= A[rows, :]·B[:, cols] with epilogue.
 
     `load_c` (Python bool or i1): whether the first K block adds to the existing C. `scratch` is
-    this thread's packing buffer (blk.scratch_floats floats, 64-byte aligned).
+    this thread's packing buffer (blk.scratch_floats floats, 64-byte aligned). `b_direct`: B is a
+    row-major `Dense` the micro-kernel reads in place (no B packing pass); the caller guarantees
+    NR - 1 readable floats past the end of B's last row.
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
+    ldb = None
+    if b_direct:
+        assert isinstance(b_src, Dense) and not b_src.outer_major and b_src.mask is None
+        ldb = b_src.ld
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
     kernels = {}
@@ -178,7 +184,8 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             if (re and m % mr == 0) or (ce and n % nr == 0):
                 continue
             kernels[(re, ce)] = emit_microkernel(module, target, mr, blk.nv, ldc, epi,
-                                                 m % mr if re else mr, n % nr if ce else nr)
+                                                 m % mr if re else mr, n % nr if ce else nr,
+                                                 ldb)
     if isinstance(load_c, bool):
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)
@@ -194,13 +201,18 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             flags = b.select(first, load_c32, ir.Constant(I32, 1))
             last = b.icmp_signed("==", kc_end, i64(k))
             flags = b.or_(flags, b.shl(b.zext(last, I32), ir.Constant(I32, 1)))
-            pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
+            if ldb is None:
+                pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
             with for_range(b, m0, m1, blk.mc, name="ic") as ic:
                 iend = b.add(ic, i64(blk.mc))
                 iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
                 pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
                 with for_range(b, jc, jend, nr, name="jr") as jr:
-                    bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)), b.mul(kc, i64(nr))))
+                    if ldb is None:
+                        bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
+                                               b.mul(kc, i64(nr))))
+                    else:
+                        bsl = gep(b, b_src.ptr, b.add(b.mul(pc, i64(ldb)), jr))
                     ce = b.icmp_signed(">", b.add(jr, i64(nr)), i64(n))
                     with for_range(b, ic, iend, mr, name="ir") as ir_:
                         asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),

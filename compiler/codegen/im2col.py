@@ -145,17 +145,21 @@ def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: ir.Value | int, hi: ir.Value | int
         b.store(f32(0.0), gep(b, ptr, i), align=4)
 
 
-def emit_im2col(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value) -> None:
-    """col[k*P + p] = the tap of image `x` for k = (ci, kh, kw), p = (oh, ow)."""
-    _walk(b, spec, x, col, scatter=False)
+def emit_im2col(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value,
+                ld: int | None = None) -> None:
+    """col[k*ld + p] = the tap of image `x` for k = (ci, kh, kw), p = (oh, ow) (ld defaults to P;
+    columns P..ld-1 are left untouched)."""
+    _walk(b, spec, x, col, scatter=False, ld=ld or spec.p)
 
 
-def emit_col2im(b: ir.IRBuilder, spec: ConvSpec, col: ir.Value, x: ir.Value) -> None:
-    """x[tap(k, p)] += col[k*P + p] for every in-image tap (x must be zeroed by the caller)."""
-    _walk(b, spec, x, col, scatter=True)
+def emit_col2im(b: ir.IRBuilder, spec: ConvSpec, col: ir.Value, x: ir.Value,
+                ld: int | None = None) -> None:
+    """x[tap(k, p)] += col[k*ld + p] for every in-image tap (x must be zeroed by the caller)."""
+    _walk(b, spec, x, col, scatter=True, ld=ld or spec.p)
 
 
-def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: bool) -> None:
+def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: bool,
+          ld: int) -> None:
     (sh, sw), (ph, pw) = spec.stride, spec.pad
     for kh in range(spec.kh):
         oh_lo, oh_hi = _valid(spec.oh, spec.h, kh, sh, ph)
@@ -163,7 +167,7 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
             ow_lo, ow_hi = _valid(spec.ow, spec.w, kw, sw, pw)
             with for_range(b, i64(0), i64(spec.c), name="ci") as ci:
                 k = b.add(b.mul(ci, i64(spec.kh * spec.kw)), i64(kh * spec.kw + kw))
-                row = gep(b, col, b.mul(k, i64(spec.p)))
+                row = gep(b, col, b.mul(k, i64(ld)))
                 if not scatter:
                     _fill(b, row, 0, oh_lo * spec.ow)
                     _fill(b, row, oh_hi * spec.ow, spec.p)

@@ -118,17 +118,25 @@ def emit_activation(b: ir.IRBuilder, v: ir.Value, act: str | None, lanes: int,
 
 
 def microkernel_name(target: Target, mr: int, nv: int, ldc: int, epi: Epilogue, rows: int,
-                     cols: int) -> str:
+                     cols: int, ldb: int | None = None) -> str:
     tag = f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_{int(epi.residual)}"
-    return f"netc_uk_{target.name}_{mr}x{nv * target.lanes}_ldc{ldc}_{tag}_r{rows}c{cols}"
+    direct = f"_ldb{ldb}" if ldb else ""
+    return (f"netc_uk_{target.name}_{mr}x{nv * target.lanes}_ldc{ldc}_{tag}_r{rows}c{cols}"
+            f"{direct}")
 
 
 def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: int,
-                     epi: Epilogue, rows: int, cols: int) -> ir.Function:
-    """The MR x (nv*lanes) micro-kernel writing a `rows` x `cols` tile (edges: rows<MR, cols<NR)."""
+                     epi: Epilogue, rows: int, cols: int, ldb: int | None = None) -> ir.Function:
+    """The MR x (nv*lanes) micro-kernel writing a `rows` x `cols` tile (edges: rows<MR, cols<NR).
+
+    `ldb`: None reads B from a packed sliver (rows NR floats apart, aligned); an int reads an
+    unpacked row-major B directly, rows `ldb` floats apart (unaligned loads; lanes past the edge
+    read neighbouring memory the caller guarantees exists and are never stored)."""
     w = target.lanes
     nr = nv * w
-    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols)
+    b_stride = ldb or nr
+    b_align = 4 if ldb else 4 * w
+    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols, ldb)
     if name in module.globals:
         return module.globals[name]
     fnty = ir.FunctionType(ir.VoidType(), [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P])
@@ -145,7 +153,7 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
     zero = ir.Constant(vt, [0.0] * w)
 
     def step(accs: list[ir.Value], k: ir.Value) -> list[ir.Value]:
-        bvec = [load_vec(b, bp, b.add(b.mul(k, i64(nr)), i64(j * w)), w, align=4 * w)
+        bvec = [load_vec(b, bp, b.add(b.mul(k, i64(b_stride)), i64(j * w)), w, align=b_align)
                 for j in range(nv)]
         out = []
         for r in range(mr):
