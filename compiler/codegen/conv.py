@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .barrier import call_barrier
-from .gemm import Blocking, choose_blocking, emit_gemm_tiles, thread_range
+from .gemm import (
+    Blocking,
+    a_fits_one_block,
+    choose_blocking,
+    emit_gemm_tiles,
+    prepack_a,
+    thread_range,
+)
 from .im2col import ColsSource, ConvSpec, RowsSource, emit_col2im, emit_im2col
 from .loops import F32P, I32, I64, f32, for_range, gep, i64
 from .microkernel import Epilogue
@@ -99,6 +106,10 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
     tid, nt, x, w, y, bias_p, scr = fn.args
     mine = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
     epi = Epilogue("rows" if bias else None, activation, False)
+    a_src = Dense(w, spec.kdim, outer_major=True)
+    once = a_fits_one_block(blk, spec.co, spec.kdim)
+    if once:  # the weights are the same for every image: pack them once
+        prepack_a(b, blk, a_src, spec.co, spec.kdim, mine)
     lo, hi = thread_range(b, tid, nt, spec.n, 1)
     with for_range(b, lo, hi, name="img") as img:
         xn = gep(b, x, b.mul(img, i64(spec.image)))
@@ -109,11 +120,10 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
             b_src = Dense(col, ldcol, outer_major=False)
         else:
             b_src = ColsSource(xn, spec)
-        emit_gemm_tiles(b, target, blk, spec.co, spec.p, spec.kdim,
-                        Dense(w, spec.kdim, outer_major=True), b_src, yn, spec.p, epi,
-                        bias_p if bias else _null(), _null(), False,
+        emit_gemm_tiles(b, target, blk, spec.co, spec.p, spec.kdim, a_src, b_src, yn, spec.p,
+                        epi, bias_p if bias else _null(), _null(), False,
                         (i64(0), i64(spec.co)), (i64(0), i64(spec.p)), mine,
-                        b_direct=strategy == "im2col")
+                        b_direct=strategy == "im2col", a_packed=once)
     b.ret_void()
     return ConvKernel(fn, scratch, blk)
 
@@ -129,16 +139,20 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
     tid, nt, dy, w, dx, scr = fn.args
     mine = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
     col = gep(b, mine, i64(col_off))
+    # A(i=k, kk=co) = w[co*K + k]: Wᵀ without a copy, packed once when it is one block.
+    a_src = Dense(w, spec.kdim, outer_major=False)
+    once = a_fits_one_block(blk, spec.kdim, spec.co)
+    if once:
+        prepack_a(b, blk, a_src, spec.kdim, spec.co, mine)
     lo, hi = thread_range(b, tid, nt, spec.n, 1)
     with for_range(b, lo, hi, name="img") as img:
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         dxn = gep(b, dx, b.mul(img, i64(spec.image)))
-        # A(i=k, kk=co) = w[co*K + k]: Wᵀ without a copy; B(kk=co, j=p) = dy[n][co*P + p].
-        emit_gemm_tiles(b, target, blk, spec.kdim, spec.p, spec.co,
-                        Dense(w, spec.kdim, outer_major=False),
+        # B(kk=co, j=p) = dy[n][co*P + p]
+        emit_gemm_tiles(b, target, blk, spec.kdim, spec.p, spec.co, a_src,
                         Dense(dyn, spec.p, outer_major=False), col, spec.p, Epilogue(),
                         _null(), _null(), False, (i64(0), i64(spec.kdim)),
-                        (i64(0), i64(spec.p)), mine)
+                        (i64(0), i64(spec.p)), mine, a_packed=once)
         with for_range(b, i64(0), i64(spec.image), name="zero") as i:
             b.store(f32(0.0), gep(b, dxn, i), align=4)
         emit_col2im(b, spec, col, dxn)
@@ -153,7 +167,8 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
     name = f"netc_conv_dw_{target.name}_{spec.tag()}_{strategy}"
     blk = choose_blocking(target, spec.co, spec.kdim, spec.p)
     n_w = spec.co * spec.kdim
-    col_floats = spec.kdim * spec.p if strategy == "im2col" else 0
+    ldcol = col_stride(spec.p, 16)
+    col_floats = spec.kdim * ldcol if strategy == "im2col" else 0
     scratch, (col_off, part_off) = _layout(blk, col_floats, n_w)
     if name in module.globals:
         return ConvKernel(module.globals[name], scratch, blk)
@@ -170,8 +185,8 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":
             col = gep(b, mine, i64(col_off))
-            emit_im2col(b, spec, xn, col)
-            b_src = Dense(col, spec.p, outer_major=True)  # B(kk=p, j=k) = col[k*P + p]
+            emit_im2col(b, spec, xn, col, ldcol)
+            b_src = Dense(col, ldcol, outer_major=True)  # B(kk=p, j=k) = col[k*ld + p]
         else:
             b_src = RowsSource(xn, spec)
         emit_gemm_tiles(b, target, blk, spec.co, spec.kdim, spec.p,

@@ -162,13 +162,15 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                     a_src: Source, b_src: Source, c: ir.Value, ldc: int, epi: Epilogue,
                     bias: ir.Value, resid: ir.Value, load_c: ir.Value | bool,
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value],
-                    scratch: ir.Value, b_direct: bool = False) -> None:
+                    scratch: ir.Value, b_direct: bool = False, a_packed: bool = False) -> None:
     """The blocked loop nest for C[rows, cols] (+)= A[rows, :]·B[:, cols] with epilogue.
 
     `load_c` (Python bool or i1): whether the first K block adds to the existing C. `scratch` is
     this thread's packing buffer (blk.scratch_floats floats, 64-byte aligned). `b_direct`: B is a
     row-major `Dense` the micro-kernel reads in place (no B packing pass); the caller guarantees
-    NR - 1 readable floats past the end of B's last row.
+    NR - 1 readable floats past the end of B's last row. `a_packed`: the A buffer already holds
+    all of A packed (`prepack_a`; only when A is a single cache block), e.g. conv weights packed
+    once for every image.
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
@@ -206,7 +208,8 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             with for_range(b, m0, m1, blk.mc, name="ic") as ic:
                 iend = b.add(ic, i64(blk.mc))
                 iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
-                pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
+                if not a_packed:
+                    pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
                 with for_range(b, jc, jend, nr, name="jr") as jr:
                     if ldb is None:
                         bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
@@ -221,6 +224,18 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                         args = [kc, asl, bsl, cpt, ir_, jr, flags, bias, resid]
                         re = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
                         _dispatch(b, kernels, re, ce, args)
+
+
+def a_fits_one_block(blk: Blocking, m: int, k: int) -> bool:
+    """Whether all of an M x K operand A is one packed block (then it can be packed once)."""
+    return k <= blk.kc and m <= blk.mc
+
+
+def prepack_a(b: ir.IRBuilder, blk: Blocking, a_src: Source, m: int, k: int,
+              scratch: ir.Value) -> None:
+    """Pack all of A into the A buffer of `scratch`, for `emit_gemm_tiles(..., a_packed=True)`."""
+    assert a_fits_one_block(blk, m, k)
+    pack_block(b, a_src, scratch, i64(0), i64(m), m, blk.mr, i64(0), i64(k))
 
 
 def _dispatch(b: ir.IRBuilder, kernels: dict, re: ir.Value, ce: ir.Value, args: list) -> None:

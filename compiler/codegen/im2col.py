@@ -14,6 +14,7 @@ test and is vectorisable; col2im adds in a fixed order (deterministic).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from llvmlite import ir
@@ -140,9 +141,22 @@ def _valid(out: int, size: int, k: int, stride: int, pad: int) -> tuple[int, int
     return lo, max(lo, hi)
 
 
-def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: ir.Value | int, hi: ir.Value | int) -> None:
-    with for_range(b, lo, hi, name="z") as i:
-        b.store(f32(0.0), gep(b, ptr, i), align=4)
+UNROLL_RUN = 32  # static runs up to this length are emitted straight-line (SLP-vectorised)
+
+
+def _run(b: ir.IRBuilder, lo: int, hi: int, body: Callable[[ir.Value], None]) -> None:
+    """`body(i)` for i in [lo, hi): unrolled when short (short image rows would otherwise pay a
+    loop's setup and remainder for a handful of elements), else a loop."""
+    if hi - lo <= UNROLL_RUN:
+        for i in range(lo, hi):
+            body(i64(i))
+    else:
+        with for_range(b, i64(lo), i64(hi), name="run") as i:
+            body(i)
+
+
+def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: int, hi: int) -> None:
+    _run(b, lo, hi, lambda i: b.store(f32(0.0), gep(b, ptr, i), align=4))
 
 
 def emit_im2col(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value,
@@ -183,7 +197,8 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
                     if not scatter:
                         _fill(b, dst, 0, ow_lo)
                         _fill(b, dst, ow_hi, spec.ow)
-                    with for_range(b, i64(ow_lo), i64(ow_hi), name="ow") as ow:
+
+                    def tap(ow: ir.Value, src: ir.Value = src, dst: ir.Value = dst) -> None:
                         sp = gep(b, src, b.mul(ow, i64(sw)))
                         dp = gep(b, dst, ow)
                         if scatter:
@@ -191,3 +206,5 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
                                     align=4)
                         else:
                             b.store(b.load(sp, align=4), dp, align=4)
+
+                    _run(b, ow_lo, ow_hi, tap)
