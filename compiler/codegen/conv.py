@@ -111,7 +111,7 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
     if once:  # the weights are the same for every image: pack them once
         prepack_a(b, blk, a_src, spec.co, spec.kdim, mine)
     lo, hi = thread_range(b, tid, nt, spec.n, 1)
-    with for_range(b, lo, hi, name="img") as img:
+    with for_range(b, lo, hi, name="img", unroll=False) as img:
         xn = gep(b, x, b.mul(img, i64(spec.image)))
         yn = gep(b, y, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":
@@ -145,7 +145,7 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
     if once:
         prepack_a(b, blk, a_src, spec.kdim, spec.co, mine)
     lo, hi = thread_range(b, tid, nt, spec.n, 1)
-    with for_range(b, lo, hi, name="img") as img:
+    with for_range(b, lo, hi, name="img", unroll=False) as img:
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         dxn = gep(b, dx, b.mul(img, i64(spec.image)))
         # B(kk=co, j=p) = dy[n][co*P + p]
@@ -180,7 +180,7 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
     with for_range(b, i64(0), i64(n_w), name="zero") as i:
         b.store(f32(0.0), gep(b, part, i), align=4)
     lo, hi = thread_range(b, tid, nt, spec.n, 1)
-    with for_range(b, lo, hi, name="img") as img:
+    with for_range(b, lo, hi, name="img", unroll=False) as img:
         xn = gep(b, x, b.mul(img, i64(spec.image)))
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":

@@ -192,10 +192,10 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)
     (m0, m1), (n0, n1) = rows, cols
-    with for_range(b, n0, n1, blk.nc, name="jc") as jc:
+    with for_range(b, n0, n1, blk.nc, name="jc", unroll=False) as jc:
         jend = b.add(jc, i64(blk.nc))
         jend = b.select(b.icmp_signed("<", jend, n1), jend, n1)
-        with for_range(b, i64(0), i64(k), blk.kc, name="pc") as pc:
+        with for_range(b, i64(0), i64(k), blk.kc, name="pc", unroll=False) as pc:
             kc_end = b.add(pc, i64(blk.kc))
             kc_end = b.select(b.icmp_signed("<", kc_end, i64(k)), kc_end, i64(k))
             kc = b.sub(kc_end, pc)
@@ -205,19 +205,19 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             flags = b.or_(flags, b.shl(b.zext(last, I32), ir.Constant(I32, 1)))
             if ldb is None:
                 pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
-            with for_range(b, m0, m1, blk.mc, name="ic") as ic:
+            with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
                 iend = b.add(ic, i64(blk.mc))
                 iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
                 if not a_packed:
                     pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
-                with for_range(b, jc, jend, nr, name="jr") as jr:
+                with for_range(b, jc, jend, nr, name="jr", unroll=False) as jr:
                     if ldb is None:
                         bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
                                                b.mul(kc, i64(nr))))
                     else:
                         bsl = gep(b, b_src.ptr, b.add(b.mul(pc, i64(ldb)), jr))
                     ce = b.icmp_signed(">", b.add(jr, i64(nr)), i64(n))
-                    with for_range(b, ic, iend, mr, name="ir") as ir_:
+                    with for_range(b, ic, iend, mr, name="ir", unroll=False) as ir_:
                         asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
                                                b.mul(kc, i64(mr))))
                         cpt = c

@@ -179,7 +179,7 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
         oh_lo, oh_hi = _valid(spec.oh, spec.h, kh, sh, ph)
         for kw in range(spec.kw):
             ow_lo, ow_hi = _valid(spec.ow, spec.w, kw, sw, pw)
-            with for_range(b, i64(0), i64(spec.c), name="ci") as ci:
+            with for_range(b, i64(0), i64(spec.c), name="ci", unroll=False) as ci:
                 k = b.add(b.mul(ci, i64(spec.kh * spec.kw)), i64(kh * spec.kw + kw))
                 row = gep(b, col, b.mul(k, i64(ld)))
                 if not scatter:
@@ -189,7 +189,7 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
                     if not scatter:
                         _fill(b, row, oh_lo * spec.ow, oh_hi * spec.ow)
                     continue
-                with for_range(b, i64(oh_lo), i64(oh_hi), name="oh") as oh:
+                with for_range(b, i64(oh_lo), i64(oh_hi), name="oh", unroll=False) as oh:
                     ih = b.sub(b.add(b.mul(oh, i64(sh)), i64(kh)), i64(ph))
                     src = gep(b, x, b.add(b.mul(ci, i64(spec.h * spec.w)),
                                           b.add(b.mul(ih, i64(spec.w)), i64(kw - pw))))

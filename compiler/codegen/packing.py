@@ -71,7 +71,7 @@ def pack_block(b: ir.IRBuilder, src: Source, dst: ir.Value, o_start: ir.Value,
     `total` (the operand's outer size) are zero.
     """
     edge = total % width
-    with for_range(b, o_start, o_stop, width, name="pk") as o0:
+    with for_range(b, o_start, o_stop, width, name="pk", unroll=False) as o0:
         s = b.sdiv(b.sub(o0, o_start), i64(width))
         sdst = gep(b, dst, b.mul(b.mul(s, kc), i64(width)))
         full = b.icmp_signed("<=", b.add(o0, i64(width)), i64(total))
@@ -89,7 +89,7 @@ def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, cou
                  width: int, k0: ir.Value, kc: ir.Value) -> None:
     loader = src.sliver(b, o0, count)
     zero = f32(0.0)
-    with for_range(b, i64(0), kc, name="pkk") as k:
+    with for_range(b, i64(0), kc, name="pkk", unroll=False) as k:
         vals = loader(b, b.add(k0, k))
         row = b.mul(k, i64(width))
         for lane in range(width):
