@@ -71,8 +71,18 @@ def aligned_empty(n_bytes: int) -> np.ndarray:
     return raw[off:off + n_bytes].view(np.float32)
 
 
+_F = ctypes.c_float
+
+
 def ptr(a: np.ndarray | None) -> int | None:
-    return None if a is None else a.ctypes.data
+    """Data address of an array (the buffer-protocol route is ~3x cheaper than `.ctypes.data`,
+    which still serves read-only and strided arrays)."""
+    if a is None:
+        return None
+    try:
+        return ctypes.addressof(_F.from_buffer(a))
+    except (TypeError, ValueError, BufferError):
+        return a.ctypes.data
 
 
 _local = threading.local()
@@ -85,10 +95,11 @@ def scratch_for(nat: Native, threads: int) -> int:
     if cache is None:
         cache = _local.scratch = {}
     key = (id(nat), threads)
-    buf = cache.get(key)
-    if buf is None:
-        buf = cache[key] = aligned_empty(nat.scratch_per_thread * threads)
-    return buf.ctypes.data
+    hit = cache.get(key)
+    if hit is None:
+        buf = aligned_empty(nat.scratch_per_thread * threads)
+        hit = cache[key] = (buf, buf.ctypes.data)  # the buffer stays alive with its address
+    return hit[1]
 
 
 def check_threads(threads: Any) -> int:

@@ -162,7 +162,8 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                     a_src: Source, b_src: Source, c: ir.Value, ldc: int, epi: Epilogue,
                     bias: ir.Value, resid: ir.Value, load_c: ir.Value | bool,
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value],
-                    scratch: ir.Value, b_direct: bool = False, a_packed: bool = False) -> None:
+                    scratch: ir.Value, b_direct: bool = False, a_packed: bool = False,
+                    a_direct: bool = False) -> None:
     """The blocked loop nest for C[rows, cols] (+)= A[rows, :]·B[:, cols] with epilogue.
 
     `load_c` (Python bool or i1): whether the first K block adds to the existing C. `scratch` is
@@ -170,7 +171,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     row-major `Dense` the micro-kernel reads in place (no B packing pass); the caller guarantees
     NR - 1 readable floats past the end of B's last row. `a_packed`: the A buffer already holds
     all of A packed (`prepack_a`; only when A is a single cache block), e.g. conv weights packed
-    once for every image.
+    once for every image. `a_direct`: A (a `Dense` without mask) is read in place, unpacked.
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
@@ -178,6 +179,10 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     if b_direct:
         assert isinstance(b_src, Dense) and not b_src.outer_major and b_src.mask is None
         ldb = b_src.ld
+    a_dir = None
+    if a_direct:
+        assert isinstance(a_src, Dense) and a_src.mask is None and not a_packed
+        a_dir = (a_src.ld, not a_src.outer_major)
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
     kernels = {}
@@ -187,7 +192,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                 continue
             kernels[(re, ce)] = emit_microkernel(module, target, mr, blk.nv, ldc, epi,
                                                  m % mr if re else mr, n % nr if ce else nr,
-                                                 ldb)
+                                                 ldb, a_dir)
     if isinstance(load_c, bool):
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)
@@ -208,7 +213,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
                 iend = b.add(ic, i64(blk.mc))
                 iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
-                if not a_packed:
+                if not (a_packed or a_direct):
                     pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
                 with for_range(b, jc, jend, nr, name="jr", unroll=False) as jr:
                     if ldb is None:
@@ -218,8 +223,13 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                         bsl = gep(b, b_src.ptr, b.add(b.mul(pc, i64(ldb)), jr))
                     ce = b.icmp_signed(">", b.add(jr, i64(nr)), i64(n))
                     with for_range(b, ic, iend, mr, name="ir", unroll=False) as ir_:
-                        asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
-                                               b.mul(kc, i64(mr))))
+                        if a_dir is None:
+                            asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
+                                                   b.mul(kc, i64(mr))))
+                        elif a_dir[1]:  # stored K x M: element (i, k) at k*lda + i
+                            asl = gep(b, a_src.ptr, b.add(b.mul(pc, i64(a_dir[0])), ir_))
+                        else:
+                            asl = gep(b, a_src.ptr, b.add(b.mul(ir_, i64(a_dir[0])), pc))
                         cpt = c
                         args = [kc, asl, bsl, cpt, ir_, jr, flags, bias, resid]
                         re = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
@@ -257,6 +267,13 @@ def _dispatch(b: ir.IRBuilder, kernels: dict, re: ir.Value, ce: ir.Value, args: 
             b.call(full, args)
 
 
+def use_a_direct(blk: Blocking, spec: GemmSpec) -> bool:
+    """Read A unpacked when each of its elements meets at most two B slivers (N <= 2*NR): then
+    packing A would cost about as much as the product. A masked A is always packed (the mask is
+    applied while packing)."""
+    return not spec.mask and -(-spec.n // blk.nr) <= 2
+
+
 def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
               name: str | None = None) -> GemmKernel:
     """Add the GEMM function for `spec` to `module` (idempotent by name)."""
@@ -284,6 +301,7 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
         rows = (i64(0), i64(spec.m))
         cols = thread_range(b, tid, nt, spec.n, blk.nr)
     emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
-                    spec.epilogue, bias, resid, spec.accumulate, rows, cols, my_scratch)
+                    spec.epilogue, bias, resid, spec.accumulate, rows, cols, my_scratch,
+                    a_direct=use_a_direct(blk, spec))
     b.ret_void()
     return GemmKernel(fn, scratch, blk, split, units)

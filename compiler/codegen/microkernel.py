@@ -118,25 +118,33 @@ def emit_activation(b: ir.IRBuilder, v: ir.Value, act: str | None, lanes: int,
 
 
 def microkernel_name(target: Target, mr: int, nv: int, ldc: int, epi: Epilogue, rows: int,
-                     cols: int, ldb: int | None = None) -> str:
+                     cols: int, ldb: int | None = None,
+                     a_direct: tuple[int, bool] | None = None) -> str:
     tag = f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_{int(epi.residual)}"
     direct = f"_ldb{ldb}" if ldb else ""
+    if a_direct:
+        direct += f"_lda{a_direct[0]}{'t' if a_direct[1] else 'n'}"
     return (f"netc_uk_{target.name}_{mr}x{nv * target.lanes}_ldc{ldc}_{tag}_r{rows}c{cols}"
             f"{direct}")
 
 
 def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: int,
-                     epi: Epilogue, rows: int, cols: int, ldb: int | None = None) -> ir.Function:
+                     epi: Epilogue, rows: int, cols: int, ldb: int | None = None,
+                     a_direct: tuple[int, bool] | None = None) -> ir.Function:
     """The MR x (nv*lanes) micro-kernel writing a `rows` x `cols` tile (edges: rows<MR, cols<NR).
 
     `ldb`: None reads B from a packed sliver (rows NR floats apart, aligned); an int reads an
     unpacked row-major B directly, rows `ldb` floats apart (unaligned loads; lanes past the edge
-    read neighbouring memory the caller guarantees exists and are never stored)."""
+    read neighbouring memory the caller guarantees exists and are never stored).
+    `a_direct`: (lda, trans) reads an unpacked A in place instead of a packed sliver: element
+    (r, k) at `ap[r*lda + k]`, or `ap[k*lda + r]` when transposed (worth it when each A element
+    meets only one or two B slivers, so packing would cost as much as the arithmetic).
+    Rows past `rows` are never loaded nor computed (they would never be stored)."""
     w = target.lanes
     nr = nv * w
     b_stride = ldb or nr
     b_align = 4 if ldb else 4 * w
-    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols, ldb)
+    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols, ldb, a_direct)
     if name in module.globals:
         return module.globals[name]
     fnty = ir.FunctionType(ir.VoidType(), [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P])
@@ -155,12 +163,17 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
     def step(accs: list[ir.Value], k: ir.Value) -> list[ir.Value]:
         bvec = [load_vec(b, bp, b.add(b.mul(k, i64(b_stride)), i64(j * w)), w, align=b_align)
                 for j in range(nv)]
-        out = []
-        for r in range(mr):
-            a = b.load(gep(b, ap, b.add(b.mul(k, i64(mr)), i64(r))), align=4)
-            av = splat(b, a, w)
+        out = list(accs)
+        for r in range(rows):
+            if a_direct is None:
+                idx = b.add(b.mul(k, i64(mr)), i64(r))
+            elif a_direct[1]:
+                idx = b.add(b.mul(k, i64(a_direct[0])), i64(r))
+            else:
+                idx = b.add(i64(r * a_direct[0]), k)
+            av = splat(b, b.load(gep(b, ap, idx), align=4), w)
             for j in range(nv):
-                out.append(b.call(fma, [av, bvec[j], accs[r * nv + j]]))
+                out[r * nv + j] = b.call(fma, [av, bvec[j], accs[r * nv + j]])
         return out
 
     # Main loop: kc // UNROLL iterations with the body unrolled; accumulators carried in phis.

@@ -13,7 +13,7 @@ from netc.compiler.codegen.loops import F32, F32P, I32, I64, for_range, gep, i64
 from netc.jit import compile_module
 from netc.threads import ThreadPool, get_pool
 
-ROUNDS = 2000
+ROUNDS = 500
 
 
 def phased_kernel() -> ctypes._CFuncPtr:
