@@ -155,15 +155,19 @@ def _run(b: ir.IRBuilder, lo: int, hi: int, body: Callable[[ir.Value], None]) ->
             body(i)
 
 
-def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: int, hi: int) -> None:
-    _run(b, lo, hi, lambda i: b.store(f32(0.0), gep(b, ptr, i), align=4))
+def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: int, hi: int, stride: int = 1) -> None:
+    _run(b, lo, hi, lambda i: b.store(f32(0.0), gep(b, ptr, b.mul(i, i64(stride))), align=4))
 
 
 def emit_im2col(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value,
-                ld: int | None = None) -> None:
+                ld: int | None = None, transposed: bool = False) -> None:
     """col[k*ld + p] = the tap of image `x` for k = (ci, kh, kw), p = (oh, ow) (ld defaults to P;
-    columns P..ld-1 are left untouched)."""
-    _walk(b, spec, x, col, scatter=False, ld=ld or spec.p)
+    columns P..ld-1 are left untouched). `transposed`: write colᵀ instead, col[p*ld + k] (ld
+    defaults to K), the row-major B of the weight-gradient product."""
+    if transposed:
+        _walk(b, spec, x, col, scatter=False, ld=1, pstride=ld or spec.kdim)
+    else:
+        _walk(b, spec, x, col, scatter=False, ld=ld or spec.p)
 
 
 def emit_col2im(b: ir.IRBuilder, spec: ConvSpec, col: ir.Value, x: ir.Value,
@@ -173,7 +177,9 @@ def emit_col2im(b: ir.IRBuilder, spec: ConvSpec, col: ir.Value, x: ir.Value,
 
 
 def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: bool,
-          ld: int) -> None:
+          ld: int, pstride: int = 1) -> None:
+    """Visit every (k, p) of the column matrix stored at col[k*ld + p*pstride]."""
+    ps = pstride
     (sh, sw), (ph, pw) = spec.stride, spec.pad
     for kh in range(spec.kh):
         oh_lo, oh_hi = _valid(spec.oh, spec.h, kh, sh, ph)
@@ -183,24 +189,24 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
                 k = b.add(b.mul(ci, i64(spec.kh * spec.kw)), i64(kh * spec.kw + kw))
                 row = gep(b, col, b.mul(k, i64(ld)))
                 if not scatter:
-                    _fill(b, row, 0, oh_lo * spec.ow)
-                    _fill(b, row, oh_hi * spec.ow, spec.p)
+                    _fill(b, row, 0, oh_lo * spec.ow, ps)
+                    _fill(b, row, oh_hi * spec.ow, spec.p, ps)
                 if oh_lo >= oh_hi or ow_lo >= ow_hi:
                     if not scatter:
-                        _fill(b, row, oh_lo * spec.ow, oh_hi * spec.ow)
+                        _fill(b, row, oh_lo * spec.ow, oh_hi * spec.ow, ps)
                     continue
                 with for_range(b, i64(oh_lo), i64(oh_hi), name="oh", unroll=False) as oh:
                     ih = b.sub(b.add(b.mul(oh, i64(sh)), i64(kh)), i64(ph))
                     src = gep(b, x, b.add(b.mul(ci, i64(spec.h * spec.w)),
                                           b.add(b.mul(ih, i64(spec.w)), i64(kw - pw))))
-                    dst = gep(b, row, b.mul(oh, i64(spec.ow)))
+                    dst = gep(b, row, b.mul(oh, i64(spec.ow * ps)))
                     if not scatter:
-                        _fill(b, dst, 0, ow_lo)
-                        _fill(b, dst, ow_hi, spec.ow)
+                        _fill(b, dst, 0, ow_lo, ps)
+                        _fill(b, dst, ow_hi, spec.ow, ps)
 
                     def tap(ow: ir.Value, src: ir.Value = src, dst: ir.Value = dst) -> None:
                         sp = gep(b, src, b.mul(ow, i64(sw)))
-                        dp = gep(b, dst, ow)
+                        dp = gep(b, dst, b.mul(ow, i64(ps)))
                         if scatter:
                             b.store(b.fadd(b.load(sp, align=4), b.load(dp, align=4)), sp,
                                     align=4)
