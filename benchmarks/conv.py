@@ -45,9 +45,8 @@ def timed(fn, budget: float = 0.3) -> float:
 
 
 def child(threads: int) -> None:
-    import numpy as np
-
     import netc.kernels as K
+    import numpy as np
 
     try:
         import torch
@@ -56,42 +55,49 @@ def child(threads: int) -> None:
     except ImportError:
         torch = None
     rng = np.random.default_rng(0)
-    for name, xs, ws, s, p in SHAPES:
-        x = rng.standard_normal(xs, dtype=np.float32)
-        w = rng.standard_normal(ws, dtype=np.float32)
-        y = K.conv2d(x, w, s, p)
-        dy = rng.standard_normal(y.shape, dtype=np.float32)
-        flops = 2.0 * y.size * ws[1] * ws[2] * ws[3]  # per product; fwd, dX, dW each
-        t = {}
-        for strat in ("implicit", "im2col"):
-            t[f"fwd_{strat}"] = timed(lambda st=strat: K.conv2d(x, w, s, p, threads=threads,
-                                                                 strategy=st))
-            t[f"dw_{strat}"] = timed(lambda st=strat: K.conv2d_grad_weight(
-                x, dy, ws, s, p, threads=threads, strategy=st))
-        t["dx"] = timed(lambda: K.conv2d_grad_input(dy, w, xs, s, p, threads=threads))
-        best_fwd = min(t["fwd_implicit"], t["fwd_im2col"])
-        best_dw = min(t["dw_implicit"], t["dw_im2col"])
-        row = {"case": name, "x": xs, "w": ws, "stride": s, "pad": p, "threads": threads}
-        row.update({f"netc_{k}_ms": v * 1e3 for k, v in t.items()})
-        row["netc_total_ms"] = (best_fwd + best_dw + t["dx"]) * 1e3
-        row["netc_fwd_gflops"] = flops / best_fwd / 1e9
-        if torch is not None:
-            tx, tw, tdy = (torch.from_numpy(a) for a in (x, w, dy))
-            import torch.nn.functional as F
+    for shape in SHAPES:
+        print(json.dumps(measure(shape, threads, rng, K, torch)), flush=True)
 
-            tf = timed(lambda: F.conv2d(tx, tw, None, s, p))
-            tb = timed(lambda: torch.ops.aten.convolution_backward(
-                tdy, tx, tw, None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
-                [True, True, False]))
-            row["torch_fwd_ms"] = tf * 1e3
-            row["torch_bwd_ms"] = tb * 1e3
-            row["torch_total_ms"] = (tf + tb) * 1e3
-            row["ratio_fwd_vs_torch"] = tf / best_fwd
-            row["ratio_total_vs_torch"] = (tf + tb) / (row["netc_total_ms"] / 1e3)
-        for k, v in list(row.items()):
-            if isinstance(v, float):
-                row[k] = round(v, 3)
-        print(json.dumps(row), flush=True)
+
+def measure(shape: tuple, threads: int, rng, K, torch) -> dict:
+    """One row: netc (both strategies) and PyTorch on one convolution shape."""
+    import numpy as np
+
+    name, xs, ws, s, p = shape
+    x = rng.standard_normal(xs, dtype=np.float32)
+    w = rng.standard_normal(ws, dtype=np.float32)
+    y = K.conv2d(x, w, s, p)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    flops = 2.0 * y.size * ws[1] * ws[2] * ws[3]  # per product; fwd, dX, dW each
+    t = {}
+    for strat in ("implicit", "im2col"):
+        t[f"fwd_{strat}"] = timed(lambda st=strat: K.conv2d(x, w, s, p, threads=threads,
+                                                             strategy=st))
+        t[f"dw_{strat}"] = timed(lambda st=strat: K.conv2d_grad_weight(
+            x, dy, ws, s, p, threads=threads, strategy=st))
+    t["dx"] = timed(lambda: K.conv2d_grad_input(dy, w, xs, s, p, threads=threads))
+    best_fwd = min(t["fwd_implicit"], t["fwd_im2col"])
+    best_dw = min(t["dw_implicit"], t["dw_im2col"])
+    row = {"case": name, "x": xs, "w": ws, "stride": s, "pad": p, "threads": threads}
+    row.update({f"netc_{k}_ms": v * 1e3 for k, v in t.items()})
+    row["netc_total_ms"] = (best_fwd + best_dw + t["dx"]) * 1e3
+    row["netc_fwd_gflops"] = flops / best_fwd / 1e9
+    if torch is not None:
+        import torch.nn.functional as F
+
+        tx, tw, tdy = (torch.from_numpy(a) for a in (x, w, dy))
+        tf = timed(lambda: F.conv2d(tx, tw, None, s, p))
+        tb = timed(lambda: torch.ops.aten.convolution_backward(
+            tdy, tx, tw, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, [True, True, False]))
+        row["torch_fwd_ms"] = tf * 1e3
+        row["torch_bwd_ms"] = tb * 1e3
+        row["torch_total_ms"] = (tf + tb) * 1e3
+        row["ratio_fwd_vs_torch"] = tf / best_fwd
+        row["ratio_total_vs_torch"] = (tf + tb) / (row["netc_total_ms"] / 1e3)
+    for k, v in list(row.items()):
+        if isinstance(v, float):
+            row[k] = round(v, 3)
+    return row
 
 
 def main() -> None:
