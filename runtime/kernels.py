@@ -167,7 +167,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
 
     `prologue_mask` (a's shape) multiplies `a` elementwise first. `bias` has length N for
     bias_axis="cols" (one per column, the usual layer bias) or M for "rows". Returns `c` (written
-    in place when given, else a new array).
+    in place when given, else a new array). Any operand may be a 2-D view with unit column stride
+    (its row stride becomes the leading dimension); `residual` may be `c` itself.
     """
     # Fast path: a call whose every array property and flag matches an earlier, validated call
     # skips validation and lookup (benchmarks and small shapes are dominated by this overhead).
@@ -198,6 +199,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
         c = np.empty((m, n), dtype=np.float32)
     else:
         c = check("c", c, shape=(m, n), rows_strided=True)
+        if not c.flags.writeable:
+            raise ValueError("c must be writable")
     if bias is not None:
         if bias_axis not in ("rows", "cols"):
             raise ValueError(f"bias_axis must be 'rows' or 'cols', got {bias_axis!r}")
@@ -210,6 +213,10 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
         prologue_mask = check("prologue_mask", prologue_mask, shape=a.shape, rows_strided=True)
         if leading_dim(prologue_mask) != leading_dim(a):
             raise ValueError("prologue_mask must have the same row stride as a")
+    for name, x in (("a", a), ("b", b), ("bias", bias), ("prologue_mask", prologue_mask)):
+        # The kernel reads inputs while it writes c (and declares them noalias).
+        if x is not None and np.may_share_memory(x, c):
+            raise ValueError(f"c must not overlap {name}")
     from netc.compiler.codegen.gemm import GemmSpec, emit_gemm
     from netc.compiler.codegen.microkernel import Epilogue
 

@@ -118,6 +118,13 @@ def test_accumulate_and_prologue_mask(rng, trans_a):
     close(c, reference(a, b, c0, trans_a=trans_a, mask=mask), k)
 
 
+def test_residual_may_be_c(rng):
+    a, b, c0 = rand(rng, 5, 7), rand(rng, 7, 9), rand(rng, 5, 9)
+    c = c0.copy()
+    K.gemm(a, b, c, residual=c, activation="tanh")
+    close(c, reference(a, b, residual=c0, activation="tanh"), 7)
+
+
 def test_leading_dimensions(rng):
     big_a, big_b, big_c = rand(rng, 20, 40), rand(rng, 30, 50), np.zeros((25, 60), np.float32)
     a, b, c = big_a[:9, 3:14], big_b[2:13, 5:22], big_c[4:13, 7:24]
@@ -161,6 +168,11 @@ def test_more_threads_than_work(rng):
     (lambda a, b: K.gemm(a, b, activation="gelu"), "unknown activation"),
     (lambda a, b: K.gemm(a, b, threads=0), "threads"),
     (lambda a, b: K.gemm(a[:, ::2], b[:2]), "C-contiguous"),
+    (lambda a, b: K.gemm(a[:, :4], a[:4], a), "overlap a"),
+    (lambda a, b: K.gemm(a, b, np.broadcast_to(np.zeros(6, np.float32), (4, 6))),
+     "C-contiguous|writable"),
+    (lambda a, b: K.gemm(a, b, bias=np.zeros(6, np.float32), bias_axis="diag"), "bias_axis"),
+    (lambda a, b: K.gemm(a, b, residual=np.zeros((4, 7), np.float32)[:, :6]), "row stride"),
 ])
 def test_validation(rng, call, message):
     a, b = rand(rng, 4, 5), rand(rng, 5, 6)
