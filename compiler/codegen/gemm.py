@@ -185,6 +185,13 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
         a_dir = (a_src.ld, not a_src.outer_major)
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
+    # The store variants the flags below can select: a single K block is always the last one;
+    # blocks after the first always add to C.
+    first_lc = {load_c} if isinstance(load_c, bool) else {False, True}
+    if k <= blk.kc:
+        stores = frozenset((lc, True) for lc in first_lc)
+    else:
+        stores = frozenset({(lc, False) for lc in first_lc} | {(True, False), (True, True)})
     kernels = {}
     for re in (False, True):
         for ce in (False, True):
@@ -192,7 +199,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                 continue
             kernels[(re, ce)] = emit_microkernel(module, target, mr, blk.nv, ldc, epi,
                                                  m % mr if re else mr, n % nr if ce else nr,
-                                                 ldb, a_dir)
+                                                 ldb, a_dir, stores)
     if isinstance(load_c, bool):
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)

@@ -117,10 +117,15 @@ def emit_activation(b: ir.IRBuilder, v: ir.Value, act: str | None, lanes: int,
     raise ValueError(f"unknown activation {act!r}")
 
 
+ALL_STORES = frozenset((lc, la) for lc in (False, True) for la in (False, True))
+
+
 def microkernel_name(target: Target, mr: int, nv: int, ldc: int, epi: Epilogue, rows: int,
                      cols: int, ldb: int | None = None,
-                     a_direct: tuple[int, bool] | None = None) -> str:
+                     a_direct: tuple[int, bool] | None = None,
+                     stores: frozenset[tuple[bool, bool]] = ALL_STORES) -> str:
     tag = f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_{int(epi.residual)}"
+    tag += "_s" + "".join(str(2 * la + lc) for lc, la in sorted(stores))
     direct = f"_ldb{ldb}" if ldb else ""
     if a_direct:
         direct += f"_lda{a_direct[0]}{'t' if a_direct[1] else 'n'}"
@@ -130,7 +135,8 @@ def microkernel_name(target: Target, mr: int, nv: int, ldc: int, epi: Epilogue, 
 
 def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: int,
                      epi: Epilogue, rows: int, cols: int, ldb: int | None = None,
-                     a_direct: tuple[int, bool] | None = None) -> ir.Function:
+                     a_direct: tuple[int, bool] | None = None,
+                     stores: frozenset[tuple[bool, bool]] = ALL_STORES) -> ir.Function:
     """The MR x (nv*lanes) micro-kernel writing a `rows` x `cols` tile (edges: rows<MR, cols<NR).
 
     `ldb`: None reads B from a packed sliver (rows NR floats apart, aligned); an int reads an
@@ -139,12 +145,13 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
     `a_direct`: (lda, trans) reads an unpacked A in place instead of a packed sliver: element
     (r, k) at `ap[r*lda + k]`, or `ap[k*lda + r]` when transposed (worth it when each A element
     meets only one or two B slivers, so packing would cost as much as the arithmetic).
-    Rows past `rows` are never loaded nor computed (they would never be stored)."""
+    Rows past `rows` are never loaded nor computed (they would never be stored). `stores`: the
+    (load C?, last K block?) flag pairs callers may pass; only those store variants are emitted."""
     w = target.lanes
     nr = nv * w
     b_stride = ldb or nr
     b_align = 4 if ldb else 4 * w
-    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols, ldb, a_direct)
+    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols, ldb, a_direct, stores)
     if name in module.globals:
         return module.globals[name]
     fnty = ir.FunctionType(ir.VoidType(), [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P])
@@ -207,7 +214,7 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
         accs = merged
 
     _emit_store(b, module, target, mr, nv, ldc, epi, rows, cols, accs, cp, row0, col0, flags,
-                bias, resid)
+                bias, resid, stores)
     b.ret_void()
     return fn
 
@@ -215,19 +222,26 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
 def _emit_store(b: ir.IRBuilder, module: ir.Module, target: Target, mr: int, nv: int, ldc: int,
                 epi: Epilogue, rows: int, cols: int, accs: list[ir.Value], cp: ir.Value,
                 row0: ir.Value, col0: ir.Value, flags: ir.Value, bias: ir.Value,
-                resid: ir.Value) -> None:
-    """Write the tile; four straight-line variants chosen by (load C?, last K block?)."""
+                resid: ir.Value, stores: frozenset[tuple[bool, bool]]) -> None:
+    """Write the tile: one straight-line variant per (load C?, last K block?) pair the caller can
+    pass (`stores`), chosen by `flags`; pairs that emit the same code share a block."""
     w = target.lanes
     vt = vec_type(w)
     zero = ir.Constant(vt, [0.0] * w)
     base = b.add(b.mul(row0, i64(ldc)), col0)
     fn = b.function
     exit_bb = fn.append_basic_block("store.done")
-    variants = [(load_c, last) for last in (False, True) for load_c in (False, True)]
+    # Without an epilogue the last K block stores like any other.
+    code = {v: (v[0], v[1] and not epi.trivial) for v in sorted(stores)}
+    variants = sorted(set(code.values()))
     blocks = [fn.append_basic_block(f"store.{int(lc)}{int(la)}") for lc, la in variants]
-    sw = b.switch(b.and_(flags, ir.Constant(I32, 3)), exit_bb)
-    for (load_c, last), blk in zip(variants, blocks):
-        sw.add_case(ir.Constant(I32, int(load_c) | (int(last) << 1)), blk)
+    if len(variants) == 1:
+        b.branch(blocks[0])
+    else:
+        sw = b.switch(b.and_(flags, ir.Constant(I32, 3)), exit_bb)
+        for (load_c, last), key in code.items():
+            sw.add_case(ir.Constant(I32, int(load_c) | (int(last) << 1)),
+                        blocks[variants.index(key)])
     for (load_c, last), blk in zip(variants, blocks):
         b.position_at_end(blk)
         for r in range(rows):
