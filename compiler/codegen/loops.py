@@ -160,6 +160,13 @@ def masked_load_fn(module: ir.Module, lanes: int) -> ir.Function:
     return _declare(module, f"llvm.masked.load.v{lanes}f32.p0", fnty)
 
 
+def prefetch_fn(module: ir.Module) -> ir.Function:
+    """`llvm.prefetch.p0(ptr, rw, locality, cache_type)`: a cache hint, never a fault."""
+    i8p = ir.IntType(8).as_pointer()
+    return _declare(module, "llvm.prefetch.p0",
+                    ir.FunctionType(ir.VoidType(), [i8p, I32, I32, I32]))
+
+
 def lane_mask(lanes: int, valid: int) -> ir.Constant:
     """A constant <lanes x i1> with the first `valid` lanes set."""
     return ir.Constant(ir.VectorType(I1, lanes), [1 if i < valid else 0 for i in range(lanes)])

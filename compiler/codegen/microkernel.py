@@ -33,6 +33,7 @@ from .loops import (
     load_vec,
     masked_load_fn,
     masked_store_fn,
+    prefetch_fn,
     splat,
     store_vec,
     vec_type,
@@ -166,6 +167,16 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
     fma = fma_fn(module, w, target.has_fma)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = ir.Constant(vt, [0.0] * w)
+    if any(lc for lc, _ in stores) or epi.residual:
+        # The tile of C (rows ldc apart, often a page apart) is read after the k loop: start
+        # fetching it now so its misses overlap the arithmetic.
+        pf = prefetch_fn(module)
+        i8p = ir.IntType(8).as_pointer()
+        base = b.add(b.mul(row0, i64(ldc)), col0)
+        for r in range(rows):
+            for off in sorted({0, min(cols, nr) - 1}):
+                p = b.bitcast(gep(b, cp, b.add(base, i64(r * ldc + off))), i8p)
+                b.call(pf, [p, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
     def step(accs: list[ir.Value], k: ir.Value) -> list[ir.Value]:
         bvec = [load_vec(b, bp, b.add(b.mul(k, i64(b_stride)), i64(j * w)), w, align=b_align)
