@@ -116,7 +116,7 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
         yn = gep(b, y, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":
             col = gep(b, mine, i64(col_off))
-            emit_im2col(b, spec, xn, col, ldcol)
+            emit_im2col(b, spec, xn, col, ldcol, lanes=target.lanes)
             b_src = Dense(col, ldcol, outer_major=False)
         else:
             b_src = ColsSource(xn, spec)
@@ -155,7 +155,7 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
                         (i64(0), i64(spec.p)), mine, a_packed=once)
         with for_range(b, i64(0), i64(spec.image), name="zero") as i:
             b.store(f32(0.0), gep(b, dxn, i), align=4)
-        emit_col2im(b, spec, col, dxn)
+        emit_col2im(b, spec, col, dxn, lanes=target.lanes)
     b.ret_void()
     return ConvKernel(fn, scratch, blk)
 
@@ -167,8 +167,8 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
     name = f"netc_conv_dw_{target.name}_{spec.tag()}_{strategy}"
     blk = choose_blocking(target, spec.co, spec.kdim, spec.p)
     n_w = spec.co * spec.kdim
-    ldk = col_stride(spec.kdim, blk.nr)  # colᵀ rows: aligned, alias-free, read in place
-    col_floats = spec.p * ldk + blk.nr if strategy == "im2col" else 0
+    ldcol = col_stride(spec.p, 16)
+    col_floats = spec.kdim * ldcol if strategy == "im2col" else 0
     scratch, (col_off, part_off) = _layout(blk, col_floats, n_w)
     if name in module.globals:
         return ConvKernel(module.globals[name], scratch, blk)
@@ -185,14 +185,14 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":
             col = gep(b, mine, i64(col_off))
-            emit_im2col(b, spec, xn, col, ldk, transposed=True)
-            b_src = Dense(col, ldk, outer_major=False)  # B(kk=p, j=k) = colᵀ[p*ldk + k]
+            emit_im2col(b, spec, xn, col, ldcol, lanes=target.lanes)
+            b_src = Dense(col, ldcol, outer_major=True)  # B(kk=p, j=k) = col[k*ld + p]
         else:
             b_src = RowsSource(xn, spec)
         emit_gemm_tiles(b, target, blk, spec.co, spec.kdim, spec.p,
                         Dense(dyn, spec.p, outer_major=True), b_src, part, spec.kdim,
                         Epilogue(), _null(), _null(), True, (i64(0), i64(spec.co)),
-                        (i64(0), i64(spec.kdim)), mine, b_direct=strategy == "im2col")
+                        (i64(0), i64(spec.kdim)), mine)
     call_barrier(b, state, nt)
     # Fixed-order reduction: element e is the sum over partials of threads 0, 1, ..., nt-1.
     e_lo, e_hi = thread_range(b, tid, nt, n_w, 16)

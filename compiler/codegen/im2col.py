@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import f32, for_range, gep, i64
+from .loops import f32, for_range, gep, i64, vec_type
 from .packing import SliverLoader, Source
 
 
@@ -155,31 +155,57 @@ def _run(b: ir.IRBuilder, lo: int, hi: int, body: Callable[[ir.Value], None]) ->
             body(i)
 
 
-def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: int, hi: int, stride: int = 1) -> None:
-    _run(b, lo, hi, lambda i: b.store(f32(0.0), gep(b, ptr, b.mul(i, i64(stride))), align=4))
+def _fill(b: ir.IRBuilder, ptr: ir.Value, lo: int, hi: int) -> None:
+    _run(b, lo, hi, lambda i: b.store(f32(0.0), gep(b, ptr, i), align=4))
+
+
+def _vector_run(b: ir.IRBuilder, src: ir.Value, dst: ir.Value, lo: int, hi: int, lanes: int,
+                scatter: bool) -> None:
+    """dst[i] = src[i] (or src[i] += dst[i] when scattering) for i in [lo, hi), unit stride: full
+    vectors, then the static tail element by element (masked stores are microcoded and slow on
+    some x86 parts), so no access leaves [lo, hi)."""
+    vt = vec_type(lanes)
+
+    def move(off: ir.Value) -> None:
+        ps = b.bitcast(gep(b, src, off), vt.as_pointer())
+        pd = b.bitcast(gep(b, dst, off), vt.as_pointer())
+        v = b.load(ps, align=4)
+        if scatter:
+            b.store(b.fadd(v, b.load(pd, align=4)), ps, align=4)
+        else:
+            b.store(v, pd, align=4)
+
+    n_full = (hi - lo) // lanes
+    if n_full <= UNROLL_RUN // lanes:
+        for v in range(n_full):
+            move(i64(lo + v * lanes))
+    else:
+        with for_range(b, i64(lo), i64(lo + n_full * lanes), lanes, name="vrun") as i:
+            move(i)
+    for i in range(lo + n_full * lanes, hi):
+        sp, dp = gep(b, src, i64(i)), gep(b, dst, i64(i))
+        if scatter:
+            b.store(b.fadd(b.load(sp, align=4), b.load(dp, align=4)), sp, align=4)
+        else:
+            b.store(b.load(sp, align=4), dp, align=4)
 
 
 def emit_im2col(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value,
-                ld: int | None = None, transposed: bool = False) -> None:
+                ld: int | None = None, lanes: int = 8) -> None:
     """col[k*ld + p] = the tap of image `x` for k = (ci, kh, kw), p = (oh, ow) (ld defaults to P;
-    columns P..ld-1 are left untouched). `transposed`: write colᵀ instead, col[p*ld + k] (ld
-    defaults to K), the row-major B of the weight-gradient product."""
-    if transposed:
-        _walk(b, spec, x, col, scatter=False, ld=1, pstride=ld or spec.kdim)
-    else:
-        _walk(b, spec, x, col, scatter=False, ld=ld or spec.p)
+    columns P..ld-1 are left untouched). `lanes`: vector width of the unit-stride copies."""
+    _walk(b, spec, x, col, scatter=False, ld=ld or spec.p, lanes=lanes)
 
 
 def emit_col2im(b: ir.IRBuilder, spec: ConvSpec, col: ir.Value, x: ir.Value,
-                ld: int | None = None) -> None:
+                ld: int | None = None, lanes: int = 8) -> None:
     """x[tap(k, p)] += col[k*ld + p] for every in-image tap (x must be zeroed by the caller)."""
-    _walk(b, spec, x, col, scatter=True, ld=ld or spec.p)
+    _walk(b, spec, x, col, scatter=True, ld=ld or spec.p, lanes=lanes)
 
 
 def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: bool,
-          ld: int, pstride: int = 1) -> None:
-    """Visit every (k, p) of the column matrix stored at col[k*ld + p*pstride]."""
-    ps = pstride
+          ld: int, lanes: int = 8) -> None:
+    """Visit every (k, p) of the column matrix stored at col[k*ld + p]."""
     (sh, sw), (ph, pw) = spec.stride, spec.pad
     for kh in range(spec.kh):
         oh_lo, oh_hi = _valid(spec.oh, spec.h, kh, sh, ph)
@@ -189,28 +215,34 @@ def _walk(b: ir.IRBuilder, spec: ConvSpec, x: ir.Value, col: ir.Value, scatter: 
                 k = b.add(b.mul(ci, i64(spec.kh * spec.kw)), i64(kh * spec.kw + kw))
                 row = gep(b, col, b.mul(k, i64(ld)))
                 if not scatter:
-                    _fill(b, row, 0, oh_lo * spec.ow, ps)
-                    _fill(b, row, oh_hi * spec.ow, spec.p, ps)
+                    _fill(b, row, 0, oh_lo * spec.ow)
+                    _fill(b, row, oh_hi * spec.ow, spec.p)
                 if oh_lo >= oh_hi or ow_lo >= ow_hi:
                     if not scatter:
-                        _fill(b, row, oh_lo * spec.ow, oh_hi * spec.ow, ps)
+                        _fill(b, row, oh_lo * spec.ow, oh_hi * spec.ow)
                     continue
                 with for_range(b, i64(oh_lo), i64(oh_hi), name="oh", unroll=False) as oh:
                     ih = b.sub(b.add(b.mul(oh, i64(sh)), i64(kh)), i64(ph))
                     src = gep(b, x, b.add(b.mul(ci, i64(spec.h * spec.w)),
                                           b.add(b.mul(ih, i64(spec.w)), i64(kw - pw))))
-                    dst = gep(b, row, b.mul(oh, i64(spec.ow * ps)))
+                    dst = gep(b, row, b.mul(oh, i64(spec.ow)))
                     if not scatter:
-                        _fill(b, dst, 0, ow_lo, ps)
-                        _fill(b, dst, ow_hi, spec.ow, ps)
+                        _fill(b, dst, 0, ow_lo)
+                        _fill(b, dst, ow_hi, spec.ow)
 
                     def tap(ow: ir.Value, src: ir.Value = src, dst: ir.Value = dst) -> None:
                         sp = gep(b, src, b.mul(ow, i64(sw)))
-                        dp = gep(b, dst, b.mul(ow, i64(ps)))
+                        dp = gep(b, dst, ow)
                         if scatter:
                             b.store(b.fadd(b.load(sp, align=4), b.load(dp, align=4)), sp,
                                     align=4)
                         else:
                             b.store(b.load(sp, align=4), dp, align=4)
 
-                    _run(b, ow_lo, ow_hi, tap)
+                    if sw == 1 and lanes > 1:
+                        # The image row and the col row are both contiguous here: whole-vector
+                        # copies (the compiler cannot prove x and col apart, so it would not
+                        # vectorise the scalar form).
+                        _vector_run(b, src, dst, ow_lo, ow_hi, lanes, scatter)
+                    else:
+                        _run(b, ow_lo, ow_hi, tap)
