@@ -8,8 +8,9 @@ loops (fill a K x P buffer; scatter-add one back into an image).
 
 Invariants: padding is never materialised — an out-of-image tap reads as 0 (`select` on a clamped
 index, so no load leaves the image); explicit loops split each output row into a zero prefix, a
-dense middle and a zero suffix whose bounds are static per (kh, kw), so the middle loop has no
-test and is vectorisable; col2im adds in a fixed order (deterministic).
+dense middle and a zero suffix whose bounds are static per (kh, kw), so the middle has no test;
+at unit stride it is copied in whole vectors plus a static scalar tail (no access leaves the
+row); col2im adds in a fixed order (deterministic).
 """
 
 from __future__ import annotations
