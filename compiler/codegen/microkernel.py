@@ -239,6 +239,9 @@ def _emit_store(b: ir.IRBuilder, module: ir.Module, target: Target, mr: int, nv:
     w = target.lanes
     vt = vec_type(w)
     zero = ir.Constant(vt, [0.0] * w)
+    # Partial vectors of edge tiles: AVX-512 has cheap lane masks; elsewhere masked moves are
+    # slow (AVX2 vmaskmov is microcoded on some parts, SSE has none), so go lane by lane.
+    masked = target.name == "avx512"
     base = b.add(b.mul(row0, i64(ldc)), col0)
     fn = b.function
     exit_bb = fn.append_basic_block("store.done")
@@ -270,9 +273,15 @@ def _emit_store(b: ir.IRBuilder, module: ir.Module, target: Target, mr: int, nv:
                 def load(ptr: ir.Value, offset: ir.Value, valid: int = valid) -> ir.Value:
                     if valid == w:
                         return load_vec(b, ptr, offset, w)
-                    p = b.bitcast(gep(b, ptr, offset), vt.as_pointer())
-                    return b.call(masked_load_fn(module, w),
-                                  [p, ir.Constant(I32, 4), lane_mask(w, valid), zero])
+                    if masked:
+                        p = b.bitcast(gep(b, ptr, offset), vt.as_pointer())
+                        return b.call(masked_load_fn(module, w),
+                                      [p, ir.Constant(I32, 4), lane_mask(w, valid), zero])
+                    out = zero
+                    for lane in range(valid):
+                        x = b.load(gep(b, ptr, b.add(offset, i64(lane))), align=4)
+                        out = b.insert_element(out, x, ir.Constant(I32, lane))
+                    return out
 
                 if load_c:
                     v = b.fadd(v, load(cp, off))
@@ -286,9 +295,13 @@ def _emit_store(b: ir.IRBuilder, module: ir.Module, target: Target, mr: int, nv:
                     v = emit_activation(b, v, epi.activation, w, target.has_fma)
                 if valid == w:
                     store_vec(b, v, cp, off)
-                else:
+                elif masked:
                     p = b.bitcast(gep(b, cp, off), vt.as_pointer())
                     b.call(masked_store_fn(module, w),
                            [v, p, ir.Constant(I32, 4), lane_mask(w, valid)])
+                else:
+                    for lane in range(valid):
+                        b.store(b.extract_element(v, ir.Constant(I32, lane)),
+                                gep(b, cp, b.add(off, i64(lane))), align=4)
         b.branch(exit_bb)
     b.position_at_end(exit_bb)
