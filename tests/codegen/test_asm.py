@@ -81,3 +81,11 @@ def test_forced_target_names_and_cpus(monkeypatch):
     assert get_target("avx2").n_vregs == 16
     with pytest.raises(ValueError, match="unknown target"):
         get_target("sse9")
+
+
+def test_avx512_edges_use_lane_masks():
+    target = get_target("avx512")
+    module = ir.Module("asm_edges")
+    emit_gemm(module, GemmSpec(20, 40, 16, epilogue=EPILOGUE), target)  # 40 = 32 + 8: edge
+    asm = asm_of(module, target)
+    assert re.search(r"vmovups\s+%zmm\d+, [^\n]*\{%k\d\}", asm), "no masked zmm store"

@@ -3,11 +3,14 @@ both lowering strategies, stride/padding/rectangular kernels, fused bias+activat
 
 from __future__ import annotations
 
+import dataclasses
+
 import netc.kernels as K
 import numpy as np
 import pytest
 from conftest import rand
 from netc.compiler.codegen.conv import STRATEGIES
+from netc.compiler.codegen.target import get_target
 
 
 def pad_input(x, ph, pw):
@@ -126,3 +129,16 @@ def test_validation(rng, call, message):
     x, w = rand(rng, 1, 2, 6, 6), rand(rng, 2, 2, 3, 3)
     with pytest.raises(ValueError, match=message):
         call(x, w)
+
+
+def test_avx512_ir_runs_here_through_legalisation(rng):
+    host = get_target()
+    t = dataclasses.replace(get_target("avx512"), cpu=host.cpu, features=host.features,
+                            runnable=True)
+    x, w = rand(rng, 3, 3, 9, 8), rand(rng, 17, 3, 3, 3)
+    y = K.conv2d(x, w, 1, 1, target=t, threads=2)
+    close(y, direct_conv(x, w, (1, 1), (1, 1)))
+    dy = rand(rng, *y.shape)
+    dx_ref, dw_ref = direct_grads(x, w, dy, (1, 1), (1, 1))
+    close(K.conv2d_grad_weight(x, dy, w.shape, 1, 1, target=t, threads=2), dw_ref)
+    close(K.conv2d_grad_input(dy, w, x.shape, 1, 1, target=t), dx_ref)
