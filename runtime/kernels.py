@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from llvmlite import ir
+from netc.compiler.codegen.im2col import ConvSpec, pair
 from netc.compiler.codegen.target import Target, get_target
 from netc.jit import compile_module
 from netc.threads import get_pool
@@ -34,30 +35,32 @@ class Native:
 
     fn: Callable[..., Any]
     scratch_per_thread: int  # bytes
-    extra: Any = None
-    max_threads: int = 1 << 30  # more threads than this would only idle (see `run`)
+    max_threads: int  # more threads than this would only idle (see `run`)
+    compiled: Any  # the JIT engine, kept alive as long as the callable
 
 
 _natives: dict[tuple, Native] = {}
 _natives_lock = threading.Lock()
 
 
-def native(key: tuple, build: Callable[[ir.Module, Target], tuple[str, int, Any]],
-           target: Target, max_threads: int = 1 << 30) -> Native:
-    """Compile (once per key and target) a kernel `f(i32 tid, i32 nt, pointers..., scratch)`;
-    the ctypes prototype is read off the emitted function, so it always matches."""
+Build = Callable[[ir.Module, Target], tuple[str, int, int]]
+
+
+def native(key: tuple, build: Build, target: Target) -> Native:
+    """Compile (once per key and target) a kernel `f(i32 tid, i32 nt, pointers..., scratch)`.
+    `build` emits it and returns (name, scratch bytes per thread, useful threads); the ctypes
+    prototype is read off the emitted function, so it always matches."""
     full = (key, target)
     with _natives_lock:
         hit = _natives.get(full)
     if hit is not None:
         return hit
     module = ir.Module(name=str(key[0]))
-    name, scratch, extra = build(module, target)
+    name, scratch, max_threads = build(module, target)
     n_ptrs = len(module.globals[name].args) - 2
     compiled = compile_module(module, target)
     proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, *([ctypes.c_void_p] * n_ptrs))
-    nat = Native(proto(compiled.address(name)), scratch, extra, max(1, max_threads))
-    nat.extra = (extra, compiled)  # keep the engine alive as long as the callable
+    nat = Native(proto(compiled.address(name)), scratch, max(1, max_threads), compiled)
     with _natives_lock:
         _natives[full] = nat
     return nat
@@ -89,17 +92,14 @@ _local = threading.local()
 
 
 def scratch_for(nat: Native, threads: int) -> int:
-    """Address of a scratch buffer for `threads` threads of `nat`, reused across calls from the
-    same Python thread (kernels fully overwrite what they read, so no clearing is needed)."""
-    cache = getattr(_local, "scratch", None)
-    if cache is None:
-        cache = _local.scratch = {}
-    key = (id(nat), threads)
-    hit = cache.get(key)
-    if hit is None:
-        buf = aligned_empty(nat.scratch_per_thread * threads)
-        hit = cache[key] = (buf, buf.ctypes.data)  # the buffer stays alive with its address
-    return hit[1]
+    """Address of scratch for `threads` threads of `nat`: one buffer per calling Python thread,
+    grown on demand and reused by every kernel (kernels keep nothing in scratch between calls
+    and overwrite what they read, so it is never cleared)."""
+    need = max(nat.scratch_per_thread * threads, 64)
+    if getattr(_local, "size", 0) < need:
+        _local.buf = aligned_empty(need)
+        _local.size, _local.addr = need, _local.buf.ctypes.data
+    return _local.addr
 
 
 def check_threads(threads: Any) -> int:
@@ -176,16 +176,10 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
                      bias_axis, activation, threads, target)
     hit = _fast.get(sig)
     if hit is not None:
-        nat, eff = hit
         if c is None:
             c = np.empty((a.shape[1] if trans_a else a.shape[0],
                           b.shape[0] if trans_b else b.shape[1]), np.float32)
-        args = [ptr(x) for x in (a, b, c, bias, residual, prologue_mask)]
-        args.append(scratch_for(nat, eff))
-        if eff == 1:
-            nat.fn(0, 1, *args)
-        else:
-            get_pool().run(nat.fn, eff, *args)
+        _gemm_call(*hit, a, b, c, bias, residual, prologue_mask)
         return c
     a = check("a", a, ndim=2, rows_strided=True)
     b = check("b", b, ndim=2, rows_strided=True)
@@ -199,8 +193,6 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
         c = np.empty((m, n), dtype=np.float32)
     else:
         c = check("c", c, shape=(m, n), rows_strided=True)
-        if not c.flags.writeable:
-            raise ValueError("c must be writable")
     if bias is not None:
         if bias_axis not in ("rows", "cols"):
             raise ValueError(f"bias_axis must be 'rows' or 'cols', got {bias_axis!r}")
@@ -213,10 +205,6 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
         prologue_mask = check("prologue_mask", prologue_mask, shape=a.shape, rows_strided=True)
         if leading_dim(prologue_mask) != leading_dim(a):
             raise ValueError("prologue_mask must have the same row stride as a")
-    for name, x in (("a", a), ("b", b), ("bias", bias), ("prologue_mask", prologue_mask)):
-        # The kernel reads inputs while it writes c (and declares them noalias).
-        if x is not None and np.may_share_memory(x, c):
-            raise ValueError(f"c must not overlap {name}")
     from netc.compiler.codegen.gemm import GemmSpec, emit_gemm
     from netc.compiler.codegen.microkernel import Epilogue
 
@@ -225,19 +213,44 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
                     leading_dim(c), epilogue=epi, mask=prologue_mask is not None)
     tgt = resolve_target(target)
 
-    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
+    def build(module: ir.Module, t: Target) -> tuple[str, int, int]:
         k = emit_gemm(module, spec, t)
-        return k.fn.name, k.scratch_per_thread, k
+        return k.fn.name, k.scratch_per_thread, k.max_threads
 
     nat = native(("gemm", spec), build, tgt)
-    check_threads(threads)
     # Too little work to pay a thread hand-off: run on one thread (results are identical).
-    small = 2.0 * m * n * ka < 4e6
-    eff = 1 if small else min(threads, nat.extra[0].max_threads)
-    nat.max_threads = nat.extra[0].max_threads
-    run(nat, eff, a, b, c, bias, residual, prologue_mask)
+    threads = check_threads(threads)
+    eff = 1 if 2.0 * m * n * ka < 4e6 else min(threads, nat.max_threads)
+    _gemm_call(nat, eff, a, b, c, bias, residual, prologue_mask)
     _fast[sig] = (nat, eff)
     return c
+
+
+def _gemm_call(nat: Native, eff: int, a, b, c, *rest) -> None:
+    if not c.flags.writeable:
+        raise ValueError("c must be writable")
+    args = [ptr(x) for x in (a, b, c, *rest)]
+    c_lo, c_hi = _span(c, args[2])
+    for name, x, p in zip(("a", "b", "bias", "residual", "prologue_mask"), (a, b, *rest),
+                          args[:2] + args[3:]):
+        # The kernel reads inputs while it writes c (and declares them noalias); a residual may
+        # be c itself (read and written at the same element).
+        if p is not None and not (name == "residual" and p == args[2]):
+            lo, hi = _span(x, p)
+            if lo < c_hi and c_lo < hi:
+                raise ValueError(f"c must not overlap {name}")
+    args.append(scratch_for(nat, eff))
+    if eff == 1:
+        nat.fn(0, 1, *args)
+    else:
+        get_pool().run(nat.fn, eff, *args)
+
+
+def _span(x: np.ndarray, p: int) -> tuple[int, int]:
+    """[first, last+1) byte addresses of a 1-D or row-strided 2-D float32 array at address p."""
+    if x.ndim == 1:
+        return p, p + 4 * x.shape[0]
+    return p, p + (x.shape[0] - 1) * x.strides[0] + 4 * x.shape[1]
 
 
 _fast: dict[tuple, tuple[Native, int]] = {}
@@ -259,24 +272,14 @@ def _signature(a, b, c, bias, residual, mask, *flags) -> tuple:
 # ---------------------------------------------------------------------------- convolution
 
 
-def _pair(name: str, v: int | tuple[int, int]) -> tuple[int, int]:
-    t = (v, v) if isinstance(v, int) else tuple(v)
-    if len(t) != 2 or not all(isinstance(i, int) for i in t):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return t  # type: ignore[return-value]
+def _conv_native(tag: tuple, spec: Any, target: Target | str | None,
+                 emit: Callable[[ir.Module, Target], Any]) -> Native:
+    """A conv kernel (threads take whole images, so at most N are useful)."""
+    def build(module: ir.Module, t: Target) -> tuple[str, int, int]:
+        k = emit(module, t)
+        return k.fn.name, k.scratch_per_thread, spec.n
 
-
-def _conv_spec(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: Any, pad: Any):
-    from netc.compiler.codegen.im2col import ConvSpec
-
-    if len(x_shape) != 4 or len(w_shape) != 4:
-        raise ValueError(f"conv2d needs x [N,C,H,W] and w [Cout,C,KH,KW], got {x_shape} "
-                         f"and {w_shape}")
-    if x_shape[1] != w_shape[1]:
-        raise ValueError(f"x has {x_shape[1]} channels but w expects {w_shape[1]}")
-    n, c, h, wd = x_shape
-    co, _, kh, kw = w_shape
-    return ConvSpec(n, c, h, wd, co, kh, kw, _pair("stride", stride), _pair("pad", pad))
+    return native(("conv", spec, *tag), build, resolve_target(target))
 
 
 def conv2d(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
@@ -288,17 +291,13 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
 
     x = check("x", x, ndim=4)
     w = check("w", w, ndim=4)
-    spec = _conv_spec(x.shape, w.shape, stride, pad)
+    spec = ConvSpec.from_shapes(x.shape, w.shape, stride, pad)
     if bias is not None:
         bias = check("bias", bias, shape=(spec.co,))
     strategy = strategy or DEFAULT_STRATEGY
-    tgt = resolve_target(target)
-
-    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
-        k = emit_conv_forward(module, spec, t, strategy, bias is not None, activation)
-        return k.fn.name, k.scratch_per_thread, k
-
-    nat = native(("conv_fwd", spec, strategy, bias is not None, activation), build, tgt, spec.n)
+    nat = _conv_native(("fwd", strategy, bias is not None, activation), spec, target,
+                       lambda m, t: emit_conv_forward(m, spec, t, strategy, bias is not None,
+                                                      activation))
     y = np.empty((spec.n, spec.co, spec.oh, spec.ow), np.float32)
     run(nat, threads, x, w, y, bias)
     return y
@@ -311,15 +310,9 @@ def conv2d_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, in
     from netc.compiler.codegen.conv import emit_conv_grad_input
 
     w = check("w", w, ndim=4)
-    spec = _conv_spec(tuple(x_shape), w.shape, stride, pad)
+    spec = ConvSpec.from_shapes(tuple(x_shape), w.shape, stride, pad)
     dy = check("dy", dy, shape=(spec.n, spec.co, spec.oh, spec.ow))
-    tgt = resolve_target(target)
-
-    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
-        k = emit_conv_grad_input(module, spec, t)
-        return k.fn.name, k.scratch_per_thread, k
-
-    nat = native(("conv_dx", spec), build, tgt, spec.n)
+    nat = _conv_native(("dx",), spec, target, lambda m, t: emit_conv_grad_input(m, spec, t))
     dx = np.empty(tuple(x_shape), np.float32)
     run(nat, threads, dy, w, dx)
     return dx
@@ -334,16 +327,11 @@ def conv2d_grad_weight(x: np.ndarray, dy: np.ndarray, w_shape: tuple[int, int, i
     from netc.compiler.codegen.conv import DEFAULT_STRATEGY, emit_conv_grad_weight
 
     x = check("x", x, ndim=4)
-    spec = _conv_spec(x.shape, tuple(w_shape), stride, pad)
+    spec = ConvSpec.from_shapes(x.shape, tuple(w_shape), stride, pad)
     dy = check("dy", dy, shape=(spec.n, spec.co, spec.oh, spec.ow))
     strategy = strategy or DEFAULT_STRATEGY
-    tgt = resolve_target(target)
-
-    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
-        k = emit_conv_grad_weight(module, spec, t, strategy)
-        return k.fn.name, k.scratch_per_thread, k
-
-    nat = native(("conv_dw", spec, strategy), build, tgt, spec.n)
+    nat = _conv_native(("dw", strategy), spec, target,
+                       lambda m, t: emit_conv_grad_weight(m, spec, t, strategy))
     dw = np.empty(tuple(w_shape), np.float32)
     run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES))
     return dw
@@ -358,30 +346,25 @@ def _pool(kind: str, forward: bool, x_shape: tuple[int, ...], kernel: Any, strid
 
     if len(x_shape) != 4:
         raise ValueError(f"pooling needs x [N,C,H,W], got shape {x_shape}")
-    kh, kw = _pair("kernel", kernel)
-    spec = PoolSpec(*x_shape, kh, kw, _pair("stride", kernel if stride is None else stride))
+    kh, kw = pair("kernel", kernel)
+    spec = PoolSpec(*x_shape, kh, kw, pair("stride", kernel if stride is None else stride))
     emit = emit_pool_forward if forward else emit_pool_backward
 
-    def build(module: ir.Module, t: Target) -> tuple[str, int, Any]:
-        return emit(module, spec, kind).name, 0, None
+    def build(module: ir.Module, t: Target) -> tuple[str, int, int]:
+        return emit(module, spec, kind).name, 0, spec.n * spec.c
 
-    return spec, native((f"{kind}pool", forward, spec), build, resolve_target(target),
-                        spec.n * spec.c)
+    return spec, native((f"{kind}pool", forward, spec), build, resolve_target(target))
 
 
-def _pool_forward(kind: str, x: np.ndarray, kernel: Any, stride: Any, threads: int,
-                  target: Any) -> np.ndarray:
+def _pool_run(kind: str, x: np.ndarray, dy: np.ndarray | None, kernel: Any, stride: Any,
+              threads: int, target: Any) -> np.ndarray:
+    """Forward (dy None) or gradient of a pooling; returns y or dx."""
     x = check("x", x, ndim=4)
-    spec, nat = _pool(kind, True, x.shape, kernel, stride, target)
-    y = np.empty((spec.n, spec.c, spec.oh, spec.ow), np.float32)
-    run(nat, threads, x, y)
-    return y
-
-
-def _pool_backward(kind: str, x: np.ndarray, dy: np.ndarray, kernel: Any, stride: Any,
-                   threads: int, target: Any) -> np.ndarray:
-    x = check("x", x, ndim=4)
-    spec, nat = _pool(kind, False, x.shape, kernel, stride, target)
+    spec, nat = _pool(kind, dy is None, x.shape, kernel, stride, target)
+    if dy is None:
+        y = np.empty((spec.n, spec.c, spec.oh, spec.ow), np.float32)
+        run(nat, threads, x, y)
+        return y
     dy = check("dy", dy, shape=(spec.n, spec.c, spec.oh, spec.ow))
     dx = np.empty(x.shape, np.float32)
     run(nat, threads, x, dy, dx)
@@ -392,25 +375,25 @@ def max_pool2d(x: np.ndarray, kernel: int | tuple[int, int],
                stride: int | tuple[int, int] | None = None, *, threads: int = 1,
                target: Target | str | None = None) -> np.ndarray:
     """Max over each KH x KW window (stride defaults to the window; no padding)."""
-    return _pool_forward("max", x, kernel, stride, threads, target)
+    return _pool_run("max", x, None, kernel, stride, threads, target)
 
 
 def max_pool2d_grad(x: np.ndarray, dy: np.ndarray, kernel: int | tuple[int, int],
                     stride: int | tuple[int, int] | None = None, *, threads: int = 1,
                     target: Target | str | None = None) -> np.ndarray:
     """Each window's gradient goes to its first maximal element (row-major); overlaps add."""
-    return _pool_backward("max", x, dy, kernel, stride, threads, target)
+    return _pool_run("max", x, dy, kernel, stride, threads, target)
 
 
 def avg_pool2d(x: np.ndarray, kernel: int | tuple[int, int],
                stride: int | tuple[int, int] | None = None, *, threads: int = 1,
                target: Target | str | None = None) -> np.ndarray:
     """Mean over each KH x KW window (stride defaults to the window; no padding)."""
-    return _pool_forward("avg", x, kernel, stride, threads, target)
+    return _pool_run("avg", x, None, kernel, stride, threads, target)
 
 
 def avg_pool2d_grad(x: np.ndarray, dy: np.ndarray, kernel: int | tuple[int, int],
                     stride: int | tuple[int, int] | None = None, *, threads: int = 1,
                     target: Target | str | None = None) -> np.ndarray:
     """dy / (KH*KW) spread over each window; overlaps add (x gives the shape only)."""
-    return _pool_backward("avg", x, dy, kernel, stride, threads, target)
+    return _pool_run("avg", x, dy, kernel, stride, threads, target)

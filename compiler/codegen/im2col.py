@@ -24,6 +24,14 @@ from .loops import f32, for_range, gep, i64, vec_type
 from .packing import SliverLoader, Source
 
 
+def pair(name: str, v: int | tuple[int, int]) -> tuple[int, int]:
+    """An int or a pair of ints as a pair (stride, padding, window sizes)."""
+    t = (v, v) if isinstance(v, int) else tuple(v)
+    if len(t) != 2 or not all(isinstance(i, int) for i in t):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class ConvSpec:
     """A 2-D convolution fixed at compile time (NCHW input, OIHW weights, zero padding)."""
@@ -46,6 +54,20 @@ class ConvSpec:
         if self.oh < 1 or self.ow < 1:
             raise ValueError(f"kernel {self.kh}x{self.kw} does not fit the padded input "
                              f"{self.h}x{self.w} (pad {self.pad})")
+
+    @classmethod
+    def from_shapes(cls, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+                    stride: int | tuple[int, int] = 1, pad: int | tuple[int, int] = 0
+                    ) -> ConvSpec:
+        """From x [N,C,H,W], w [Cout,C,KH,KW]; ValueError on any mismatch."""
+        if len(x_shape) != 4 or len(w_shape) != 4:
+            raise ValueError(f"conv2d needs x [N,C,H,W] and w [Cout,C,KH,KW], got {x_shape} "
+                             f"and {w_shape}")
+        if x_shape[1] != w_shape[1]:
+            raise ValueError(f"x has {x_shape[1]} channels but w expects {w_shape[1]}")
+        n, c, h, w = x_shape
+        co, _, kh, kw = w_shape
+        return cls(n, c, h, w, co, kh, kw, pair("stride", stride), pair("pad", pad))
 
     @property
     def oh(self) -> int:
