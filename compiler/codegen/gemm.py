@@ -1,0 +1,314 @@
+"""Codegen stage, GEMM generator: a BLIS-style C (+)= op(A)·op(B) specialised for static shapes.
+
+Takes: a `GemmSpec` (M, N, K, trans_a, trans_b, accumulate, lda/ldb/ldc, epilogue, prologue mask)
+and a `Target`. Gives: `emit_gemm(module, spec, target)` -> `GemmKernel` (the LLVM function
+`void f(i32 tid, i32 nt, A, B, C, bias, residual, mask, scratch)` added to `module`, and the scratch
+bytes it needs per thread), and `emit_gemm_tiles`, the blocked loop nest other emitters (conv)
+call on their own operand sources.
+
+Algorithm (BLIS): for each NC block of columns, each KC block of K: pack B into NR-column slivers;
+for each MC block of rows: pack A into MR-row slivers (the prologue mask is applied here); run the
+MR x NR register-blocked micro-kernel over the block. The last K block applies the epilogue
+`C = act(C_old? + A·B + bias + residual)` while the tile is still in registers.
+
+Invariants: threads split C by whole slivers along one dimension (chosen from the static shape),
+so every element of C is produced by exactly one thread with a fixed K order: the result is
+bitwise identical across runs *and* across thread counts. Scratch is `nt * scratch_per_thread`
+bytes, 64-byte aligned; the kernel never allocates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llvmlite import ir
+
+from .loops import F32P, I32, I64, for_range, gep, i64
+from .microkernel import Epilogue, emit_microkernel
+from .packing import Dense, Source, pack_block
+from .target import Target
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Register block (mr x nv vectors of the target's lanes) and cache blocks mc/kc/nc."""
+
+    mr: int
+    nv: int
+    nr: int
+    mc: int
+    kc: int
+    nc: int
+
+    @property
+    def a_floats(self) -> int:
+        """Packed-A buffer size, rounded so the B buffer after it stays 64-byte aligned."""
+        return _round_up(self.mc * self.kc, 16)
+
+    @property
+    def scratch_floats(self) -> int:
+        return self.a_floats + self.kc * self.nc
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def register_block(target: Target) -> tuple[int, int]:
+    """(MR, vectors per row): MR*nv accumulators + nv B vectors + 1 broadcast <= registers."""
+    if target.name == "avx512":
+        return 14, 2  # 28 zmm accumulators, 2 for B, 1 broadcast (embedded broadcast frees it)
+    if target.name == "avx2":
+        return 6, 2  # 12 ymm accumulators + 2 B + 1 broadcast = 15 of 16
+    return 4, 2  # portable: 8 xmm accumulators, <4 x float>
+
+
+def choose_blocking(target: Target, m: int, n: int, k: int) -> Blocking:
+    """Cache blocks from the target's caches, balanced so the last block is not a sliver.
+
+    KC: an A sliver plus a B sliver (KC x (MR+NR) floats) use ~3/4 of L1. MC: the packed A block
+    (MC x KC) uses ~1/2 of L2. NC: the packed B panel (KC x NC) uses ~1/2 of a per-core share of L3.
+    """
+    mr, nv = register_block(target)
+    nr = nv * target.lanes
+    kc_max = max(64, (int(target.l1d * 0.75) // ((mr + nr) * 4)) // 16 * 16)
+    kc = max(1, -(-k // -(-k // kc_max)))
+    mc_max = max(mr, (target.l2 // 2 // (kc * 4)) // mr * mr)
+    mc = min(_round_up(-(-m // -(-m // mc_max)), mr), _round_up(m, mr))
+    nc_max = max(nr, min(4096, (min(target.l3, 4 << 20) // 2 // (kc * 4)) // nr * nr))
+    nc = min(_round_up(-(-n // -(-n // nc_max)), nr), _round_up(n, nr))
+    return Blocking(mr, nv, nr, mc, kc, nc)
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """A GEMM fixed at compile time. op(A) is M x K, op(B) is K x N, C is M x N (row-major).
+
+    A is stored M x K (K x M if trans_a) with row stride lda; B stored K x N (N x K if trans_b)
+    with row stride ldb; C (and residual) with row stride ldc. A `mask` (prologue) has A's stored
+    layout and multiplies A elementwise before the product.
+    """
+
+    m: int
+    n: int
+    k: int
+    trans_a: bool = False
+    trans_b: bool = False
+    accumulate: bool = False
+    lda: int | None = None
+    ldb: int | None = None
+    ldc: int | None = None
+    epilogue: Epilogue = field(default_factory=Epilogue)
+    mask: bool = False
+
+    def __post_init__(self) -> None:
+        if min(self.m, self.n, self.k) < 1:
+            raise ValueError(f"GEMM sizes must be >= 1, got M={self.m} N={self.n} K={self.k}")
+        for name, ld, need in (("lda", self.lda, self.m if self.trans_a else self.k),
+                               ("ldb", self.ldb, self.k if self.trans_b else self.n),
+                               ("ldc", self.ldc, self.n)):
+            if ld is not None and ld < need:
+                raise ValueError(f"{name}={ld} is smaller than the row length {need}")
+
+    @property
+    def lda_(self) -> int:
+        return self.lda or (self.m if self.trans_a else self.k)
+
+    @property
+    def ldb_(self) -> int:
+        return self.ldb or (self.k if self.trans_b else self.n)
+
+    @property
+    def ldc_(self) -> int:
+        return self.ldc or self.n
+
+    def name(self, target: Target) -> str:
+        e = self.epilogue
+        return (f"netc_gemm_{target.name}_{self.m}x{self.n}x{self.k}_t{int(self.trans_a)}"
+                f"{int(self.trans_b)}_acc{int(self.accumulate)}_ld{self.lda_}_{self.ldb_}_"
+                f"{self.ldc_}_b{e.bias_axis or 'n'}_{e.activation or 'n'}_r{int(e.residual)}"
+                f"_m{int(self.mask)}")
+
+
+@dataclass(frozen=True)
+class GemmKernel:
+    fn: ir.Function
+    scratch_per_thread: int  # bytes, a multiple of 64
+    blocking: Blocking
+    split: str  # "rows" | "cols": the dimension threads divide
+    max_threads: int  # slivers along the split dimension: more threads would idle
+
+
+def split_dim(blk: Blocking, m: int, n: int) -> str:
+    """Threads divide the dimension with more slivers (ties: columns, keeping A packing shared)."""
+    return "rows" if -(-m // blk.mr) > -(-n // blk.nr) else "cols"
+
+
+def thread_range(b: ir.IRBuilder, tid: ir.Value, nt: ir.Value, total: int,
+                 unit: int) -> tuple[ir.Value, ir.Value]:
+    """[lo, hi) of `total` for thread `tid` of `nt`, split in whole `unit`s: a pure function of
+    (tid, nt), so the partition never depends on timing."""
+    units = -(-total // unit)
+    t = b.sext(tid, I64)
+    n = b.sext(nt, I64)
+    lo = b.mul(b.sdiv(b.mul(t, i64(units)), n), i64(unit))
+    hi = b.mul(b.sdiv(b.mul(b.add(t, i64(1)), i64(units)), n), i64(unit))
+    lo = b.select(b.icmp_signed("<", lo, i64(total)), lo, i64(total))
+    hi = b.select(b.icmp_signed("<", hi, i64(total)), hi, i64(total))
+    return lo, hi
+
+
+def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: int, k: int,
+                    a_src: Source, b_src: Source, c: ir.Value, ldc: int, epi: Epilogue,
+                    bias: ir.Value, resid: ir.Value, load_c: ir.Value | bool,
+                    rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value],
+                    scratch: ir.Value, b_direct: bool = False, a_packed: bool = False,
+                    a_direct: bool = False) -> None:
+    """The blocked loop nest for C[rows, cols] (+)= A[rows, :]·B[:, cols] with epilogue.
+
+    `load_c` (Python bool or i1): whether the first K block adds to the existing C. `scratch` is
+    this thread's packing buffer (blk.scratch_floats floats, 64-byte aligned). `b_direct`: B is a
+    row-major `Dense` the micro-kernel reads in place (no B packing pass); the caller guarantees
+    NR - 1 readable floats past the end of B's last row. `a_packed`: the A buffer already holds
+    all of A packed (`prepack_a`; only when A is a single cache block), e.g. conv weights packed
+    once for every image. `a_direct`: A (a `Dense` without mask) is read in place, unpacked.
+    """
+    module = b.module
+    mr, nr = blk.mr, blk.nr
+    ldb = None
+    if b_direct:
+        assert isinstance(b_src, Dense) and not b_src.outer_major and b_src.mask is None
+        ldb = b_src.ld
+    a_dir = None
+    if a_direct:
+        assert isinstance(a_src, Dense) and a_src.mask is None and not a_packed
+        a_dir = (a_src.ld, not a_src.outer_major)
+    ap = scratch
+    bp = gep(b, scratch, i64(blk.a_floats))
+    # The store variants the flags below can select: a single K block is always the last one;
+    # blocks after the first always add to C.
+    first_lc = {load_c} if isinstance(load_c, bool) else {False, True}
+    if k <= blk.kc:
+        stores = frozenset((lc, True) for lc in first_lc)
+    else:
+        stores = frozenset({(lc, False) for lc in first_lc} | {(True, False), (True, True)})
+    kernels = {}
+    for re in (False, True):
+        for ce in (False, True):
+            if (re and m % mr == 0) or (ce and n % nr == 0):
+                continue
+            kernels[(re, ce)] = emit_microkernel(module, target, mr, blk.nv, ldc, epi,
+                                                 m % mr if re else mr, n % nr if ce else nr,
+                                                 ldb, a_dir, stores)
+    if isinstance(load_c, bool):
+        load_c = ir.Constant(ir.IntType(1), int(load_c))
+    load_c32 = b.zext(load_c, I32)
+    (m0, m1), (n0, n1) = rows, cols
+    with for_range(b, n0, n1, blk.nc, name="jc", unroll=False) as jc:
+        jend = b.add(jc, i64(blk.nc))
+        jend = b.select(b.icmp_signed("<", jend, n1), jend, n1)
+        with for_range(b, i64(0), i64(k), blk.kc, name="pc", unroll=False) as pc:
+            kc_end = b.add(pc, i64(blk.kc))
+            kc_end = b.select(b.icmp_signed("<", kc_end, i64(k)), kc_end, i64(k))
+            kc = b.sub(kc_end, pc)
+            first = b.icmp_signed("==", pc, i64(0))
+            flags = b.select(first, load_c32, ir.Constant(I32, 1))
+            last = b.icmp_signed("==", kc_end, i64(k))
+            flags = b.or_(flags, b.shl(b.zext(last, I32), ir.Constant(I32, 1)))
+            if ldb is None:
+                pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
+            with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
+                iend = b.add(ic, i64(blk.mc))
+                iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
+                if not (a_packed or a_direct):
+                    pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
+                with for_range(b, jc, jend, nr, name="jr", unroll=False) as jr:
+                    if ldb is None:
+                        bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
+                                               b.mul(kc, i64(nr))))
+                    else:
+                        bsl = gep(b, b_src.ptr, b.add(b.mul(pc, i64(ldb)), jr))
+                    ce = b.icmp_signed(">", b.add(jr, i64(nr)), i64(n))
+                    with for_range(b, ic, iend, mr, name="ir", unroll=False) as ir_:
+                        if a_dir is None:
+                            asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
+                                                   b.mul(kc, i64(mr))))
+                        elif a_dir[1]:  # stored K x M: element (i, k) at k*lda + i
+                            asl = gep(b, a_src.ptr, b.add(b.mul(pc, i64(a_dir[0])), ir_))
+                        else:
+                            asl = gep(b, a_src.ptr, b.add(b.mul(ir_, i64(a_dir[0])), pc))
+                        cpt = c
+                        args = [kc, asl, bsl, cpt, ir_, jr, flags, bias, resid]
+                        re = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
+                        _dispatch(b, kernels, re, ce, args)
+
+
+def a_fits_one_block(blk: Blocking, m: int, k: int) -> bool:
+    """Whether all of an M x K operand A is one packed block (then it can be packed once)."""
+    return k <= blk.kc and m <= blk.mc
+
+
+def prepack_a(b: ir.IRBuilder, blk: Blocking, a_src: Source, m: int, k: int,
+              scratch: ir.Value) -> None:
+    """Pack all of A into the A buffer of `scratch`, for `emit_gemm_tiles(..., a_packed=True)`."""
+    assert a_fits_one_block(blk, m, k)
+    pack_block(b, a_src, scratch, i64(0), i64(m), m, blk.mr, i64(0), i64(k))
+
+
+def _dispatch(b: ir.IRBuilder, kernels: dict, re: ir.Value, ce: ir.Value, args: list) -> None:
+    """Call the micro-kernel variant for (row edge?, col edge?); full tiles are the hot path."""
+    full = kernels[(False, False)]
+    if len(kernels) == 1:
+        b.call(full, args)
+        return
+    edge = b.or_(re, ce)
+    with b.if_else(edge, likely=False) as (then, other):
+        with then:
+            rest = [(key, fn) for key, fn in kernels.items() if key != (False, False)]
+            for (kre, kce), fn in rest:
+                cond = b.and_(b.icmp_unsigned("==", re, ir.Constant(re.type, int(kre))),
+                              b.icmp_unsigned("==", ce, ir.Constant(ce.type, int(kce))))
+                with b.if_then(cond):
+                    b.call(fn, args)
+        with other:
+            b.call(full, args)
+
+
+def use_a_direct(blk: Blocking, spec: GemmSpec) -> bool:
+    """Read A unpacked when each of its elements meets at most two B slivers (N <= 2*NR): then
+    packing A would cost about as much as the product. A masked A is always packed (the mask is
+    applied while packing)."""
+    return not spec.mask and -(-spec.n // blk.nr) <= 2
+
+
+def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
+              name: str | None = None) -> GemmKernel:
+    """Add the GEMM function for `spec` to `module` (idempotent by name)."""
+    blk = choose_blocking(target, spec.m, spec.n, spec.k)
+    scratch = _round_up(blk.scratch_floats * 4, 64)
+    split = split_dim(blk, spec.m, spec.n)
+    name = name or spec.name(target)
+    units = -(-spec.m // blk.mr) if split == "rows" else -(-spec.n // blk.nr)
+    if name in module.globals:
+        return GemmKernel(module.globals[name], scratch, blk, split, units)
+    fnty = ir.FunctionType(ir.VoidType(), [I32, I32] + [F32P] * 7)
+    fn = ir.Function(module, fnty, name=name)
+    tid, nt, a, bm, c, bias, resid, mask, scr = fn.args
+    for arg in (a, bm, c, scr):
+        arg.add_attribute("noalias")
+    fn.attributes.add("nounwind")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    a_src = Dense(a, spec.lda_, outer_major=not spec.trans_a, mask=mask if spec.mask else None)
+    b_src = Dense(bm, spec.ldb_, outer_major=spec.trans_b)
+    my_scratch = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
+    if split == "rows":
+        rows = thread_range(b, tid, nt, spec.m, blk.mr)
+        cols = (i64(0), i64(spec.n))
+    else:
+        rows = (i64(0), i64(spec.m))
+        cols = thread_range(b, tid, nt, spec.n, blk.nr)
+    emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
+                    spec.epilogue, bias, resid, spec.accumulate, rows, cols, my_scratch,
+                    a_direct=use_a_direct(blk, spec))
+    b.ret_void()
+    return GemmKernel(fn, scratch, blk, split, units)

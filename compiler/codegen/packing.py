@@ -1,0 +1,97 @@
+"""Codegen stage, GEMM operand sources and packing: logical A (M x K) / B (K x N) -> packed slivers.
+
+Takes: an operand description (`Dense` for a strided matrix, optionally scaled by a mask of the same
+layout; other emitters such as conv add their own `Source` for implicit im2col) and a block of it.
+Gives: `pack_block(...)`, which copies a `span x kc` block into consecutive slivers of `width`
+(MR for A, NR for B) laid out `[sliver][k][width]`, zero-padding the last sliver so the micro-kernel
+never sees an edge.
+
+Invariants: a sliver's real width is either `width` or the static `total % width` (thread ranges and
+cache blocks are multiples of the sliver width, and only the global end is ragged), so each packing
+loop has a static trip count over the sliver and no per-element edge test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from .loops import f32, for_range, gep, i64
+
+# A source gives, for a sliver starting at outer index o0 with `count` static lanes, a function
+# that at inner index k returns the `count` element values (the per-sliver and per-k setup is the
+# source's business, so index decoding is hoisted out of the innermost work).
+SliverLoader = Callable[[ir.IRBuilder, ir.Value], list[ir.Value]]
+
+
+class Source:
+    """Elements `(outer o, inner k)` of an operand: o is the row of A / the column of B."""
+
+    def sliver(self, b: ir.IRBuilder, o0: ir.Value, count: int) -> SliverLoader:
+        raise NotImplementedError
+
+
+@dataclass
+class Dense(Source):
+    """A strided matrix: element (o, k) is `ptr[o*ld + k]` if `outer_major` else `ptr[k*ld + o]`.
+
+    `mask`, when given, has the same layout and multiplies each element (the fused prologue).
+    """
+
+    ptr: ir.Value
+    ld: int
+    outer_major: bool
+    mask: ir.Value | None = None
+
+    def sliver(self, b: ir.IRBuilder, o0: ir.Value, count: int) -> SliverLoader:
+        def at(bb: ir.IRBuilder, k: ir.Value) -> list[ir.Value]:
+            vals = []
+            for s in range(count):
+                o = bb.add(o0, i64(s))
+                if self.outer_major:
+                    idx = bb.add(bb.mul(o, i64(self.ld)), k)
+                else:
+                    idx = bb.add(bb.mul(k, i64(self.ld)), o)
+                v = bb.load(gep(bb, self.ptr, idx), align=4)
+                if self.mask is not None:
+                    v = bb.fmul(v, bb.load(gep(bb, self.mask, idx), align=4))
+                vals.append(v)
+            return vals
+
+        return at
+
+
+def pack_block(b: ir.IRBuilder, src: Source, dst: ir.Value, o_start: ir.Value,
+               o_stop: ir.Value, total: int, width: int, k0: ir.Value, kc: ir.Value) -> None:
+    """Pack outer indices [o_start, o_stop) x inner [k0, k0+kc) into `dst` slivers of `width`.
+
+    Sliver s goes to `dst + s*kc*width`, element (k, lane) at `k*width + lane`; lanes past
+    `total` (the operand's outer size) are zero.
+    """
+    edge = total % width
+    with for_range(b, o_start, o_stop, width, name="pk", unroll=False) as o0:
+        s = b.sdiv(b.sub(o0, o_start), i64(width))
+        sdst = gep(b, dst, b.mul(b.mul(s, kc), i64(width)))
+        full = b.icmp_signed("<=", b.add(o0, i64(width)), i64(total))
+        if edge == 0:
+            _pack_sliver(b, src, sdst, o0, width, width, k0, kc)
+        else:
+            with b.if_else(full) as (then, other):
+                with then:
+                    _pack_sliver(b, src, sdst, o0, width, width, k0, kc)
+                with other:
+                    _pack_sliver(b, src, sdst, o0, edge, width, k0, kc)
+
+
+def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, count: int,
+                 width: int, k0: ir.Value, kc: ir.Value) -> None:
+    loader = src.sliver(b, o0, count)
+    zero = f32(0.0)
+    with for_range(b, i64(0), kc, name="pkk", unroll=False) as k:
+        vals = loader(b, b.add(k0, k))
+        row = b.mul(k, i64(width))
+        for lane in range(width):
+            v = vals[lane] if lane < count else zero
+            b.store(v, gep(b, sdst, b.add(row, i64(lane))), align=4)

@@ -1,0 +1,90 @@
+"""max/avg pooling and their gradients against direct loops: overlapping and non-overlapping
+windows, rectangular windows, ties (first maximal element wins), threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import rand
+
+import netc.kernels as K
+
+
+def windows(shape, kernel, stride):
+    n, c, h, w = shape
+    (kh, kw), (sh, sw) = kernel, stride
+    for i in range((h - kh) // sh + 1):
+        for j in range((w - kw) // sw + 1):
+            yield i, j, slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw)
+
+
+def direct(kind, x, kernel, stride, dy=None):
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    y = np.zeros((n, c, (h - kh) // sh + 1, (w - kw) // sw + 1))
+    dx = np.zeros(x.shape)
+    for i, j, rs, cs in windows(x.shape, kernel, stride):
+        for a in range(n):
+            for b in range(c):
+                win = x[a, b, rs, cs].astype(np.float64)
+                if kind == "max":
+                    y[a, b, i, j] = win.max()
+                    if dy is not None:
+                        r, q = np.unravel_index(np.argmax(win), win.shape)  # first maximal
+                        dx[a, b, rs.start + r, cs.start + q] += dy[a, b, i, j]
+                else:
+                    y[a, b, i, j] = win.mean()
+                    if dy is not None:
+                        dx[a, b, rs, cs] += dy[a, b, i, j] / (kh * kw)
+    return y, dx
+
+
+CASES = [((2, 3, 8, 8), (2, 2), (2, 2)), ((1, 2, 7, 9), (3, 3), (2, 2)),
+         ((2, 1, 6, 7), (2, 3), (1, 2)), ((1, 1, 5, 5), (5, 5), (1, 1))]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("shape, kernel, stride", CASES)
+def test_forward_and_gradient(rng, kind, shape, kernel, stride):
+    x = rand(rng, *shape)
+    fwd = K.max_pool2d if kind == "max" else K.avg_pool2d
+    bwd = K.max_pool2d_grad if kind == "max" else K.avg_pool2d_grad
+    y = fwd(x, kernel, stride)
+    dy = rand(rng, *y.shape)
+    y_ref, dx_ref = direct(kind, x, kernel, stride, dy)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(bwd(x, dy, kernel, stride), dx_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_max_ties_go_to_first_element_in_row_major_order():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 1, 0] = x[0, 0, 0, 1] = 5.0  # window (0,0): tie between (0,1) and (1,0)
+    x[0, 0, 2:, 2:] = 3.0  # window (1,1): all four equal
+    dy = np.ones((1, 1, 2, 2), np.float32)
+    dx = K.max_pool2d_grad(x, dy, 2)
+    assert dx[0, 0, 0, 1] == 1 and dx[0, 0, 1, 0] == 0
+    assert dx[0, 0, 2, 2] == 1 and dx[0, 0, 2:, 2:].sum() == 1
+    # windows of zeros: first element (top-left) gets it
+    assert dx[0, 0, 0, 2] == 1 and dx[0, 0, 2, 0] == 1
+
+
+def test_default_stride_and_threads_bitwise(rng):
+    x = rand(rng, 3, 5, 12, 12)
+    dy = rand(rng, 3, 5, 5, 5)
+    ref = K.max_pool2d_grad(x, dy, 3, 2)
+    for _ in range(3):
+        assert np.array_equal(K.max_pool2d_grad(x, dy, 3, 2, threads=2), ref)
+    assert K.avg_pool2d(x, 4).shape == (3, 5, 3, 3)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: K.max_pool2d(x[0], 2), "4 dimensions"),
+    (lambda x: K.max_pool2d(x, 9), "larger than the input"),
+    (lambda x: K.avg_pool2d(x, 2, 0), "strides must be >= 1"),
+    (lambda x: K.max_pool2d_grad(x, np.zeros((1, 1, 3, 3), np.float32), 2), "dy has shape"),
+    (lambda x: K.max_pool2d(x.astype(np.float64), 2), "float32"),
+])
+def test_validation(rng, call, message):
+    x = rand(rng, 1, 2, 6, 6)
+    with pytest.raises(ValueError, match=message):
+        call(x)
