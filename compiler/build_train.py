@@ -363,3 +363,60 @@ def _instance_names(root: Instance):
 
 def build_train(t: S.TrainDef | None, builder, prog) -> TrainConfig:
     return _TrainBuilder(builder, prog).build(t, builder.g.name)
+
+
+OVERRIDABLE = SETTINGS + ("lr", "early_stop")
+
+
+def _source(value) -> str:
+    """A Python override value as `.net` expression text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_source(v) for v in value) + "]"
+    return str(value)
+
+
+def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
+    """`cfg` with settings replaced, each checked as if it were written in the train block.
+
+    Values are Python values or `.net` source text: `optimizer="sgd(0.1, momentum = 0.9)"`,
+    `metrics=["accuracy"]`, `data="path.npz"`, `early_stop="monitor = val_loss, patience = 2"`;
+    `lr` replaces the optimizer's learning rate."""
+    import dataclasses
+
+    from .build_ir import Builder
+    from .parse import parse_text
+
+    b = Builder(built.program, built.graph, dict(built.params))
+    b.root = built.root
+    tb = _TrainBuilder(b, built.program)
+    kw: dict = {}
+    for key, value in sorted(settings.items(), key=lambda kv: kv[0] == "lr"):  # lr last
+        if key not in OVERRIDABLE:
+            raise UndefinedName(f"unknown train setting '{key}'{suggestion(key, OVERRIDABLE)}")
+        if key == "lr":
+            opt = kw.get("optimizer", cfg.optimizer)
+            lr = _number(value, "lr", None, lo=0, lo_open=True)
+            kw["optimizer"] = OptimizerSpec(opt.name, {**opt.args, "lr": float(lr)}, opt.loc)
+            continue
+        text = _source(value)
+        if key in ("data", "validation", "init_from", "checkpoint") and isinstance(value, str):
+            text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        src = f"early_stop({text})" if key == "early_stop" else f"{key} = {text}"
+        program = parse_text(f"train {cfg.model} {{\n    {src}\n}}\n", f"<--set {key}>")
+        item = program.items[0].items[0]
+        if key == "early_stop":
+            kw["early_stop"] = tb.early_stop(item.call, kw.get("metrics", cfg.metrics))
+        elif key == "metrics":
+            kw["metrics"] = tb.metrics(item.value)
+        elif key in ("data", "validation", "init_from", "checkpoint") and isinstance(value, str):
+            kw[key] = value if key == "data" and not os.path.exists(value) and "/" not in value \
+                else os.path.abspath(value)
+            if key == "validation":
+                kw[key] = os.path.abspath(value)
+        else:
+            kw[key] = tb.setting(key, item.value, kw.get("metrics", cfg.metrics))
+    return dataclasses.replace(cfg, **kw)

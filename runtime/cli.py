@@ -5,8 +5,8 @@ Takes: argv. Gives: an exit code — 0 on success, 1 when the user's files or da
 error (a bug in netc: a short report, the traceback only with NETC_DEBUG=1), 130 on Ctrl-C.
 
 Commands: `check FILE...` (every diagnostic through shape inference and train-block validation;
-`--format json`), `graph FILE --stage parsed|forward --format text|dot|svg`. The training commands
-arrive with the runtime.
+`--format json`), `graph FILE --stage parsed|forward --format text|dot|svg`, and `train`, `eval`,
+`predict` (in cli_train.py).
 """
 
 from __future__ import annotations
@@ -173,6 +173,8 @@ def make_parser() -> argparse.ArgumentParser:
     gr.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
     gr.add_argument("-o", "--out", help="write the output (svg) to this file")
     gr.set_defaults(func=cmd_graph)
+    from .cli_train import add_commands
+    add_commands(sub, _Parser)
     return p
 
 
@@ -183,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
+        if args.command in ("train", "eval", "predict"):
+            for flag in ("epochs", "batch", "threads"):
+                v = getattr(args, flag, None)
+                if v is not None and v < 1:
+                    raise UsageError(f"--{flag} must be at least 1, got {v}")
+            if args.seed is not None and args.seed < 0:
+                raise UsageError(f"--seed must be >= 0, got {args.seed}")
+            return args.func(args, _set_pairs(args.set))
         return args.func(args)
     except UsageError as e:
         print(f"netc: error: {e.message}", file=sys.stderr)

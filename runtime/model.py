@@ -17,11 +17,9 @@ also depends on `steps_per_epoch` (the schedules count epochs in steps; 1 unless
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,8 @@ from netc.compiler.train import add_penalties, build_step
 
 from . import feeds as F
 from .engine import BACKENDS, Engine, Store
+from .training import History, Progress
+from .training import fit as _fit
 
 FORMAT = "netc-model"
 FORMAT_VERSION = 1
@@ -76,22 +76,6 @@ class TensorMap(Mapping):
         return "{" + ", ".join(f"{n!r}: {self[n].dtype}{list(self[n].shape)}" for n in self) + "}"
 
 
-@dataclass
-class History:
-    """Per-epoch averages: `history["loss"]`, `history["val_loss"]`, `history["val_accuracy"]`..."""
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    epochs: list[int] = field(default_factory=list)
-
-    def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
-
-    def record(self, epoch: int, values: dict[str, float]) -> None:
-        self.epochs.append(epoch)
-        for k, v in values.items():
-            self.history.setdefault(k, []).append(float(v))
-
-
 class Model:
     """A compiled model. Build one with `netc.compile` or `netc.load`."""
 
@@ -109,6 +93,7 @@ class Model:
         self.config, self.name, self.model_params = base.train, base.model_name, dict(base.params)
         self._batch = base.params.get("batch")
         self._base = base.graph
+        self._base_built = base
         self._engine("eval", None, base)
         self.last_losses: dict[str, float] = {}
 
@@ -206,51 +191,54 @@ class Model:
         result.update(F.metrics(g, self.config.metrics, {k: out[k] for k in g.outputs}, feeds))
         return result
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the file fixes (no `batch` model parameter), or None."""
+        if self._batch is not None:
+            return None
+        return next((x.type.shape[0] for x in self._base.inputs.values() if x.type.rank), None)
+
+    @property
+    def loss_names(self) -> list[str]:
+        return list(self._base.losses)
+
+    def _evaluate_raw(self, **data: Any) -> dict[str, np.ndarray]:
+        engine, _, feeds = self._prepare("eval", data, with_targets=True)
+        return engine.run("evaluate", feeds)
+
+    def configure(self, **settings: Any) -> Model:
+        """Override train-block settings (checked like the file): epochs, batch, seed,
+        validation, l1, l2, clip_norm, lr, optimizer="sgd(0.1, momentum = 0.9)", schedule,
+        metrics, early_stop="monitor = val_loss, patience = 2", data, freeze, augment, ...
+        Settings compiled into the step (optimizer, schedule, l1, l2, clip_norm, freeze)
+        recompile it on the next train step."""
+        from netc.compiler.build_train import override_train
+
+        if not settings:
+            return self
+        self.config = override_train(self.config, settings, self._base_built)
+        self._engines = {k: v for k, v in self._engines.items() if k[0] != "train"}
+        return self
+
     def fit(self, *, epochs: int | None = None, batch: int | None = None,
-            validation: float | None = None, shuffle: bool = True, verbose: bool = False,
-            **data: Any) -> History:
-        """Minibatch training honouring the train block's epochs, batch and validation fraction
-        (the last fraction of the rows is held out). Without a `batch` model parameter, batches
-        have the declared size and a last partial batch is dropped."""
+            validation: float | str | None = None, data: str | None = None,
+            seed: int | None = None, shuffle: bool = True, progress: Progress | None = None,
+            stop: Any = None, **arrays: Any) -> History:
+        """Train on `arrays` (by input and target name) or, without them, on the train block's
+        data (or `data=`, a bundled name or a path). Settings default to the train block's;
+        `validation` is a fraction held out (stratified by class) or a path. Returns a History
+        with per-epoch loss, validation loss and metrics, and why training stopped."""
         cfg = self.config
-        epochs = cfg.epochs if epochs is None else epochs
-        batch = cfg.batch if batch is None else batch
-        if validation is None:
-            validation = cfg.validation if isinstance(cfg.validation, float) else 0.0
-        if self._batch is None:  # static batch: the declared one
-            batch = next((x.type.shape[0] for x in self._base.inputs.values() if x.type.rank),
-                         batch)
-        arrays = {k: np.asarray(v) for k, v in data.items()}
-        n = {len(v) for v in arrays.values()}
-        if len(n) != 1 or batch < 1 or not 0.0 <= validation < 1.0:
-            raise UsageError("fit needs arrays with the same number of rows, batch >= 1 and "
-                             "0 <= validation < 1")
-        rows = n.pop()
-        n_val = int(round(rows * validation))
-        train = {k: v[:rows - n_val] for k, v in arrays.items()}
-        val = {k: v[rows - n_val:] for k, v in arrays.items()} if n_val else None
-        n_train = rows - n_val
-        full = self._batch is not None
-        self.steps_per_epoch = max(1, math.ceil(n_train / batch) if full else n_train // batch)
-        history = History()
-        rng = np.random.default_rng([self.store.seed & 0xFFFFFFFF, 0x66697400])
-        for epoch in range(epochs):
-            order = rng.permutation(n_train) if shuffle else np.arange(n_train)
-            total, count = 0.0, 0
-            for lo in range(0, n_train, batch):
-                idx = order[lo:lo + batch]
-                if len(idx) < batch and not full:
-                    break
-                total += self.train_step(**{k: v[idx] for k, v in train.items()}) * len(idx)
-                count += len(idx)
-            logs = {"loss": total / max(count, 1)}
-            if val is not None:
-                logs.update({f"val_{k}": v for k, v in self.evaluate(**val).items()})
-            history.record(epoch, logs)
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}: " +
-                      ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        return history
+        if data is not None:
+            arrays_or_none = None
+            self.config = cfg = _replace_data(cfg, data)
+        else:
+            arrays_or_none = {k: np.asarray(v) for k, v in arrays.items()} or None
+        return _fit(self, arrays_or_none, epochs=cfg.epochs if epochs is None else epochs,
+                    batch=cfg.batch if batch is None else batch,
+                    validation=cfg.validation if validation is None else validation,
+                    seed=cfg.seed if seed is None else seed, shuffle=shuffle,
+                    progress=progress, stop=stop)
 
     # ------------------------------------------------------------------ persistence
 
@@ -336,3 +324,11 @@ def load(path: str | os.PathLike, *, backend: str = "interpret",
         m.steps_per_epoch = int(meta["steps_per_epoch"])
         m._restore({k: z[k] for k in z.files}, meta["kinds"])
     return m
+
+
+def _replace_data(cfg: Any, data: str) -> Any:
+    import dataclasses
+
+    from netc.compiler.build_train import BUNDLED_DATA
+    keep = data in BUNDLED_DATA or ("/" not in data and "." not in data)
+    return dataclasses.replace(cfg, data=data if keep else os.path.abspath(data))

@@ -1,0 +1,255 @@
+"""The `netc train | eval | predict` commands.
+
+Takes: parsed arguments from `cli.py`. Gives: an exit code; progress on stderr (a tqdm bar when
+tqdm is installed and stderr is a terminal, one line per epoch otherwise), `--json` lines on stdout
+(one object per epoch: epoch, loss, val_loss, val_accuracy, …), a final summary line, and the
+trained model saved atomically (`--out`, default `<model>.npz`). Ctrl-C stops after the current
+batch, saves what was trained, and exits 130; a second Ctrl-C aborts at once.
+
+`--set k=v` overrides a model parameter when the model has one of that name, otherwise a train
+setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+from .compiler.errors import DataError, UsageError, suggestion
+
+
+def _split_sets(path: str, sets: dict, model_name: str | None) -> tuple[dict, dict]:
+    from .compiler.build_ir import choose_model
+    from .compiler.build_train import OVERRIDABLE
+    from .compiler.program import load_program
+
+    mdef = choose_model(load_program(path), model_name)
+    names = {p.name for p in mdef.params}
+    model_params, settings = {}, {}
+    for k, v in sets.items():
+        if k in names:
+            model_params[k] = v
+        elif k in OVERRIDABLE:
+            settings[k] = v
+        else:
+            raise UsageError(f"--set {k}: no model parameter or train setting of that name"
+                             f"{suggestion(k, list(names) + list(OVERRIDABLE))} (model "
+                             f"parameters: {', '.join(sorted(names)) or 'none'})")
+    return model_params, settings
+
+
+def open_model(args, sets: dict):
+    """A compiled model from a `.net` file (with --weights) or from a saved `.npz`."""
+    import netc
+
+    path = args.file
+    backend = getattr(args, "backend", None) or "interpret"
+    if path.endswith(".npz"):
+        if sets:
+            m = netc.load(path, backend=backend, threads=args.threads)
+            return m.configure(**sets)
+        return netc.load(path, backend=backend, threads=args.threads)
+    model_params, settings = _split_sets(path, sets, getattr(args, "model", None))
+    m = netc.compile(path, backend=backend, threads=args.threads,
+                     seed=args.seed if args.seed is not None else 0, **model_params)
+    weights = getattr(args, "weights", None)
+    if weights:
+        saved = netc.load(weights, backend="interpret")
+        if saved.name != m.name:
+            raise DataError(f"{weights} holds model '{saved.name}', not '{m.name}'")
+        for kind in ("params", "state"):
+            mine, theirs = getattr(m, kind), getattr(saved, kind)
+            missing = [k for k in mine if k not in theirs]
+            if missing:
+                raise DataError(f"{weights} has no tensor {missing[0]!r} for model '{m.name}'")
+            for k in mine:
+                if mine[k].shape != theirs[k].shape:
+                    raise DataError(f"{weights}: '{k}' has shape {list(theirs[k].shape)}, the "
+                                    f"model needs {list(mine[k].shape)}")
+                mine[k] = theirs[k]
+    return m.configure(**settings) if settings else m
+
+
+class _Progress:
+    def __init__(self, quiet: bool, as_json: bool):
+        self.quiet, self.as_json = quiet, as_json
+        self.bar = None
+        self.tqdm = None
+        if not quiet and not as_json and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+                self.tqdm = tqdm
+            except ImportError:
+                self.tqdm = None
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "epoch_start" and self.tqdm is not None:
+            self.bar = self.tqdm(total=info["steps"], desc=f"epoch {info['epoch'] + 1}/"
+                                 f"{info['epochs']}", file=sys.stderr, leave=False, unit="batch")
+        elif event == "batch" and self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{info['loss']:.4f}", refresh=False)
+        elif event == "epoch_end":
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            logs = {k: v for k, v in info["logs"].items()}
+            if self.as_json:
+                print(json.dumps({"epoch": info["epoch"] + 1, **logs}), flush=True)
+            elif not self.quiet:
+                shown = ", ".join(f"{k} {v:.4f}" if k != "time" else f"{v:.1f}s"
+                                  for k, v in logs.items())
+                print(f"epoch {info['epoch'] + 1}/{info['epochs']}: {shown}", file=sys.stderr,
+                      flush=True)
+
+
+def cmd_train(args, sets: dict) -> int:
+    m = open_model(args, sets)
+    stop = {"flag": False}
+
+    def on_sigint(signum, frame):
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        print("\nnetc: stopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    t0 = time.perf_counter()
+    try:
+        history = m.fit(epochs=args.epochs, batch=args.batch, data=args.data,
+                        validation=_validation(args.validation), seed=args.seed,
+                        progress=_Progress(args.quiet, args.json), stop=lambda: stop["flag"])
+    finally:
+        signal.signal(signal.SIGINT, old)
+    out = args.out or f"{m.name}.npz"
+    m.save(out)
+    last = history.last()
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "time")
+    summary = (f"trained {m.name}: {len(history.epochs)} epoch(s) in "
+               f"{time.perf_counter() - t0:.1f}s — {shown}; {history.stop_reason}; saved to {out}")
+    for note in history.notes:
+        print(f"netc: note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"summary": True, "epochs": len(history.epochs), "saved": out,
+                          "stop_reason": history.stop_reason, **last}))
+    elif not args.quiet:
+        print(summary)
+    return 130 if stop["flag"] else 0
+
+
+def _validation(v: str | None):
+    if v is None:
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _data_arrays(m, args, with_targets: bool) -> dict:
+    from .training import model_arrays
+
+    spec = args.data or m.config.data
+    if spec is None:
+        raise UsageError("no data: give --data PATH (or set data = ... in the train block)")
+    return model_arrays(m, spec, m.config.seed, with_targets=with_targets)
+
+
+def cmd_eval(args, sets: dict) -> int:
+    from .training import evaluate_arrays
+
+    m = open_model(args, sets)
+    arrays = _data_arrays(m, args, with_targets=True)
+    result = evaluate_arrays(m, arrays, args.batch or m.config.batch, m.config.metrics)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+    return 0
+
+
+def cmd_predict(args, sets: dict) -> int:
+    m = open_model(args, sets)
+    arrays = _data_arrays(m, args, with_targets=False)
+    n = len(next(iter(arrays.values())))
+    size = m.fixed_batch or max(1, min(args.batch or m.config.batch, n))
+    outs: dict[str, list] = {}
+    for lo in range(0, n, size):
+        chunk = {k: v[lo:lo + size] for k, v in arrays.items() if k in m.inputs}
+        rows = len(next(iter(chunk.values())))
+        if m.fixed_batch and rows < m.fixed_batch:  # pad the last chunk to the fixed batch
+            chunk = {k: np.concatenate([v, np.repeat(v[-1:], m.fixed_batch - rows, 0)])
+                     for k, v in chunk.items()}
+        res = m.predict(**chunk)
+        res = res if isinstance(res, dict) else {next(iter(m.outputs)): res}
+        for k, v in res.items():
+            outs.setdefault(k, []).append(v[:rows])
+    result = {k: np.concatenate(v) for k, v in outs.items()}
+    out = args.out or f"{m.name}.predictions.npz"
+    _write_predictions(result, out)
+    if not args.quiet:
+        print(f"predicted {n} rows: " + ", ".join(f"{k} {list(v.shape)}"
+                                                   for k, v in result.items()) + f"; saved to {out}")
+    return 0
+
+
+def _write_predictions(result: dict, out: str) -> None:
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(out))
+    fd, tmp = tempfile.mkstemp(prefix=".pred.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if out.endswith(".csv"):
+                cols, header = [], []
+                for k, v in result.items():
+                    v2 = v.reshape(len(v), -1)
+                    cols.append(v2)
+                    header += [k] if v2.shape[1] == 1 else [f"{k}_{i}" for i in range(v2.shape[1])]
+                f.write((",".join(header) + "\n").encode())
+                np.savetxt(f, np.concatenate(cols, axis=1), delimiter=",", fmt="%.7g")
+            else:
+                np.savez(f, **result)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def add_commands(sub, parser_class) -> None:
+    def common(p, *, training: bool):
+        p.add_argument("file", metavar="FILE", help="a .net file, or a model saved by netc train")
+        p.add_argument("--set", action="append", metavar="K=V",
+                       help="override a model parameter or a train setting")
+        p.add_argument("--data", metavar="PATH", help="data set name or file (.npz .csv IDX)")
+        p.add_argument("--batch", type=int, metavar="N")
+        p.add_argument("--threads", type=int, metavar="N")
+        p.add_argument("--seed", type=int, metavar="S")
+        p.add_argument("--model", help="which model, when the file has several")
+        p.add_argument("--backend", choices=("jit", "interpret"), default=None)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--weights", metavar="W.npz", help="start from these saved weights")
+        if training:
+            p.add_argument("--epochs", type=int, metavar="N")
+            p.add_argument("--validation", metavar="F|PATH",
+                           help="a fraction to hold out, or a validation data file")
+        p.add_argument("-o", "--out", metavar="PATH")
+
+    t = sub.add_parser("train", help="train a model on its data; save it (--out)")
+    common(t, training=True)
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="loss and metrics of a model on data")
+    common(e, training=False)
+    e.set_defaults(func=cmd_eval)
+    p = sub.add_parser("predict", help="run a model on data; save its outputs (.npz or .csv)")
+    common(p, training=False)
+    p.set_defaults(func=cmd_predict)
