@@ -193,8 +193,8 @@ def cmd_predict(args, sets: dict) -> int:
     out = args.out or f"{m.name}.predictions.npz"
     _write_predictions(result, out)
     if not args.quiet:
-        print(f"predicted {n} rows: " + ", ".join(f"{k} {list(v.shape)}"
-                                                   for k, v in result.items()) + f"; saved to {out}")
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in result.items())
+        print(f"predicted {n} rows: {shapes}; saved to {out}")
     return 0
 
 
