@@ -111,7 +111,8 @@ def test_fit_returns_history_and_learns():
     data = blobs(40, seed=5)
     h = m.fit(validation=0.2, **data)
     assert h.epochs == list(range(6)) and len(h["loss"]) == 6
-    assert set(h.history) == {"loss", "val_loss", "val_accuracy"}
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "time"}
+    assert h.stop_reason == "completed all epochs"
     assert h["loss"][-1] < h["loss"][0]
     assert m.step == 6 * 4 and m.steps_per_epoch == 4
 
