@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from .compiler.errors import DataError, UsageError, suggestion
+from .compiler.errors import NetError, UsageError, suggestion
 
 
 def _split_sets(path: str, sets: dict, model_name: str | None) -> tuple[dict, dict]:
@@ -37,7 +37,7 @@ def _split_sets(path: str, sets: dict, model_name: str | None) -> tuple[dict, di
         elif k in OVERRIDABLE:
             settings[k] = v
         else:
-            raise UsageError(f"--set {k}: no model parameter or train setting of that name"
+            raise NetError(f"--set {k}: no model parameter or train setting of that name"
                              f"{suggestion(k, list(names) + list(OVERRIDABLE))} (model "
                              f"parameters: {', '.join(sorted(names)) or 'none'})")
     return model_params, settings
@@ -58,20 +58,9 @@ def open_model(args, sets: dict):
     m = netc.compile(path, backend=backend, threads=args.threads,
                      seed=args.seed if args.seed is not None else 0, **model_params)
     weights = getattr(args, "weights", None)
+    m.skip_unmatched = bool(getattr(args, "skip_unmatched", False))
     if weights:
-        saved = netc.load(weights, backend="interpret")
-        if saved.name != m.name:
-            raise DataError(f"{weights} holds model '{saved.name}', not '{m.name}'")
-        for kind in ("params", "state"):
-            mine, theirs = getattr(m, kind), getattr(saved, kind)
-            missing = [k for k in mine if k not in theirs]
-            if missing:
-                raise DataError(f"{weights} has no tensor {missing[0]!r} for model '{m.name}'")
-            for k in mine:
-                if mine[k].shape != theirs[k].shape:
-                    raise DataError(f"{weights}: '{k}' has shape {list(theirs[k].shape)}, the "
-                                    f"model needs {list(mine[k].shape)}")
-                mine[k] = theirs[k]
+        m.load_weights(weights, skip_unmatched=m.skip_unmatched, kinds=("param", "state"))
     return m.configure(**settings) if settings else m
 
 
@@ -242,6 +231,8 @@ def add_commands(sub, parser_class) -> None:
             p.add_argument("--epochs", type=int, metavar="N")
             p.add_argument("--validation", metavar="F|PATH",
                            help="a fraction to hold out, or a validation data file")
+            p.add_argument("--skip-unmatched", action="store_true",
+                           help="init_from/--weights: skip tensors whose shapes differ")
         p.add_argument("-o", "--out", metavar="PATH")
 
     t = sub.add_parser("train", help="train a model on its data; save it (--out)")

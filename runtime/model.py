@@ -94,6 +94,8 @@ class Model:
         self._batch = base.params.get("batch")
         self._base = base.graph
         self._base_built = base
+        self._initialized_from: str | None = None
+        self.skip_unmatched = False
         self._engine("eval", None, base)
         self.last_losses: dict[str, float] = {}
 
@@ -206,6 +208,37 @@ class Model:
         engine, _, feeds = self._prepare("eval", data, with_targets=True)
         return engine.run("evaluate", feeds)
 
+    def load_weights(self, path: str | os.PathLike, *, skip_unmatched: bool = False,
+                     kinds: tuple[str, ...] = ("param",)) -> list[str]:
+        """Copy matching tensors (by dotted name) from a saved model or a plain `.npz` of
+        arrays. A matching name with another shape is an error listing every such tensor (or
+        is skipped with `skip_unmatched`); tensors only one side has are left alone, but at
+        least one must match. Returns the names loaded."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                saved = {(k[2:] if k.startswith("t:") else k): np.array(z[k])
+                         for k in z.files if k != "meta"}
+        except FileNotFoundError:
+            raise DataError(f"cannot load weights: '{path}' does not exist") from None
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"cannot load weights from '{path}': {e}") from None
+        mine = {n: a for n, a in self.store.arrays.items() if self.store.kind.get(n) in kinds}
+        wrong = [f"{n}: file {list(saved[n].shape)}, model {list(a.shape)}"
+                 for n, a in mine.items() if n in saved and saved[n].shape != a.shape]
+        if wrong and not skip_unmatched:
+            raise DataError(f"{path}: {len(wrong)} tensor(s) have other shapes than the "
+                            f"model's: " + "; ".join(wrong) + " (skip them with "
+                            "skip_unmatched / --skip-unmatched)")
+        loaded = [n for n, a in mine.items() if n in saved and saved[n].shape == a.shape]
+        if not loaded:
+            raise DataError(f"{path}: no tensor matches the model's parameters by name (file: "
+                            f"{', '.join(sorted(saved)[:8]) or 'none'}; model: "
+                            f"{', '.join(sorted(mine)[:8])})")
+        for n in loaded:
+            mine[n][...] = saved[n].astype(mine[n].dtype, copy=False)
+        return loaded
+
     def configure(self, **settings: Any) -> Model:
         """Override train-block settings (checked like the file): epochs, batch, seed,
         validation, l1, l2, clip_norm, lr, optimizer="sgd(0.1, momentum = 0.9)", schedule,
@@ -229,6 +262,9 @@ class Model:
         `validation` is a fraction held out (stratified by class) or a path. Returns a History
         with per-epoch loss, validation loss and metrics, and why training stopped."""
         cfg = self.config
+        if cfg.init_from and not self._initialized_from:
+            self.load_weights(cfg.init_from, skip_unmatched=self.skip_unmatched)
+            self._initialized_from = cfg.init_from
         if data is not None:
             arrays_or_none = None
             self.config = cfg = _replace_data(cfg, data)

@@ -72,7 +72,7 @@ def test_bad_usage_exits_2(args):
 
 def test_set_overrides_and_unknown_keys():
     assert netc("check", "--set", "hidden=32", GOOD).returncode == 0
-    res = netc("graph", GOOD, "--set", "hiden=32")
+    res = netc("graph", GOOD, "--set", "hiden=32")  # a model mistake: exit 1
     assert res.returncode == 1 and "did you mean 'hidden'" in res.stderr
 
 
