@@ -6,7 +6,8 @@ Checked: the networkx graph is acyclic and mirrors every node's inputs (edge per
 nothing else); every input of a node is in the graph; each node's type equals its primitive's shape
 rule applied to its inputs (with canonical attrs: canonicalising again changes nothing); leaves
 have no inputs and are registered under their role; outputs, losses and updates point into the
-graph; losses are float scalars; updates have their state's type; every node has a location.
+graph; losses are float scalars; updates have their state's (or, in a step graph, param's)
+type; every node has a location.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def verify(g: Graph) -> None:
     for name, n in g.losses.items():
         if n.type.shape != () or not n.type.is_float:
             _fail(f"loss {name!r} must be a float scalar, is {n.type}", n)
-    for name, n in g.updates.items():
-        st = g.states.get(name)
+    for name, n in g.updates.items():  # states (`<-`, optimizer) and, in a step graph, params
+        st = g.states.get(name) or g.params.get(name)
         if st is None:
-            _fail(f"update of unknown state {name!r}", n)
+            _fail(f"update of unknown state or param {name!r}", n)
         elif st.type != n.type:
-            _fail(f"update of state {name!r} ({st.type}) has type {n.type}", n)
+            _fail(f"update of {st.op} {name!r} ({st.type}) has type {n.type}", n)
