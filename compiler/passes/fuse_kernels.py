@@ -5,8 +5,9 @@ Takes: a verified graph (normally simplified, CSE'd and DCE'd). Gives: a `Kernel
 
 Partition, in phases over groups of nodes (a group becomes one kernel; every merge is refused if
 it would create a cycle between groups, so the kernels always have a valid schedule):
-1. elementwise chains: an elementwise node joins its elementwise producer's group when both have
-   the same output shape (one iteration space; smaller operands are broadcast loads). Random ops
+1. elementwise chains: an elementwise node joins its only consumer's group when its inputs are
+   stored anyway, else its elementwise producer's group, when both have the same output shape
+   (one iteration space; smaller operands are broadcast loads). Random ops
    are elementwise (counter-based Philox: element i needs only i), so dropout masks fuse.
 2. epilogues: the elementwise group consuming a reduction, matmul, conv, pool or gather over that
    op's exact output shape joins it (bias add, activation, residual add, the optimizer update of
@@ -129,7 +130,20 @@ class _Groups:
             d.pop(gid)
 
 
+def _stored_anyway(g: Graph, x) -> bool:
+    return x.op not in ELEMENTWISE or any(u.op not in ELEMENTWISE for u in g.users(x))
+
+
 def _fuse_elementwise(G: _Groups, g: Graph) -> None:
+    # consumer first: a node with one same-shape elementwise user, whose inputs are stored for
+    # other readers anyway, is computed where it is used (a relu mask read in the backward pass
+    # is recomputed from the kept activation there instead of being stored as a second tensor)
+    for n in reversed(g.nodes_in_order()):
+        users = g.users(n)
+        if (n.op in ELEMENTWISE and n.op not in RANDOM and len(users) == 1
+                and users[0].op in ELEMENTWISE and users[0].type.shape == n.type.shape
+                and all(_stored_anyway(g, x) for x in n.inputs if x.id in G.gid)):
+            G.merge(G.gid[users[0].id], G.gid[n.id], "body")
     for n in g.nodes_in_order():
         if n.op not in ELEMENTWISE:
             continue

@@ -68,6 +68,7 @@ class ArenaPlan:
     storage: dict[int, int]           # node id -> buffer id (views and in-place chains share)
     regions: dict[str, tuple[int, int]]  # region -> (base offset, size in bytes)
     naive_arena: int                  # arena bytes with one aligned buffer per value, no reuse
+    naive_unfused: int                # the same if every non-leaf, non-view node were stored
     commits: list[tuple[int, int]] = field(default_factory=list)  # (from buffer, to buffer)
     inplace: list[tuple[int, int, int]] = field(default_factory=list)  # (kernel, in id, out id)
     defined_at: dict[int, int] = field(default_factory=dict)  # node id -> step that writes it
@@ -163,7 +164,10 @@ def plan_memory(kg: KernelGraph, inplace: bool = True, reuse: bool = True) -> Ar
         if buf.region == "arena":
             buf.end = max(buf.end, last_read[nid])
 
-    plan = ArenaPlan(kg, buffers, storage, {}, naive, defined_at=defined, last_read=last_read)
+    unfused = sum(align(nbytes(n)) for n in g.nodes_in_order()
+                  if n.op not in ("input", "param", "state", "const", "rng_key", "reshape"))
+    plan = ArenaPlan(kg, buffers, storage, {}, naive, unfused, defined_at=defined,
+                     last_read=last_read)
     _place_updates(plan, g)
     if inplace:
         _reuse_in_place(plan, g)

@@ -45,7 +45,8 @@ def plan_text(plan: ArenaPlan) -> str:
         lines.append(f"  region {region:<6} at {base:>10}  size {_mib(size)}")
     ratio = plan.arena_peak / plan.naive_arena if plan.naive_arena else 1.0
     lines.append(f"  arena planned peak {_mib(plan.arena_peak)} vs naive sum "
-                 f"{_mib(plan.naive_arena)} ({ratio:.1%})")
+                 f"{_mib(plan.naive_arena)} ({ratio:.1%}); unfused naive "
+                 f"{_mib(plan.naive_unfused)}")
     lines.append(f"  in-place reuses {len(plan.inplace)}, end-of-step commits "
                  f"{len(plan.commits)}")
     for b in plan.buffers:
@@ -99,7 +100,9 @@ def plan_report(built_or_graph, *, disable: set[str] | None = None, top: int = 1
     saved = 1 - plan.arena_peak / plan.naive_arena if plan.naive_arena else 0.0
     lines += [f"arena: planned peak {_mib(plan.arena_peak)}, naive sum {_mib(plan.naive_arena)}"
               f" ({saved:.0%} saved); {len(plan.inplace)} in-place reuses, "
-              f"{len(plan.commits)} end-of-step commits", "", lifetime_chart(plan, top)]
+              f"{len(plan.commits)} end-of-step commits",
+              f"unfused naive sum (every node its own buffer): {_mib(plan.naive_unfused)}",
+              "", lifetime_chart(plan, top)]
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ Rewrites (applied to a fixpoint, each only when the result type is exactly the n
   same result type (so broadcast constants never get materialised);
 - constant folding: an op whose inputs are all consts (not random, not broadcast_to) is evaluated
   with its primitive's reference when the result has at most FOLD_LIMIT elements;
+- gt(z, 0) -> gt(relu(z), 0) when relu(z) exists (the same mask, read from the activation);
 - stop_gradient(x) -> x: the optimized graph is for evaluation, so its gradient cut is spent.
   Do not differentiate an optimized graph (autodiff runs before this pass in the pipeline).
 
@@ -84,6 +85,12 @@ def _identity(g: Graph, n: Node) -> Node | None:
         return ins[0]
     if op == "where" and ins[1] is ins[2] and ins[1].type == n.type:
         return ins[1]
+    if op == "gt" and is_const_equal(ins[1], 0) and ins[0].op != "relu":
+        # relu's backward mask z > 0 equals relu(z) > 0 (NaN too): read the activation that is
+        # kept for backward anyway instead of storing a separate mask
+        for u in g.users(ins[0]):
+            if u.op == "relu":
+                return _new(g, "gt", [u, ins[1]], None, n)
     return None
 
 
