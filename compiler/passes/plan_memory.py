@@ -193,8 +193,11 @@ def _place_updates(plan: ArenaPlan, g: Graph) -> None:
         if vb is tb:
             continue  # the update is the old value (or a view of it): nothing to do
         step = plan.defined_at[v.id]
-        old_reads = max((plan.last_read[x] for x in tb.values), default=-1)
+        aliases = [x for x, b in plan.storage.items() if b == tb.id]  # the leaf and its views
+        old_reads = max(plan.last_read[x] for x in aliases)
+        readers_at_step = [x for x in aliases if plan.last_read[x] == step]
         safe = (vb.region == "arena" and vb.values == [v.id] and len(tb.values) == 1
+                and readers_at_step in ([], [target.id])
                 and (old_reads < step or (old_reads == step and _same_index_reader(
                     g, plan.kernel_graph, step, target.id, v.id))))
         if safe:
@@ -208,6 +211,9 @@ def _place_updates(plan: ArenaPlan, g: Graph) -> None:
 
 def _reuse_in_place(plan: ArenaPlan, g: Graph) -> None:
     kg = plan.kernel_graph
+    members: dict[int, list[int]] = {}
+    for x, b in plan.storage.items():
+        members.setdefault(b, []).append(x)
     for step, k in enumerate(kg.kernels):
         if k.kind == "view":
             continue
@@ -221,15 +227,14 @@ def _reuse_in_place(plan: ArenaPlan, g: Graph) -> None:
                 if (ub.region != "arena" or ub.id in taken or ub.end != step
                         or ub.size != vb.size or g.node(u).type.dtype != g.node(v).type.dtype
                         or ub.values[-1] != u
-                        or any(plan.last_read[x] >= step for x in plan.storage
-                               if plan.storage[x] == ub.id and x != u)
+                        or any(plan.last_read[x] >= step for x in members[ub.id] if x != u)
                         or not _same_index_reader(g, kg, step, u, v)):
                     continue
                 ub.values.append(v)
                 ub.end = vb.end
-                for x, b in list(plan.storage.items()):
-                    if b == vb.id:
-                        plan.storage[x] = ub.id
+                for x in members.pop(vb.id):
+                    plan.storage[x] = ub.id
+                    members[ub.id].append(x)
                 plan.commits = [(ub.id if a == vb.id else a, t) for a, t in plan.commits]
                 vb.values = []
                 taken.add(ub.id)

@@ -119,3 +119,16 @@ def test_check_plan_catches_overlaps_hazards_and_misalignment():
     bad.buffers[b_z.id].start = bad.buffers[b_z.id].end = -5
     with pytest.raises(InternalCompilerError, match="still read"):
         check_plan(bad)
+
+
+def test_update_is_not_written_in_place_under_a_live_view_of_the_old_value():
+    g = Graph("v", float_dtype="f64")
+    p = g.param("p", F, L)
+    flat = g.add("reshape", [p], {"shape": (256,)}, L)  # a view: shares p's pinned bytes
+    g.updates["p"] = g.add("mul", [p, g.const(0.5, "f64", L)], None, L)
+    g.outputs["late"] = g.add("exp", [flat], None, L)
+    plan = plan_memory(fuse_kernels(g, fuse=False))
+    check_plan(plan)
+    assert plan.storage[flat.id] == plan.storage[p.id] and len(plan.commits) == 1
+    pv = np.random.default_rng(3).normal(size=F.shape)
+    assert_same(run(g, {}, {"p": pv}), execute_plan(plan, {}, {"p": pv}))
