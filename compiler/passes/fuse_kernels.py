@@ -237,7 +237,7 @@ def fuse_kernels(g: Graph, fuse: bool = True) -> KernelGraph:
         _recompute_prologues(G, g, set(roots))
         _fuse_reduction_prologues(G, g)
     kernels = [_make_kernel(G, g, gid, pos) for gid in sorted(G.members, key=lambda i: G.lo[i])]
-    kernels = _schedule(kernels, pos)
+    kernels = _schedule(g, kernels, pos)
     owner = {nid: k.id for k in kernels for nid in k.nodes if nid not in k.recomputed}
     read_elsewhere: dict[int, set[int]] = {}
     for k in kernels:
@@ -303,7 +303,7 @@ def _describe(g: Graph, k: Kernel) -> str:
     return "; ".join(parts)
 
 
-def _schedule(kernels: list[Kernel], pos: dict[int, int]) -> list[Kernel]:
+def _schedule(g: Graph, kernels: list[Kernel], pos: dict[int, int]) -> list[Kernel]:
     owner = {i: k.id for k in kernels for i in k.nodes if i not in k.recomputed}
     dag = nx.DiGraph()
     by_id = {k.id: k for k in kernels}
@@ -314,5 +314,15 @@ def _schedule(kernels: list[Kernel], pos: dict[int, int]) -> list[Kernel]:
                 dag.add_edge(owner[x], k.id)
     if not nx.is_directed_acyclic_graph(dag):
         raise InternalCompilerError("kernel fusion produced a cycle between kernels")
+    # write-after-read: schedule the kernel writing an update after the other readers of the old
+    # value where the dependences allow, so the planner can update the param in place
+    for name, upd in g.updates.items():
+        target = g.params.get(name) or g.states.get(name)
+        writer = owner.get(upd.id)
+        if target is None or writer is None:
+            continue
+        for k in kernels:
+            if k.id != writer and target.id in k.inputs and not nx.has_path(dag, writer, k.id):
+                dag.add_edge(k.id, writer)
     first = {k.id: min(pos[i] for i in k.nodes if i not in k.recomputed) for k in kernels}
     return [by_id[i] for i in nx.lexicographical_topological_sort(dag, key=first.__getitem__)]

@@ -78,8 +78,9 @@ def test_no_in_place_reuse_across_a_broadcast_or_a_gemm_operand():
 def test_update_read_later_goes_through_a_commit():
     g = Graph("u", float_dtype="f64")
     p = g.param("p", F, L)
-    g.updates["p"] = g.add("mul", [p, g.const(0.5, "f64", L)], None, L)
-    g.outputs["late"] = g.add("exp", [p], None, L)  # reads the OLD p after the update kernel
+    upd = g.updates["p"] = g.add("mul", [p, g.const(0.5, "f64", L)], None, L)
+    # reads the OLD p, whole, after the update kernel (it needs the update too: no reordering)
+    g.outputs["late"] = g.add("matmul", [p, upd], None, L)
     plan = plan_memory(fuse_kernels(g, fuse=False))
     check_plan(plan)
     assert len(plan.commits) == 1
@@ -125,10 +126,25 @@ def test_update_is_not_written_in_place_under_a_live_view_of_the_old_value():
     g = Graph("v", float_dtype="f64")
     p = g.param("p", F, L)
     flat = g.add("reshape", [p], {"shape": (256,)}, L)  # a view: shares p's pinned bytes
-    g.updates["p"] = g.add("mul", [p, g.const(0.5, "f64", L)], None, L)
-    g.outputs["late"] = g.add("exp", [flat], None, L)
+    upd = g.updates["p"] = g.add("mul", [p, g.const(0.5, "f64", L)], None, L)
+    g.outputs["late"] = g.add("add", [flat, g.add("reshape", [upd], {"shape": (256,)}, L)],
+                              None, L)
     plan = plan_memory(fuse_kernels(g, fuse=False))
     check_plan(plan)
     assert plan.storage[flat.id] == plan.storage[p.id] and len(plan.commits) == 1
     pv = np.random.default_rng(3).normal(size=F.shape)
+    assert_same(run(g, {}, {"p": pv}), execute_plan(plan, {}, {"p": pv}))
+
+
+def test_update_kernels_are_scheduled_after_the_readers_of_the_old_value():
+    g = Graph("w", float_dtype="f64")
+    p = g.param("p", F, L)
+    g.updates["p"] = g.add("mul", [p, g.const(0.5, "f64", L)], None, L)
+    g.outputs["late"] = g.add("exp", [p], None, L)  # created later, but can run first
+    kg = fuse_kernels(g, fuse=False)
+    assert [g.node(k.nodes[0]).op for k in kg.kernels] == ["exp", "mul"]
+    plan = plan_memory(kg)
+    check_plan(plan)
+    assert not plan.commits and plan.storage[g.updates["p"].id] == plan.storage[p.id]
+    pv = np.random.default_rng(4).normal(size=F.shape)
     assert_same(run(g, {}, {"p": pv}), execute_plan(plan, {}, {"p": pv}))
