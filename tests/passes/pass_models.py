@@ -63,7 +63,19 @@ model block(batch = 2, time = 5, d = 8, heads = 2) {
 }
 """
 
-MODELS = {"mlp": MLP, "lenet": LENET, "lstm": LSTM, "transformer": TRANSFORMER}
+EMBED = """
+model emb(batch = 3, time = 4, vocab = 7, dim = 5) {
+    input tok: i32[batch, time]
+    target y: i32[batch]
+    e = tok -> Embedding(vocab, dim) as embed
+    h = concat([e[:, 0:2, :], e[:, 2:4, :] * 2], axis = 1) -> GRU(6) as gru
+    logits = transpose(h, [1, 0])[0:3, :]
+    output tokens = tok
+    loss cross_entropy(transpose(logits, [1, 0]), y)
+}
+"""
+
+MODELS = {"mlp": MLP, "lenet": LENET, "lstm": LSTM, "transformer": TRANSFORMER, "embed": EMBED}
 
 
 def step_graph(text: str, *, float_dtype: str = "f64", lr: float = 0.05,
