@@ -1,0 +1,140 @@
+"""The kernel graph: what `fuse_kernels` gives and `plan_memory` and the LLVM backend read.
+
+Takes: nothing (a data model). Gives: `Kernel`, `KernelGraph` (kernels in schedule order plus a
+text printer) and the cost model (`node_flops`).
+
+How a backend reads a kernel: emit one loop nest per kernel, in `KernelGraph.kernels` order. Load
+every id in `inputs` from its buffer (a leaf's storage or an earlier kernel's output); compute
+`nodes` in the listed order (topological), each node reading its inputs from registers/loads of
+the same iteration; store every id in `outputs`. `stages[id]` says where a node sits in the nest:
+  - "body": elementwise over `space` (the output shape of every body node; inputs broadcast);
+  - "prologue": elementwise applied to an operand as it is loaded (a reduction's input, a GEMM
+    operand while packing); its iteration space is that operand's shape;
+  - "main": the anchor op (`main`) — the matmul, reduction, conv, pool, gather, copy or view;
+  - "epilogue": elementwise over the main op's output shape, applied per output tile/row once
+    the main value of that element is final.
+`recomputed` lists prologue nodes that are not stored anywhere: cheap elementwise ops (or an
+operand transpose) recomputed inside every kernel that consumes them instead of being
+materialised. Every other node belongs to exactly one kernel (`KernelGraph.owner`).
+
+Invariants: every input of a node in `nodes` is in `nodes` or in `inputs`; each non-leaf id in
+`inputs` is an output of an earlier kernel; every live root is an output of its kernel; a "view"
+kernel (a row-major reshape) computes nothing: its output aliases its input's buffer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..ir import Graph, Node
+from .common import CONV, ELEMENTWISE, GEMM, POOL, RANDOM, REDUCTION, nbytes
+
+STAGES = ("prologue", "body", "main", "epilogue")
+
+
+@dataclass
+class Kernel:
+    """One fused loop nest. Node ids refer to the graph the kernel graph was made from."""
+
+    id: int
+    kind: str  # elementwise | reduction | gemm | conv | pool | gather | copy | view
+    nodes: list[int]
+    stages: dict[int, str]
+    inputs: list[int]
+    outputs: list[int]
+    space: tuple[int, ...]
+    main: int | None = None
+    recomputed: list[int] = field(default_factory=list)
+    description: str = ""
+    flops: int = 0
+    bytes_moved: int = 0
+
+
+@dataclass
+class KernelGraph:
+    """Kernels in a valid schedule order over graph `graph`; `leaves` are leaf node ids read."""
+
+    graph: Graph
+    kernels: list[Kernel]
+    leaves: list[int]
+    roots: list[int]
+
+    def __post_init__(self) -> None:
+        self.owner: dict[int, int] = {}
+        for i, k in enumerate(self.kernels):
+            for nid in k.nodes:
+                if nid not in k.recomputed:
+                    self.owner[nid] = i
+
+    @property
+    def total_flops(self) -> int:
+        return sum(k.flops for k in self.kernels)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(k.bytes_moved for k in self.kernels)
+
+    def to_text(self) -> str:
+        g = self.graph
+        lines = [f"kernel graph {g.name}: {len(self.kernels)} kernels, "
+                 f"{human(self.total_flops)} FLOPs, {human(self.total_bytes)}B moved"]
+        for i, k in enumerate(self.kernels):
+            lines.append(f"k{i} {k.kind} space={list(k.space)} flops={human(k.flops)} "
+                         f"bytes={human(k.bytes_moved)}  {k.description}")
+            lines.append("    in:  " + (", ".join(value_label(g.node(x)) for x in k.inputs)
+                                       or "-"))
+            lines.append("    out: " + (", ".join(value_label(g.node(x)) for x in k.outputs)
+                                       or "-"))
+            body = []
+            for nid in k.nodes:
+                n = g.node(nid)
+                mark = "~" if nid in k.recomputed else ""
+                args = ",".join(f"%{x.id}" for x in n.inputs)
+                body.append(f"{mark}%{nid}={n.op}({args})[{k.stages[nid]}]")
+            lines.append("    do:  " + " ".join(body))
+        return "\n".join(lines)
+
+    __str__ = to_text
+
+
+def value_label(n: Node) -> str:
+    name = n.attrs.get("name") if n.op in ("input", "param", "state") else None
+    return f"%{n.id}" + (f" {name}" if name else "") + f" {n.type}"
+
+
+def human(x: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.1f}{unit}"
+    return f"{x:g}"
+
+
+def node_flops(n: Node) -> int:
+    """Floating-point operations of one node (a multiply-add counts 2; a compare or select 1)."""
+    op = n.op
+    if op in ELEMENTWISE:
+        return 0 if op == "broadcast_to" else n.type.size * (10 if op in RANDOM else 1)
+    if op in REDUCTION:
+        return n.inputs[0].type.size
+    if op in GEMM:
+        a = n.inputs[0].type
+        return 2 * n.type.size * a.shape[-1]
+    if op in CONV:
+        kh, kw = (n.inputs[1].type.shape[2:] if op != "conv2d_grad_weight"
+                  else n.attrs["kernel"])
+        if op == "conv2d":
+            return 2 * n.type.size * n.inputs[1].type.shape[1] * kh * kw
+        ct = n.inputs[0] if op == "conv2d_grad_input" else n.inputs[1]
+        cin = n.inputs[1].type.shape[1] if op == "conv2d_grad_input" else n.inputs[0].type.shape[1]
+        return 2 * ct.type.size * cin * kh * kw
+    if op in POOL:
+        return max(n.type.size, n.inputs[-1].type.size) * math.prod(n.attrs["k"])
+    return 0
+
+
+def kernel_bytes(g: Graph, k: Kernel) -> int:
+    """Bytes a kernel reads and writes, each buffer once (a view moves nothing)."""
+    if k.kind == "view":
+        return 0
+    return sum(nbytes(g.node(x)) for x in (*k.inputs, *k.outputs))

@@ -1,0 +1,123 @@
+"""simplify: what rewrites, what must not, and that values (NaN and inf included) are kept."""
+
+import numpy as np
+import pytest
+from netc.compiler.errors import SourceLoc
+from netc.compiler.interpret import run
+from netc.compiler.ir import Graph, TensorType
+from netc.compiler.passes import eliminate_dead, simplify
+from netc.compiler.verify import verify
+
+L = SourceLoc("s.net", 1, 1)
+F = TensorType((2, 3), "f64")
+SPECIAL = np.array([[1.5, -0.0, np.inf], [-np.inf, np.nan, -2.0]])
+
+
+def _g():
+    g = Graph("s", float_dtype="f64")
+    return g, g.input("x", F, L)
+
+
+def _c(g, v):
+    return g.const(v, "f64", L)
+
+
+def _opt(g, out):
+    g.outputs["out"] = out
+    with np.errstate(all="ignore"):
+        before = run(g, {"x": SPECIAL}, {}).outputs["out"]
+        eliminate_dead(simplify(g))
+        verify(g)
+        after = run(g, {"x": SPECIAL}, {}).outputs["out"]
+    np.testing.assert_array_equal(after, before)  # equal_nan by default
+    return g.outputs["out"]
+
+
+@pytest.mark.parametrize("op,unit,swap", [("add", 0.0, False), ("add", 0.0, True),
+                                          ("sub", 0.0, False), ("mul", 1.0, False),
+                                          ("mul", 1.0, True), ("div", 1.0, False),
+                                          ("pow", 1.0, False)])
+def test_identities_disappear(op, unit, swap):
+    g, x = _g()
+    ins = [_c(g, unit), x] if swap else [x, _c(g, unit)]
+    assert _opt(g, g.add(op, ins, None, L)) is x
+
+
+def test_unit_that_broadcasts_the_result_is_kept():
+    g, x = _g()
+    ones = g.const(np.ones((4, 2, 3)), "f64", L)
+    out = _opt(g, g.add("mul", [x, ones], None, L))
+    assert out.op == "mul" and out.type.shape == (4, 2, 3)
+
+
+def test_mul_by_zero_is_folded_only_where_exact():
+    g, x = _g()
+    out = _opt(g, g.add("mul", [x, _c(g, 0.0)], None, L))
+    assert out.op == "mul"  # inf * 0 and nan * 0 are NaN: must stay
+    g = Graph("s", float_dtype="f64")
+    y = g.input("y", TensorType((2,), "i32"), L)
+    oh = g.add("one_hot", [y], {"n": 3}, L)
+    g.outputs["out"] = g.add("mul", [oh, g.const(0.0, "f64", L)], None, L)
+    eliminate_dead(simplify(g))
+    assert g.outputs["out"].op == "broadcast_to"
+    assert g.outputs["out"].inputs[0].op == "const"
+
+
+def test_chains_neg_transpose_reshape_broadcast():
+    g, x = _g()
+    assert _opt(g, g.add("neg", [g.add("neg", [x], None, L)], None, L)) is x
+    g, x = _g()
+    t = g.add("transpose", [g.add("transpose", [x], {"perm": (1, 0)}, L)], {"perm": (1, 0)}, L)
+    assert _opt(g, t) is x
+    g, x = _g()
+    r = g.add("reshape", [g.add("reshape", [x], {"shape": (6,)}, L)], {"shape": (3, 2)}, L)
+    out = _opt(g, r)
+    assert out.op == "reshape" and out.inputs[0] is x
+    g, x = _g()
+    assert _opt(g, g.add("reshape", [x], {"shape": (2, 3)}, L)) is x
+
+
+def test_strength_reduction_of_pow():
+    g, x = _g()
+    out = _opt(g, g.add("pow", [x, _c(g, 2.0)], None, L))
+    assert out.op == "mul" and out.inputs == [x, x]
+    g, x = _g()
+    a = g.add("abs", [x], None, L)
+    out = _opt(g, g.add("pow", [a, _c(g, 0.5)], None, L))
+    assert out.op == "sqrt"
+
+
+def test_constant_folding_and_broadcast_constants():
+    g, x = _g()
+    k = g.add("exp", [g.add("add", [_c(g, 1.0), _c(g, 2.0)], None, L)], None, L)
+    out = _opt(g, g.add("mul", [x, k], None, L))
+    assert out.inputs[1].op == "const"
+    assert out.inputs[1].attrs["value"] == pytest.approx(np.exp(3.0))
+    g, x = _g()
+    full = g.const(np.full((2, 3), 2.5), "f64", L)
+    out = _opt(g, g.add("add", [x, full], None, L))
+    assert out.inputs[1].op == "const" and out.inputs[1].type.shape == ()
+    assert not any(n.op == "const" and n.type.size > 1 for n in g.nodes_in_order())
+    g, x = _g()
+    b = g.add("broadcast_to", [_c(g, 3.0)], {"shape": (2, 3)}, L)
+    out = _opt(g, g.add("sub", [x, b], None, L))
+    assert out.inputs[1].type.shape == ()
+
+
+def test_folding_is_limited_in_size_and_skips_random():
+    g = Graph("s", float_dtype="f64")
+    big = g.const(np.arange(10_000.0), "f64", L)
+    g.outputs["out"] = g.add("exp", [big], None, L)
+    key = g.rng_key(L)
+    g.outputs["r"] = g.add("random_uniform", [key], {"shape": (3,), "stream": 0}, L)
+    eliminate_dead(simplify(g))
+    assert g.outputs["out"].op == "exp" and g.outputs["r"].op == "random_uniform"
+
+
+def test_stable_softmax_shares_its_shift_with_cross_entropy_after_cse():
+    from netc.compiler.passes import eliminate_common
+    from pass_models import MLP, step_graph
+    g = step_graph(MLP, grads_as_outputs=False)
+    maxes = sum(n.op == "max" for n in g.nodes_in_order())
+    eliminate_dead(eliminate_common(simplify(g)))
+    assert maxes == 2 and sum(n.op == "max" for n in g.nodes_in_order()) == 1
