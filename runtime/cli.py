@@ -5,8 +5,8 @@ Takes: argv. Gives: an exit code — 0 on success, 1 when the user's files or da
 error (a bug in netc: a short report, the traceback only with NETC_DEBUG=1), 130 on Ctrl-C.
 
 Commands: `check FILE...` (every diagnostic through shape inference and train-block validation;
-`--format json`), `graph FILE --stage parsed|forward --format text|dot|svg`, and `train`, `eval`,
-`predict` (in cli_train.py).
+`--format json`), `graph FILE --stage parsed|forward|backward|optimized --format text|dot|svg`,
+`plan FILE` (fused kernels and the arena), and `train`, `eval`, `predict` (in cli_train.py).
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .compiler.build_ir import build
     from .compiler.parse import parse_file
 
     if args.stage == "parsed":
@@ -102,11 +101,7 @@ def cmd_graph(args) -> int:
             raise UsageError("--stage parsed is shown as text only")
         print(text)
         return EXIT_OK
-    if args.stage not in ("forward",):
-        raise UsageError(f"--stage {args.stage} is not available yet (stages: parsed, forward)")
-    built = build(args.file, model=args.model, overrides=_set_pairs(args.set),
-                  mode=args.mode)
-    g = built.graph
+    g = _stage_graph(args.file, args.stage, args.model, _set_pairs(args.set), args.mode)
     if args.format == "text":
         print(g.to_text())
     elif args.format == "dot":
@@ -125,6 +120,40 @@ def cmd_graph(args) -> int:
                 f.write(res.stdout)
         else:
             sys.stdout.write(res.stdout)
+    return EXIT_OK
+
+
+def _stage_graph(path: str, stage: str, model: str | None, overrides: dict, mode: str):
+    """The graph after `stage`: forward, backward (the whole training step), optimized."""
+    from .compiler.build_ir import build
+    from .compiler.pipeline import optimize
+    from .compiler.train import build_step
+
+    if stage != "forward":
+        mode = "train"
+    built = build(path, model=model, overrides=overrides, mode=mode)
+    if stage == "forward":
+        return built.graph
+    build_step(built.graph, built.train, steps_per_epoch=1)
+    if stage == "backward":
+        return built.graph
+    return optimize(built.graph).graph
+
+
+def cmd_plan(args) -> int:
+    from .compiler.build_ir import build
+    from .compiler.passes.report import plan_png, plan_report
+    from .compiler.train import build_step
+
+    built = build(args.file, model=args.model, overrides=_set_pairs(args.set),
+                  mode="eval" if args.eval else "train")
+    if not args.eval:
+        build_step(built.graph, built.train, steps_per_epoch=1)
+    print(plan_report(built.graph))
+    if args.png:
+        if not plan_png(built.graph, args.png):
+            raise NetError("--png needs matplotlib: pip install 'netc[plot]' (or matplotlib)")
+        print(f"lifetime chart written to {args.png}")
     return EXIT_OK
 
 
@@ -173,6 +202,14 @@ def make_parser() -> argparse.ArgumentParser:
     gr.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
     gr.add_argument("-o", "--out", help="write the output (svg) to this file")
     gr.set_defaults(func=cmd_graph)
+    pl = sub.add_parser("plan", help="show the fused kernels and the memory plan of the "
+                        "training step")
+    pl.add_argument("file", metavar="FILE")
+    pl.add_argument("--model", help="which model, when the file has several")
+    pl.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
+    pl.add_argument("--eval", action="store_true", help="plan the inference graph instead")
+    pl.add_argument("--png", metavar="FILE", help="also draw the lifetime chart (matplotlib)")
+    pl.set_defaults(func=cmd_plan)
     from .cli_train import add_commands
     add_commands(sub, _Parser)
     return p

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+
 from netc.compiler.autodiff import grad
 from netc.compiler.build_ir import build
 from netc.compiler.interpret import Result, run

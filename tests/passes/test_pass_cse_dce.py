@@ -1,6 +1,7 @@
 """eliminate_common and eliminate_dead: what merges, what must not, what survives."""
 
 import numpy as np
+
 from netc.compiler.errors import SourceLoc
 from netc.compiler.ir import Graph, TensorType
 from netc.compiler.passes import eliminate_common, eliminate_dead

@@ -3,11 +3,12 @@
 import copy
 
 import pytest
+from pass_models import MODELS, assert_same, random_data, reference, step_graph
+
 from netc.compiler.interpret import run
 from netc.compiler.passes.check_plan import check_plan
 from netc.compiler.passes.execute_plan import execute_plan
 from netc.compiler.pipeline import SWITCHES, optimize
-from pass_models import MODELS, assert_same, random_data, reference, step_graph
 
 SETTINGS = [frozenset(), *(frozenset({s}) for s in SWITCHES), frozenset(SWITCHES)]
 _GRAPHS: dict = {}

@@ -3,11 +3,12 @@
 import copy
 
 import pytest
+from pass_models import MLP_BIG, MODELS, step_graph
+
 from netc.compiler.errors import SourceLoc
 from netc.compiler.ir import Graph, TensorType
 from netc.compiler.passes import fuse_kernels
 from netc.compiler.pipeline import optimize
-from pass_models import MLP_BIG, MODELS, step_graph
 
 L = SourceLoc("f.net", 1, 1)
 

@@ -4,10 +4,11 @@ import copy
 import importlib.util
 
 import pytest
+from pass_models import LENET5, MODELS, step_graph
+
 from netc.compiler.build_ir import build
 from netc.compiler.passes.report import lifetime_chart, plan_png, plan_report
 from netc.compiler.pipeline import SWITCHES, disabled_stages, optimize
-from pass_models import LENET5, MODELS, step_graph
 
 
 def test_dump_ir_writes_one_file_per_stage(tmp_path, monkeypatch):

@@ -5,13 +5,14 @@ import dataclasses
 
 import numpy as np
 import pytest
+from pass_models import LENET5, MLP_BIG, assert_same, step_graph
+
 from netc.compiler.errors import InternalCompilerError, SourceLoc
 from netc.compiler.interpret import run
 from netc.compiler.ir import Graph, TensorType
 from netc.compiler.passes import check_plan, fuse_kernels, plan_memory
 from netc.compiler.passes.execute_plan import execute_plan
 from netc.compiler.pipeline import optimize
-from pass_models import LENET5, MLP_BIG, assert_same, step_graph
 
 L = SourceLoc("p.net", 1, 1)
 F = TensorType((16, 16), "f64")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from netc.compiler.errors import SourceLoc
 from netc.compiler.interpret import run
 from netc.compiler.ir import Graph, TensorType
@@ -115,8 +116,9 @@ def test_folding_is_limited_in_size_and_skips_random():
 
 
 def test_stable_softmax_shares_its_shift_with_cross_entropy_after_cse():
-    from netc.compiler.passes import eliminate_common
     from pass_models import MLP, step_graph
+
+    from netc.compiler.passes import eliminate_common
     g = step_graph(MLP, grads_as_outputs=False)
     maxes = sum(n.op == "max" for n in g.nodes_in_order())
     eliminate_dead(eliminate_common(simplify(g)))
