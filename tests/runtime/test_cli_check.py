@@ -88,3 +88,24 @@ def test_graph_stages():
 def test_version():
     res = netc("--version")
     assert res.returncode == 0 and res.stdout.startswith("netc ")
+
+
+def test_graph_backward_and_optimized_stages():
+    res = netc("graph", GOOD, "--stage", "backward")
+    assert res.returncode == 0 and "update opt.fc1.W.m" in res.stdout
+    res = netc("graph", GOOD, "--stage", "optimized")
+    assert res.returncode == 0 and "graph digits_mlp" in res.stdout
+
+
+def test_plan_lists_kernels_and_arena(tmp_path):
+    res = netc("plan", GOOD)
+    assert res.returncode == 0, res.stderr
+    assert "kernels" in res.stdout and "planned peak" in res.stdout and "naive sum" in res.stdout
+    png = tmp_path / "plan.png"
+    res = netc("plan", GOOD, "--png", str(png))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert res.returncode == 1 and "matplotlib" in res.stderr
+    else:
+        assert res.returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
