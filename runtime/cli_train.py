@@ -115,8 +115,11 @@ def cmd_train(args, sets: dict) -> int:
                         progress=_Progress(args.quiet, args.json), stop=lambda: stop["flag"])
     finally:
         signal.signal(signal.SIGINT, old)
-    out = args.out or f"{m.name}.npz"
-    m.save(out)
+    out = args.out or f"{m.name}.{args.format or 'npz'}"
+    m.save(out, format=args.format)
+    if history.dropped_rows:
+        history.notes.append(f"the batch size is fixed by the file: the last {history.dropped_rows}"
+                             " rows of each epoch's shuffled order were not trained on")
     last = history.last()
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "time")
     summary = (f"trained {m.name}: {len(history.epochs)} epoch(s) in "
@@ -231,6 +234,8 @@ def add_commands(sub, parser_class) -> None:
             p.add_argument("--epochs", type=int, metavar="N")
             p.add_argument("--validation", metavar="F|PATH",
                            help="a fraction to hold out, or a validation data file")
+            p.add_argument("--format", choices=("npz", "safetensors"), default=None,
+                           help="file format of the saved model (default: from --out, else npz)")
             p.add_argument("--skip-unmatched", action="store_true",
                            help="init_from/--weights: skip tensors whose shapes differ")
         p.add_argument("-o", "--out", metavar="PATH")

@@ -16,9 +16,7 @@ also depends on `steps_per_epoch` (the schedules count epochs in steps; 1 unless
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -28,6 +26,7 @@ from netc.compiler.errors import DataError, UsageError
 from netc.compiler.train import add_penalties, build_step
 
 from . import feeds as F
+from . import saved
 from .engine import BACKENDS, Engine, Store
 from .training import History, Progress
 from .training import fit as _fit
@@ -278,28 +277,13 @@ class Model:
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a self-contained `.npz` (source, overrides, every tensor, the step) atomically:
-        a temporary file in the same directory, flushed and fsynced, then renamed over `path`."""
+    def save(self, path: str | os.PathLike, *, format: str | None = None) -> None:
+        """Write a self-contained model (source, overrides, every tensor, the step) atomically:
+        `.npz` by default, or `format="safetensors"` (also chosen by a `.safetensors` name)."""
         meta = dict(self.meta, format=FORMAT, version=FORMAT_VERSION, model=self.name,
                     seed=self.store.seed, step=self.step, steps_per_epoch=self.steps_per_epoch,
                     kinds=self.store.kind)
-        arrays = {f"t:{n}": a for n, a in self.store.arrays.items()}
-        arrays["meta"] = np.array(json.dumps(meta))
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        saved.write(path, dict(self.store.arrays), meta, format)
 
     def _restore(self, z: Mapping[str, np.ndarray], kinds: dict[str, str]) -> None:
         for key in z:
@@ -346,19 +330,17 @@ def compile(path: str | os.PathLike, *, backend: str = "interpret", threads: int
 
 def load(path: str | os.PathLike, *, backend: str = "interpret",
          threads: int | None = None) -> Model:
-    """A model saved by `Model.save`: rebuilt from its source text, then every tensor restored."""
-    with np.load(os.fspath(path), allow_pickle=False) as z:
-        if "meta" not in z.files:
-            raise DataError(f"{os.fspath(path)} is not a saved netc model")
-        meta = json.loads(str(z["meta"]))
-        if meta.get("format") != FORMAT or meta.get("text") is None:
-            raise DataError(f"{os.fspath(path)} is not a self-contained netc model")
-        builder = _source_builder(meta["path"], meta["text"], meta["overrides"],
-                                  _checked_dtype(meta["dtype"]))
-        keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype")}
-        m = Model(builder, backend=backend, seed=int(meta["seed"]), threads=threads, meta=keep)
-        m.steps_per_epoch = int(meta["steps_per_epoch"])
-        m._restore({k: z[k] for k in z.files}, meta["kinds"])
+    """A model saved by `Model.save` (.npz or .safetensors): rebuilt from its source text, then
+    every tensor restored."""
+    tensors, meta = saved.read(path)
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{os.fspath(path)} is not a saved netc model")
+    builder = _source_builder(meta.get("path", "<saved>"), meta["text"], meta["overrides"],
+                              _checked_dtype(meta["dtype"]))
+    keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype") if k in meta}
+    m = Model(builder, backend=backend, seed=int(meta["seed"]), threads=threads, meta=keep)
+    m.steps_per_epoch = int(meta.get("steps_per_epoch", 1))
+    m._restore({f"t:{k}": v for k, v in tensors.items()}, meta["kinds"])
     return m
 
 

@@ -1,0 +1,159 @@
+"""Saved models on disk: `.npz` (the default) and `.safetensors`, written atomically, read safely.
+
+Takes: tensors by name and a JSON-able metadata dict (or a path to read). Gives: the file, or
+`(tensors, meta)` back. Writing goes to a temporary file in the same folder, is flushed and fsynced,
+then renamed over the target, so a crash never leaves a half-written model where a good one was.
+Reading never unpickles (`allow_pickle=False`) and turns every failure — a missing, truncated or
+corrupt file, or a file that is not a netc model — into a DataError naming the file.
+
+The safetensors layout follows the published format: an 8-byte little-endian header length, a JSON
+header (`{name: {dtype, shape, data_offsets}, "__metadata__": {"netc": <meta JSON>}}`), then the raw
+little-endian tensor bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .compiler.errors import DataError
+
+_ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64,
+              "BOOL": np.bool_, "U8": np.uint8}
+_ST_NAMES = {np.dtype(v).str: k for k, v in _ST_DTYPES.items()}
+MAX_HEADER = 100 << 20
+
+
+def format_of(path: str, fmt: str | None = None) -> str:
+    if fmt is not None:
+        if fmt not in ("npz", "safetensors"):
+            raise DataError(f"unknown model format {fmt!r} (npz or safetensors)")
+        return fmt
+    return "safetensors" if str(path).endswith(".safetensors") else "npz"
+
+
+def _atomic_write(path: str, write) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=folder)
+    except OSError as e:
+        raise DataError(f"cannot write '{path}': {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict,
+          fmt: str | None = None) -> None:
+    path = os.fspath(path)
+    if format_of(path, fmt) == "npz":
+        arrays = {f"t:{n}": a for n, a in tensors.items()}
+        arrays["meta"] = np.array(json.dumps(meta))
+        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        return
+    header: dict = {"__metadata__": {"netc": json.dumps(meta)}}
+    offset, blobs = 0, []
+    for name, a in tensors.items():
+        a = np.asarray(a, order="C")  # (ascontiguousarray would make a scalar 1-D)
+        blob = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _ST_NAMES[a.dtype.newbyteorder("<").str
+                                           if a.dtype.kind != "b" else np.dtype(np.bool_).str],
+                        "shape": list(a.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)
+
+    def emit(f):
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for blob in blobs:
+            f.write(blob)
+    _atomic_write(path, emit)
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """The tensors and metadata of a saved netc model."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise DataError(f"'{path}' does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"'{path}' is a directory, not a saved model")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise DataError(f"cannot read '{path}': {e.strerror or e}") from None
+    if magic.startswith(b"PK"):
+        return _read_npz(path)
+    return _read_safetensors(path)
+
+
+def _read_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise DataError(f"'{path}' is an .npz file but not a saved netc model (it has no "
+                                "'meta' entry); to load plain arrays as weights use "
+                                "init_from / --weights")
+            meta = json.loads(str(z["meta"]))
+            tensors = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("t:")}
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
+            json.JSONDecodeError) as e:
+        raise DataError(f"'{path}' is corrupt or truncated ({type(e).__name__}: {e})") from None
+    return tensors, _checked(meta, path)
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("too short")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(MAX_HEADER, size - 8):
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+            data = f.read()
+        meta = json.loads(header.pop("__metadata__", {}).get("netc", "null"))
+        tensors = {}
+        for name, spec in header.items():
+            begin, end = spec["data_offsets"]
+            dtype = np.dtype(_ST_DTYPES[spec["dtype"]]).newbyteorder("<")
+            shape = tuple(int(d) for d in spec["shape"])
+            if not 0 <= begin <= end <= len(data) or \
+                    end - begin != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+                raise ValueError(f"tensor '{name}' does not fit the file")
+            tensors[name] = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape).astype(
+                dtype.newbyteorder("="))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error) as e:
+        raise DataError(f"'{path}' is not a readable saved model (.npz or .safetensors): "
+                        f"{e}") from None
+    if meta is None:
+        raise DataError(f"'{path}' is a safetensors file but not a saved netc model")
+    return tensors, _checked(meta, path)
+
+
+def _checked(meta, path: str) -> dict:
+    need = ("format", "text", "overrides", "dtype", "seed", "kinds")
+    missing = list(need) if not isinstance(meta, dict) else [k for k in need if k not in meta]
+    if missing:
+        raise DataError(f"'{path}' is not a self-contained netc model (its metadata lacks "
+                        f"{', '.join(missing)})")
+    return meta

@@ -1,0 +1,81 @@
+"""Saved models: npz and safetensors round trips are bitwise; damaged files are clear errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import netc
+from netc.compiler.errors import DataError
+
+MLP = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "digits_mlp.net")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    m = netc.compile(MLP, backend="interpret", hidden=16)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 64), dtype=np.float32), rng.integers(0, 10, 64).astype(np.int32)
+    for _ in range(3):
+        m.train_step(x=x, y=y)
+    return m, x
+
+
+@pytest.mark.parametrize("name", ["m.npz", "m.safetensors"])
+def test_round_trip_is_bitwise(trained, tmp_path, name):
+    m, x = trained
+    m.save(tmp_path / name)
+    m2 = netc.load(tmp_path / name)
+    assert m2.step == m.step == 3
+    for k in m.params:
+        np.testing.assert_array_equal(m.params[k], m2.params[k])
+    for k in m.optimizer_state:
+        np.testing.assert_array_equal(m.optimizer_state[k], m2.optimizer_state[k])
+    np.testing.assert_array_equal(m.predict(x=x), m2.predict(x=x))
+
+
+@pytest.mark.parametrize("name", ["m.npz", "m.safetensors"])
+def test_damaged_files_are_clear_errors(trained, tmp_path, name):
+    m, _ = trained
+    good = tmp_path / name
+    m.save(good)
+    data = good.read_bytes()
+    for i, damaged in enumerate([data[: len(data) // 2], data[:5], b"", b"\x00" * 64]):
+        p = tmp_path / f"bad{i}_{name}"
+        p.write_bytes(damaged)
+        with pytest.raises(DataError, match=str(p.name)):
+            netc.load(p)
+    with pytest.raises(DataError, match="does not exist"):
+        netc.load(tmp_path / "none.npz")
+
+
+def test_plain_npz_is_not_a_model(tmp_path):
+    np.savez(tmp_path / "a.npz", w=np.zeros(3))
+    with pytest.raises(DataError, match="not a saved netc model"):
+        netc.load(tmp_path / "a.npz")
+
+
+def test_failed_save_keeps_the_old_file(trained, tmp_path, monkeypatch):
+    m, _ = trained
+    p = tmp_path / "keep.npz"
+    m.save(p)
+    before = p.read_bytes()
+
+    def failing_savez(f, **arrays):
+        f.write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(netc.saved.np, "savez", failing_savez)
+    with pytest.raises(OSError, match="disk full"):
+        m.save(p)
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["keep.npz"]
+
+
+def test_cli_on_a_corrupt_model(tmp_path):
+    p = tmp_path / "c.npz"
+    p.write_bytes(b"PK\x03\x04 broken")
+    res = subprocess.run([sys.executable, "-m", "netc", "eval", str(p), "--data", "digits"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "corrupt" in res.stderr and "Traceback" not in res.stderr
