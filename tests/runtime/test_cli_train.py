@@ -105,3 +105,23 @@ def test_unknown_set_key_and_foreign_weights(tmp_path):
     res = netc_cli("predict", MLP, "--weights", str(other), "--data", "digits")
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "matches" in res.stderr or "shape" in res.stderr
+
+
+def test_ctrl_c_saves_what_was_trained(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "m.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "netc", "train", MLP, "--epochs", "500",
+                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    line = ""
+    while time.monotonic() < deadline and not line.startswith("epoch"):
+        line = proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and out.exists()
+    m = netc.load(out, backend="interpret")
+    assert m.step > 0
