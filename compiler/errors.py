@@ -16,11 +16,13 @@ import difflib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class SourceLoc:
-    """A span of source text. Lines and columns are 1-based; `end_col` is exclusive."""
+class SourceLoc(NamedTuple):
+    """A span of source text. Lines and columns are 1-based; `end_col` is exclusive.
+
+    A NamedTuple (immutable, hashable, cheap to create: the parser makes one per syntax node)."""
 
     file: str
     line: int

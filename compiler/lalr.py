@@ -87,15 +87,16 @@ class _Tables:
 
     def __init__(self, lark: Lark):
         pt = lark.parser.parser.parser.parse_table
-        self.states = pt.states
+        # plain-str keys: lark's Token keys compare through a Python-level __eq__ (slow)
+        self.states = {s: {str(k): v for k, v in row.items()} for s, row in pt.states.items()}
         self.start = pt.start_states["start"]
         self.end = pt.end_states["start"]
-        self.terminals = {t.name: t for t in lark.terminals}
+        self.terminals = {str(t.name): t for t in lark.terminals}
         ignore = set(lark.lexer_conf.ignore)
         words, strings, regexes = {}, [], []
         for t in lark.terminals:
             if t.pattern.type == "str" and re.fullmatch(r"[A-Za-z_]\w*", t.pattern.value):
-                words[t.pattern.value] = t.name  # keywords: lexed as names, then looked up
+                words[t.pattern.value] = str(t.name)  # keywords: lexed as names, looked up
             elif t.pattern.type == "str":
                 strings.append(t)
             else:
@@ -121,7 +122,7 @@ class _Tables:
         for i, t in enumerate(ordered):
             src = re.escape(t.pattern.value) if t.pattern.type == "str" else t.pattern.to_regexp()
             groups.append(f"(?P<g{i}>{src})")  # named: the patterns have groups of their own
-            self.group_type[f"g{i}"] = None if t.name in ignore else t.name
+            self.group_type[f"g{i}"] = None if t.name in ignore else str(t.name)
         groups.append("(?P<error>.)")  # anything else: reported as an unexpected character
         self.group_type["error"] = "error"
         self.master = re.compile("|".join(groups), re.DOTALL)
@@ -149,10 +150,10 @@ def _recipe(rule):
             include.append((i, expand, nones))
             nones = 0
     trailing = nones + empties[len(expansion)]
-    name = rule.alias or rule.origin.name
+    name = str(rule.alias or rule.origin.name)
     expand1 = bool(opts.expand1) and not rule.alias  # an aliased alternative is always a node
     unit = len(expansion) == 1 and expand1 and include == [(0, False, 0)] and not trailing
-    return len(expansion), rule.origin.name, name, include, trailing, expand1, unit
+    return len(expansion), str(rule.origin.name), name, include, trailing, expand1, unit
 
 
 @functools.cache
