@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import syntax as S
 from .errors import NetTypeError, ShapeError, SourceLoc, UndefinedName, suggestion
 from .ir import Node
+from .named_calls import REQUIRED
 from .ops.builtins import BUILTINS, Builtin
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",
@@ -279,28 +280,10 @@ class ExprMixin:
             raise NetTypeError(f"'as {e.alias}' names a layer instance, but '{b.name}' is a "
                                "function (no parameters)", e.alias_loc or e.loc)
         params = b.params
-        bound: dict[str, tuple] = {}
-        if b.variadic:
-            bound[params[0].name] = ([v for v, _ in args], e.loc)
-        else:
-            if len(args) > len(params):
-                names = ", ".join(p.name for p in params)
-                raise NetTypeError(f"{b.name}() takes at most {len(params)} argument"
-                                   f"{'s' if len(params) != 1 else ''} ({names}), got "
-                                   f"{len(args)}", args[len(params)][1])
-            for p, a in zip(params, args):
-                bound[p.name] = a
-        names = [p.name for p in params]
-        for k, (v, loc) in kwargs.items():
-            if k not in names:
-                raise NetTypeError(f"{b.name}() has no parameter '{k}'{suggestion(k, names)} "
-                                   f"(its parameters: {', '.join(names)})", loc)
-            if k in bound:
-                raise NetTypeError(f"{b.name}(): argument '{k}' is given twice", loc)
-            bound[k] = (v, loc)
-        for p in params:
-            if p.required and p.name not in bound:
-                raise NetTypeError(f"{b.name}() is missing its argument '{p.name}'", e.loc)
+        if b.variadic:  # l1(a, b, c): every positional argument goes into the one list
+            args = [([v for v, _ in args], e.loc)] if args else []
+        specs = [(p.name, REQUIRED if p.required else None) for p in params]
+        bound = self.bind(f"{b.name}()", specs, args, kwargs, e)
         like = next((v for p in params if p.kind == "tensor" and p.name in bound
                      for v in [bound[p.name][0]] if isinstance(v, Node)), None)
         out = {}
@@ -309,6 +292,28 @@ class ExprMixin:
                 v, loc = bound[p.name]
                 out[p.name] = self.convert_arg(b.name, p.name, p.kind, v, like, loc)
         return b(self.g, out, e.loc)
+
+    def bind(self, what: str, specs: list[tuple[str, object]], args: list, kwargs: dict,
+             e: S.Call) -> dict[str, tuple]:
+        """Match (value, loc) arguments to named parameters: name -> (value, loc) for each one
+        given. Too many, unknown, repeated and missing (REQUIRED) arguments are located errors."""
+        names = [n for n, _ in specs]
+        if len(args) > len(specs):
+            raise NetTypeError(f"{what} takes at most {len(specs)} argument"
+                               f"{'s' if len(specs) != 1 else ''} ({', '.join(names)}), got "
+                               f"{len(args)}", args[len(specs)][1])
+        bound = {n: a for (n, _), a in zip(specs, args)}
+        for k, (v, loc) in kwargs.items():
+            if k not in names:
+                raise NetTypeError(f"{what} has no parameter '{k}'{suggestion(k, names)} (its "
+                                   f"parameters: {', '.join(names)})", loc)
+            if k in bound:
+                raise NetTypeError(f"{what}: argument '{k}' is given twice", loc)
+            bound[k] = (v, loc)
+        for n, default in specs:
+            if n not in bound and default is REQUIRED:
+                raise NetTypeError(f"{what} is missing its argument '{n}'", e.loc)
+        return bound
 
     def convert_arg(self, fname: str, pname: str, kind: str, v, like, loc):
         where = f"{fname}(): argument '{pname}'"

@@ -30,9 +30,9 @@ from .errors import (
     suggestion,
 )
 from .initializers import INITIALIZERS
-from .initializers import REQUIRED as INIT_REQUIRED
 from .ir import Graph, Node, TensorType
 from .layers_native import NATIVE_LAYERS, LayerContext
+from .named_calls import REQUIRED, match_named_call
 from .ops.builtins import BUILTIN_NAMES
 from .program import PRELUDE_FILE, Program, load_program
 from .train_config import TrainConfig
@@ -143,33 +143,7 @@ class Builder(ExprMixin):
     def init_spec(self, e: S.Expr | None, kind: str, rank: int) -> tuple[str, dict]:
         if e is None:
             return ("glorot_uniform", {}) if kind == "param" and rank >= 2 else ("zeros", {})
-        if isinstance(e, S.Name):
-            name, args, kwargs, loc = e.id, (), (), e.loc
-        elif isinstance(e, S.Call):
-            name, args, kwargs, loc = e.func, e.args, e.kwargs, e.func_loc or e.loc
-        else:
-            raise NetTypeError("an initializer is a name such as glorot_uniform or a call such "
-                               "as normal(0.02)", e.loc)
-        if name not in INITIALIZERS:
-            raise UndefinedName(f"unknown initializer '{name}'{suggestion(name, INITIALIZERS)} "
-                                f"(initializers: {', '.join(INITIALIZERS)})", loc)
-        spec = INITIALIZERS[name]
-        names = [p for p, _ in spec]
-        if len(args) > len(spec):
-            raise NetTypeError(f"{name} takes at most {len(spec)} argument(s)", e.loc)
-        out = {p: d for p, d in spec}
-        for (p, _), a in zip(spec, args):
-            out[p] = self.eval(a)
-        for kw in kwargs:
-            if kw.name not in names:
-                raise NetTypeError(f"{name} has no argument '{kw.name}'"
-                                   f"{suggestion(kw.name, names)}", kw.loc)
-            out[kw.name] = self.eval(kw.value)
-        for p, v in out.items():
-            if v is INIT_REQUIRED:
-                raise NetTypeError(f"{name} needs its argument '{p}'", e.loc)
-            if not is_number(v):
-                raise NetTypeError(f"{name}: '{p}' must be a number, got {describe(v)}", e.loc)
+        name, out, loc = match_named_call(e, INITIALIZERS, "initializer", self.eval)
         if name == "uniform" and not out["lo"] < out["hi"]:
             raise NetTypeError(f"uniform needs lo < hi, got {out['lo']} and {out['hi']}", e.loc)
         if name == "normal" and out["std"] < 0:
@@ -360,33 +334,16 @@ class Builder(ExprMixin):
             raise SemanticError(f"calls nest more than {MAX_CALL_DEPTH} deep", e.loc)
         self.stack.append((name, e.loc))
 
-    def bind(self, what: str, specs: list[tuple[str, object]], args: list, kwargs: dict,
-             e: S.Call) -> dict:
-        """Match arguments to named parameters with defaults (REQUIRED where none)."""
-        names = [n for n, _ in specs]
-        if len(args) > len(specs):
-            raise NetTypeError(f"{what} takes at most {len(specs)} argument"
-                               f"{'s' if len(specs) != 1 else ''} ({', '.join(names)}), got "
-                               f"{len(args)}", args[len(specs)][1])
-        bound = {n: v for (n, _), (v, _) in zip(specs, args)}
-        for k, (v, loc) in kwargs.items():
-            if k not in names:
-                raise NetTypeError(f"{what} has no parameter '{k}'{suggestion(k, names)} (its "
-                                   f"parameters: {', '.join(names)})", loc)
-            if k in bound:
-                raise NetTypeError(f"{what}: argument '{k}' is given twice", loc)
-            bound[k] = v
-        for n, default in specs:
-            if n not in bound:
-                if default is _REQUIRED:
-                    raise NetTypeError(f"{what} is missing its argument '{n}'", e.loc)
-                bound[n] = default
-        return bound
+    def bind_values(self, what: str, specs: list[tuple[str, object]], args: list, kwargs: dict,
+                    e: S.Call) -> dict:
+        """Arguments matched to named parameters, with the defaults of those not given."""
+        bound = self.bind(what, specs, args, kwargs, e)
+        return {n: bound[n][0] if n in bound else default for n, default in specs}
 
     def _defaults(self, params: tuple[S.ParamSpec, ...]) -> list[tuple[str, object]]:
         out = []
         for p in params:
-            out.append((p.name, _REQUIRED if p.default is None else _Deferred(p.default)))
+            out.append((p.name, REQUIRED if p.default is None else _Deferred(p.default)))
         return out
 
     def _eval_deferred(self, bound: dict) -> dict:
@@ -407,8 +364,8 @@ class Builder(ExprMixin):
         if e.alias is not None:
             raise NetTypeError(f"'as {e.alias}' names a layer instance, but '{e.func}' is a "
                                "function (no parameters)", e.alias_loc or e.loc)
-        bound = self._eval_deferred(self.bind(f"{e.func}()", self._defaults(d.params), args,
-                                              kwargs, e))
+        bound = self._eval_deferred(self.bind_values(f"{e.func}()", self._defaults(d.params),
+                                                     args, kwargs, e))
         self._enter("function", e.func, e)
         saved = self.frame
         self.frame = Frame("fn", e.func, bindings=bound)
@@ -463,16 +420,16 @@ class Builder(ExprMixin):
         try:
             if e.func in self.prog.layers:
                 d = self.prog.layers[e.func]
-                bound = self._eval_deferred(self.bind(e.func, self._defaults(d.params), args,
-                                                      kwargs, e))
+                bound = self._eval_deferred(self.bind_values(e.func, self._defaults(d.params),
+                                                             args, kwargs, e))
                 self.frame = Frame("layer", e.func, bindings=bound, instance=inst)
                 self.run_body(d.body)
                 if not self.frame.returned:
                     raise SemanticError(f"layer '{e.func}' ends without 'return'", d.loc)
                 return self.frame.result
             fn, specs = NATIVE_LAYERS[e.func]
-            bound = self.bind(e.func, [(n, _REQUIRED if d is None else d) for n, d in specs],
-                              args, kwargs, e)
+            bound = self.bind_values(e.func, [(n, REQUIRED if d is None else d)
+                                              for n, d in specs], args, kwargs, e)
             self.frame = Frame("layer", e.func, instance=inst)
             return fn(LayerContext(self, e.loc), **bound)
         except NetError as err:
@@ -496,8 +453,6 @@ class _Deferred:
     def __init__(self, expr: S.Expr):
         self.expr = expr
 
-
-_REQUIRED = object()
 
 
 def _note(err: NetError, msg: str, loc: SourceLoc) -> None:

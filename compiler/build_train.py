@@ -16,12 +16,12 @@ import os
 from . import syntax as S
 from .build_expr import Instance
 from .errors import NetTypeError, SemanticError, SourceLoc, UndefinedName, suggestion
+from .named_calls import match_named_call
 from .train_config import (
     AUGMENTATIONS,
     METRICS,
     MONITOR_MODES,
     OPTIMIZERS,
-    REQUIRED,
     SCHEDULES,
     AugmentSpec,
     EarlyStopSpec,
@@ -87,40 +87,7 @@ class _TrainBuilder:
 
     def call_spec(self, e: S.Expr, table: dict, what: str) -> tuple[str, dict, SourceLoc]:
         """`name` or `name(args)` against a table of (parameter, default) lists."""
-        if isinstance(e, S.Name):
-            name, args, kwargs = e.id, (), ()
-        elif isinstance(e, S.Call):
-            name, args, kwargs = e.func, e.args, e.kwargs
-        else:
-            raise NetTypeError(f"expected {what} such as {next(iter(table))}(...)", e.loc)
-        loc = e.func_loc if isinstance(e, S.Call) and e.func_loc else e.loc
-        if name not in table:
-            raise UndefinedName(f"unknown {what} '{name}'{suggestion(name, table)} "
-                                f"(known: {', '.join(table)})", loc)
-        spec = table[name]
-        names = [p for p, _ in spec]
-        if len(args) > len(spec):
-            raise NetTypeError(f"{name} takes at most {len(spec)} argument(s) "
-                               f"({', '.join(names)})", args[len(spec)].loc)
-        out = dict(spec)
-        for (p, _), a in zip(spec, args):
-            out[p] = self.static.value(a)
-        for kw in kwargs:
-            if kw.name not in names:
-                raise NetTypeError(f"{name} has no argument '{kw.name}'"
-                                   f"{suggestion(kw.name, names)} (its arguments: "
-                                   f"{', '.join(names) or 'none'})", kw.loc)
-            out[kw.name] = self.static.value(kw.value)
-        for p, v in out.items():
-            if v is REQUIRED:
-                raise NetTypeError(f"{name} needs its argument '{p}'", e.loc)
-            default = dict(spec)[p]
-            if isinstance(default, bool) and not isinstance(v, bool):
-                raise NetTypeError(f"{name}: '{p}' must be true or false", e.loc)
-            if not isinstance(default, bool) and (isinstance(v, bool)
-                                                  or not isinstance(v, int | float)):
-                raise NetTypeError(f"{name}: '{p}' must be a number, got {v!r}", e.loc)
-        return name, out, loc
+        return match_named_call(e, table, what, self.static.value)
 
     def optimizer(self, e: S.Expr) -> OptimizerSpec:
         name, args, loc = self.call_spec(e, OPTIMIZERS, "optimizer")

@@ -16,7 +16,8 @@ import zlib
 
 import numpy as np
 
-REQUIRED = object()
+from .named_calls import REQUIRED
+
 INITIALIZERS: dict[str, tuple[tuple[str, object], ...]] = {
     "zeros": (),
     "ones": (),

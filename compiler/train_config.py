@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import SourceLoc
+from .named_calls import REQUIRED
 
 OPTIMIZERS: dict[str, tuple[tuple[str, object], ...]] = {
     "sgd": (("lr", 0.01), ("momentum", 0.0), ("nesterov", False), ("weight_decay", 0.0)),
@@ -27,7 +28,6 @@ OPTIMIZERS: dict[str, tuple[tuple[str, object], ...]] = {
     "rmsprop": (("lr", 1e-3), ("rho", 0.9), ("eps", 1e-8), ("momentum", 0.0)),
     "adagrad": (("lr", 1e-2), ("eps", 1e-10)),
 }
-REQUIRED = object()
 SCHEDULES: dict[str, tuple[tuple[str, object], ...]] = {
     "constant": (),
     "step_decay": (("every", REQUIRED), ("gamma", 0.1)),

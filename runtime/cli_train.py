@@ -13,7 +13,6 @@ setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, mome
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -191,29 +190,20 @@ def cmd_predict(args, sets: dict) -> int:
 
 
 def _write_predictions(result: dict, out: str) -> None:
-    import tempfile
+    from .saved import atomic_write
 
-    folder = os.path.dirname(os.path.abspath(out))
-    fd, tmp = tempfile.mkstemp(prefix=".pred.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if out.endswith(".csv"):
-                cols, header = [], []
-                for k, v in result.items():
-                    v2 = v.reshape(len(v), -1)
-                    cols.append(v2)
-                    header += [k] if v2.shape[1] == 1 else [f"{k}_{i}" for i in range(v2.shape[1])]
-                f.write((",".join(header) + "\n").encode())
-                np.savetxt(f, np.concatenate(cols, axis=1), delimiter=",", fmt="%.7g")
-            else:
-                np.savez(f, **result)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def write(f):
+        if out.endswith(".csv"):
+            cols, header = [], []
+            for k, v in result.items():
+                v2 = v.reshape(len(v), -1)
+                cols.append(v2)
+                header += [k] if v2.shape[1] == 1 else [f"{k}_{i}" for i in range(v2.shape[1])]
+            f.write((",".join(header) + "\n").encode())
+            np.savetxt(f, np.concatenate(cols, axis=1), delimiter=",", fmt="%.7g")
+        else:
+            np.savez(f, **result)
+    atomic_write(out, write)
 
 
 def add_commands(sub, parser_class) -> None:

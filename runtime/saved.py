@@ -37,7 +37,8 @@ def format_of(path: str, fmt: str | None = None) -> str:
     return "safetensors" if str(path).endswith(".safetensors") else "npz"
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
+    """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
@@ -62,7 +63,7 @@ def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict,
     if format_of(path, fmt) == "npz":
         arrays = {f"t:{n}": a for n, a in tensors.items()}
         arrays["meta"] = np.array(json.dumps(meta))
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
         return
     header: dict = {"__metadata__": {"netc": json.dumps(meta)}}
     offset, blobs = 0, []
@@ -82,7 +83,7 @@ def write(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: dict,
         f.write(head)
         for blob in blobs:
             f.write(blob)
-    _atomic_write(path, emit)
+    atomic_write(path, emit)
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
