@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from netc.compiler.errors import DataError, UsageError
+from netc.compiler.initializers import initialize
 from netc.compiler.train import add_penalties, build_step
 
 from . import feeds as F
 from .engine import BACKENDS, Engine, Store
-from .training import History, Progress
+from .training import FitState, History, OnEpoch, Progress
 from .training import fit as _fit
 
 FORMAT = "netc-model"
@@ -253,14 +254,32 @@ class Model:
         self._engines = {k: v for k, v in self._engines.items() if k[0] != "train"}
         return self
 
+    def reinitialize(self) -> Model:
+        """Back to fresh initial weights (the same seed) and fresh optimizer state, in place:
+        the model as just compiled, with its compiled graphs kept (hyperparameter trials and
+        cross-validation folds reuse them)."""
+        for name, node in {**self._base.params, **self._base.states}.items():
+            held = self.store.arrays.get(name)
+            if held is not None:
+                held[...] = initialize(node.attrs["init"], node.type.shape, held.dtype,
+                                       self.store.seed, name)
+        for name in self.store.names("opt"):  # optimizer states start at zero (optim.py)
+            self.store.arrays[name][...] = 0
+        self._initialized_from = None
+        self.last_losses = {}
+        return self
+
     def fit(self, *, epochs: int | None = None, batch: int | None = None,
-            validation: float | str | None = None, data: str | None = None,
+            validation: float | str | dict | None = None, data: str | None = None,
             seed: int | None = None, shuffle: bool = True, progress: Progress | None = None,
-            stop: Any = None, **arrays: Any) -> History:
+            stop: Any = None, state: FitState | None = None, on_epoch: OnEpoch | None = None,
+            **arrays: Any) -> History:
         """Train on `arrays` (by input and target name) or, without them, on the train block's
         data (or `data=`, a bundled name or a path). Settings default to the train block's;
-        `validation` is a fraction held out (stratified by class) or a path. Returns a History
-        with per-epoch loss, validation loss and metrics, and why training stopped."""
+        `validation` is a fraction held out (stratified by class), a path, or a dict of arrays.
+        Returns a History with per-epoch loss, validation loss and metrics, and why training
+        stopped. `on_epoch(model, state)` runs after each completed epoch (checkpoints); `state`
+        continues a run from such a FitState (resume)."""
         cfg = self.config
         if cfg.init_from and not self._initialized_from:
             self.load_weights(cfg.init_from, skip_unmatched=self.skip_unmatched)
@@ -274,16 +293,20 @@ class Model:
                     batch=cfg.batch if batch is None else batch,
                     validation=cfg.validation if validation is None else validation,
                     seed=cfg.seed if seed is None else seed, shuffle=shuffle,
-                    progress=progress, stop=stop)
+                    progress=progress, stop=stop, state=state, on_epoch=on_epoch)
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, *, extra: dict | None = None) -> None:
         """Write a self-contained `.npz` (source, overrides, every tensor, the step) atomically:
-        a temporary file in the same directory, flushed and fsynced, then renamed over `path`."""
+        a temporary file in the same directory, flushed and fsynced, then renamed over `path`.
+        `extra` (JSON-able) is stored in the metadata under "extra" (checkpoints: the fit
+        state)."""
         meta = dict(self.meta, format=FORMAT, version=FORMAT_VERSION, model=self.name,
                     seed=self.store.seed, step=self.step, steps_per_epoch=self.steps_per_epoch,
                     kinds=self.store.kind)
+        if extra is not None:
+            meta["extra"] = extra
         arrays = {f"t:{n}": a for n, a in self.store.arrays.items()}
         arrays["meta"] = np.array(json.dumps(meta))
         path = os.fspath(path)
