@@ -148,11 +148,13 @@ class Model:
         if key not in self._engines:
             built = built or self._builder(mode, batch)
             g, cls = built.graph, BACKENDS[self._backend]
+            # the model's settings, not the file's: `configure` may have overridden them
+            cfg = getattr(self, "config", None) or built.train
             if mode == "train":
-                info = build_step(g, built.train, steps_per_epoch=self.steps_per_epoch)
+                info = build_step(g, cfg, steps_per_epoch=self.steps_per_epoch)
                 engine = cls(g, self.store, info=info)
             else:
-                report = {k: add_penalties(g, n, built.train) for k, n in g.losses.items()}
+                report = {k: add_penalties(g, n, cfg) for k, n in g.losses.items()}
                 engine = cls(g, self.store, report=report)
             self._engines[key] = (engine, g)
         return self._engines[key]
@@ -251,7 +253,7 @@ class Model:
         if not settings:
             return self
         self.config = override_train(self.config, settings, self._base_built)
-        self._engines = {k: v for k, v in self._engines.items() if k[0] != "train"}
+        self._engines = {}  # train steps and the reported l1/l2 penalties depend on settings
         return self
 
     def reinitialize(self) -> Model:
