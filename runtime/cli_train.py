@@ -6,6 +6,11 @@ tqdm is installed and stderr is a terminal, one line per epoch otherwise), `--js
 trained model saved atomically (`--out`, default `<model>.npz`). Ctrl-C stops after the current
 batch, saves what was trained, and exits 130; a second Ctrl-C aborts at once.
 
+Each `netc train` run writes a run folder (runs.py: config, history.jsonl, last/best checkpoints,
+curves, `--tensorboard` scalars; `--run-dir DIR`, or `runs/NAME/<time>` under the train block's
+`checkpoint`); `--resume RUN` continues one from its last checkpoint, bitwise as if never stopped.
+`--folds K` cross-validates instead (crossval.py); `netc tune` searches hyperparameters (tune.py).
+
 `--set k=v` overrides a model parameter when the model has one of that name, otherwise a train
 setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`).
 """
