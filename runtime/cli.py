@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command in ("train", "eval", "predict"):
+        if args.command in ("train", "eval", "predict", "tune"):
             for flag in ("epochs", "batch", "threads"):
                 v = getattr(args, flag, None)
                 if v is not None and v < 1:

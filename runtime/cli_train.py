@@ -6,6 +6,11 @@ tqdm is installed and stderr is a terminal, one line per epoch otherwise), `--js
 trained model saved atomically (`--out`, default `<model>.npz`). Ctrl-C stops after the current
 batch, saves what was trained, and exits 130; a second Ctrl-C aborts at once.
 
+Each `netc train` run writes a run folder (runs.py: config, history.jsonl, last/best checkpoints,
+curves, `--tensorboard` scalars; `--run-dir DIR`, or `runs/NAME/<time>` under the train block's
+`checkpoint`); `--resume RUN` continues one from its last checkpoint, bitwise as if never stopped.
+`--folds K` cross-validates instead (crossval.py); `netc tune` searches hyperparameters (tune.py).
+
 `--set k=v` overrides a model parameter when the model has one of that name, otherwise a train
 setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`).
 """
@@ -13,6 +18,7 @@ setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, mome
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -96,8 +102,73 @@ class _Progress:
                       flush=True)
 
 
+def _stall_hook(progress):
+    """NETC_TEST_STALL_AT_EPOCH=k (tests only): after the first batch of epoch k+1 (epochs 1..k
+    checkpointed), sleep, so a test can kill the process mid-epoch at a known point."""
+    at = os.environ.get("NETC_TEST_STALL_AT_EPOCH")
+    if not at:
+        return progress
+
+    def hooked(event: str, info: dict) -> None:
+        progress(event, info)
+        if event == "batch" and info["epoch"] == int(at) and info["step"] == 1:
+            time.sleep(600)
+    return hooked
+
+
+def _train_command(args, sets: dict) -> dict:
+    """What a resumed run needs to continue as the original command would have."""
+    keep = ("file", "model", "epochs", "batch", "data", "validation", "seed", "backend",
+            "threads", "weights", "skip_unmatched", "out")
+    command = {"sets": sets, **{k: getattr(args, k, None) for k in keep}}
+    for k in ("file", "data", "validation", "weights"):  # a resume may run from elsewhere
+        if command[k] and os.path.exists(command[k]):
+            command[k] = os.path.abspath(command[k])
+    return command
+
+
+def _resume(args) -> tuple:
+    """(model, FitState, run, the original command) of `netc train --resume RUN`."""
+    import netc
+
+    from .runs import LAST, Run
+
+    run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet)
+    command = run.read_config()["command"]
+    for flag in ("epochs", "out", "backend", "threads"):  # what a resume may change
+        if getattr(args, flag, None) is not None:
+            command[flag] = getattr(args, flag)
+    state = run.resume_state()
+    m = netc.load(run.file(LAST), backend=command["backend"] or "interpret",
+                  threads=command["threads"])
+    settings = command["sets"]
+    if not command["file"].endswith(".npz"):
+        _, settings = _split_sets(command["file"], command["sets"], command["model"])
+    if settings:
+        m.configure(**settings)
+    m._initialized_from = m.config.init_from  # already in the checkpoint's parameters
+    return m, state, run, command
+
+
 def cmd_train(args, sets: dict) -> int:
-    m = open_model(args, sets)
+    from .runs import Run, new_run_dir, settings_json
+
+    if args.folds is not None:
+        from .crossval import cmd_folds
+        return cmd_folds(args, sets)
+    if args.resume:
+        m, state, run, command = _resume(args)
+    else:
+        if not args.file:
+            raise UsageError("netc train needs FILE (or --resume RUN)")
+        m = open_model(args, sets)
+        state, command = None, _train_command(args, sets)
+        run = Run(args.run_dir or new_run_dir(m.name, m.config.checkpoint),
+                  tensorboard=args.tensorboard, quiet=args.quiet)
+        train = settings_json(m.config)
+        train["data"] = command["data"] or train["data"]
+        run.write_config({"command": command, "model": m.name, "model_params": m.model_params,
+                          "train": train})
     stop = {"flag": False}
 
     def on_sigint(signum, frame):
@@ -109,12 +180,14 @@ def cmd_train(args, sets: dict) -> int:
     old = signal.signal(signal.SIGINT, on_sigint)
     t0 = time.perf_counter()
     try:
-        history = m.fit(epochs=args.epochs, batch=args.batch, data=args.data,
-                        validation=_validation(args.validation), seed=args.seed,
-                        progress=_Progress(args.quiet, args.json), stop=lambda: stop["flag"])
+        history = m.fit(epochs=command["epochs"], batch=command["batch"], data=command["data"],
+                        validation=_validation(command["validation"]), seed=command["seed"],
+                        progress=_stall_hook(_Progress(args.quiet, args.json)),
+                        stop=lambda: stop["flag"], state=state, on_epoch=run.on_epoch)
     finally:
         signal.signal(signal.SIGINT, old)
-    out = args.out or f"{m.name}.{args.format or 'npz'}"
+    run.finish(history)
+    out = command["out"] or f"{m.name}.{args.format or 'npz'}"
     m.save(out, format=args.format)
     if history.dropped_rows:
         history.notes.append(f"the batch size is fixed by the file: the last {history.dropped_rows}"
@@ -122,12 +195,13 @@ def cmd_train(args, sets: dict) -> int:
     last = history.last()
     shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "time")
     summary = (f"trained {m.name}: {len(history.epochs)} epoch(s) in "
-               f"{time.perf_counter() - t0:.1f}s — {shown}; {history.stop_reason}; saved to {out}")
+               f"{time.perf_counter() - t0:.1f}s — {shown}; {history.stop_reason}; saved to {out}"
+               f"; run folder {run.path}")
     for note in history.notes:
         print(f"netc: note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps({"summary": True, "epochs": len(history.epochs), "saved": out,
-                          "stop_reason": history.stop_reason, **last}))
+                          "run": run.path, "stop_reason": history.stop_reason, **last}))
     elif not args.quiet:
         print(summary)
     return 130 if stop["flag"] else 0
@@ -208,7 +282,8 @@ def _write_predictions(result: dict, out: str) -> None:
 
 def add_commands(sub, parser_class) -> None:
     def common(p, *, training: bool):
-        p.add_argument("file", metavar="FILE", help="a .net file, or a model saved by netc train")
+        p.add_argument("file", metavar="FILE", nargs="?" if training else None,
+                       help="a .net file, or a model saved by netc train")
         p.add_argument("--set", action="append", metavar="K=V",
                        help="override a model parameter or a train setting")
         p.add_argument("--data", metavar="PATH", help="data set name or file (.npz .csv IDX)")
@@ -232,7 +307,17 @@ def add_commands(sub, parser_class) -> None:
 
     t = sub.add_parser("train", help="train a model on its data; save it (--out)")
     common(t, training=True)
+    t.add_argument("--run-dir", metavar="DIR", help="the run folder (default runs/NAME/<time>, "
+                   "under the train block's checkpoint folder when it sets one)")
+    t.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN from its "
+                   "last checkpoint (bitwise as if never stopped)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard scalars into the run folder")
+    t.add_argument("--folds", type=int, metavar="K",
+                   help="K-fold cross-validation (stratified for class targets)")
     t.set_defaults(func=cmd_train)
+    from .tune import add_tune_command
+    add_tune_command(sub, common)
     e = sub.add_parser("eval", help="loss and metrics of a model on data")
     common(e, training=False)
     e.set_defaults(func=cmd_eval)

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 
 from netc.compiler.errors import DataError, UsageError
+from netc.compiler.initializers import initialize
 from netc.compiler.train import add_penalties, build_step
 
 from . import feeds as F
 from . import saved
 from .engine import BACKENDS, Engine, Store
-from .training import History, Progress
+from .training import FitState, History, OnEpoch, Progress
 from .training import fit as _fit
 
 FORMAT = "netc-model"
@@ -146,11 +147,13 @@ class Model:
         if key not in self._engines:
             built = built or self._builder(mode, batch)
             g, cls = built.graph, BACKENDS[self._backend]
+            # the model's settings, not the file's: `configure` may have overridden them
+            cfg = getattr(self, "config", None) or built.train
             if mode == "train":
-                info = build_step(g, built.train, steps_per_epoch=self.steps_per_epoch)
+                info = build_step(g, cfg, steps_per_epoch=self.steps_per_epoch)
                 engine = cls(g, self.store, info=info)
             else:
-                report = {k: add_penalties(g, n, built.train) for k, n in g.losses.items()}
+                report = {k: add_penalties(g, n, cfg) for k, n in g.losses.items()}
                 engine = cls(g, self.store, report=report)
             self._engines[key] = (engine, g)
         return self._engines[key]
@@ -249,17 +252,35 @@ class Model:
         if not settings:
             return self
         self.config = override_train(self.config, settings, self._base_built)
-        self._engines = {k: v for k, v in self._engines.items() if k[0] != "train"}
+        self._engines = {}  # train steps and the reported l1/l2 penalties depend on settings
+        return self
+
+    def reinitialize(self) -> Model:
+        """Back to fresh initial weights (the same seed) and fresh optimizer state, in place:
+        the model as just compiled, with its compiled graphs kept (hyperparameter trials and
+        cross-validation folds reuse them)."""
+        for name, node in {**self._base.params, **self._base.states}.items():
+            held = self.store.arrays.get(name)
+            if held is not None:
+                held[...] = initialize(node.attrs["init"], node.type.shape, held.dtype,
+                                       self.store.seed, name)
+        for name in self.store.names("opt"):  # optimizer states start at zero (optim.py)
+            self.store.arrays[name][...] = 0
+        self._initialized_from = None
+        self.last_losses = {}
         return self
 
     def fit(self, *, epochs: int | None = None, batch: int | None = None,
-            validation: float | str | None = None, data: str | None = None,
+            validation: float | str | dict | None = None, data: str | None = None,
             seed: int | None = None, shuffle: bool = True, progress: Progress | None = None,
-            stop: Any = None, **arrays: Any) -> History:
+            stop: Any = None, state: FitState | None = None, on_epoch: OnEpoch | None = None,
+            **arrays: Any) -> History:
         """Train on `arrays` (by input and target name) or, without them, on the train block's
         data (or `data=`, a bundled name or a path). Settings default to the train block's;
-        `validation` is a fraction held out (stratified by class) or a path. Returns a History
-        with per-epoch loss, validation loss and metrics, and why training stopped."""
+        `validation` is a fraction held out (stratified by class), a path, or a dict of arrays.
+        Returns a History with per-epoch loss, validation loss and metrics, and why training
+        stopped. `on_epoch(model, state)` runs after each completed epoch (checkpoints); `state`
+        continues a run from such a FitState (resume)."""
         cfg = self.config
         if cfg.init_from and not self._initialized_from:
             self.load_weights(cfg.init_from, skip_unmatched=self.skip_unmatched)
@@ -273,16 +294,21 @@ class Model:
                     batch=cfg.batch if batch is None else batch,
                     validation=cfg.validation if validation is None else validation,
                     seed=cfg.seed if seed is None else seed, shuffle=shuffle,
-                    progress=progress, stop=stop)
+                    progress=progress, stop=stop, state=state, on_epoch=on_epoch)
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | os.PathLike, *, format: str | None = None) -> None:
+    def save(self, path: str | os.PathLike, *, format: str | None = None,
+             extra: dict | None = None) -> None:
         """Write a self-contained model (source, overrides, every tensor, the step) atomically:
-        `.npz` by default, or `format="safetensors"` (also chosen by a `.safetensors` name)."""
+        `.npz` by default, or `format="safetensors"` (also chosen by a `.safetensors` name).
+        `extra` (JSON-able) is stored in the metadata under "extra" (checkpoints: the fit
+        state)."""
         meta = dict(self.meta, format=FORMAT, version=FORMAT_VERSION, model=self.name,
                     seed=self.store.seed, step=self.step, steps_per_epoch=self.steps_per_epoch,
                     kinds=self.store.kind)
+        if extra is not None:
+            meta["extra"] = extra
         saved.write(path, dict(self.store.arrays), meta, format)
 
     def _restore(self, z: Mapping[str, np.ndarray], kinds: dict[str, str]) -> None:

@@ -5,8 +5,12 @@ Takes: a Model, arrays (or the train block's data spec), and the resolved settin
 `History` — per-epoch train loss (and each named loss of multi-step training), validation loss and
 metrics, the epoch training stopped at and why, and the best epoch when early stopping restored it.
 
-Invariants: the data order depends only on the seed (one NumPy generator seeded from the model's
-seed, advanced once per epoch), so two runs with one seed see the same batches. A last partial batch
+Invariants: the data order of epoch e depends only on (seed, e) (a NumPy generator keyed by both),
+so two runs with one seed see the same batches, and a run resumed at epoch k (`FitState`, saved
+with each checkpoint by an `on_epoch` callback) continues bitwise as if never stopped: everything
+else it needs — parameters, optimizer state, the step counter `opt.step` that keys every random
+stream — is model state. Image inputs are augmented per batch (`augment.py`, keyed by (seed,
+step)) in training only. A last partial batch
 is trained through a second cached specialization when the model has a `batch` parameter and is
 dropped (and reported in the history) when the batch size is fixed by the file. Validation runs in
 eval mode over chunks of the training batch size; metrics are computed over all its rows at once.
@@ -17,10 +21,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import augment as A
 from .compiler.errors import DataError, UsageError
 from .data import bind_arrays, load_arrays, split_validation
 from .metrics import CLASSIFICATION, REGRESSION, compute
@@ -54,6 +59,47 @@ class History:
 
     def last(self) -> dict[str, float]:
         return {k: v[-1] for k, v in self.history.items() if v}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> History:
+        return cls(**d)
+
+
+@dataclass
+class FitState:
+    """Where the loop is after a completed epoch: enough to continue it exactly. `monitor` is
+    what "best" tracks (the early_stop monitor, else val_loss with validation, else loss);
+    `best_arrays` (not serialized: the run's best.npz holds it) restores the best weights."""
+
+    epoch: int = 0  # epochs completed
+    monitor: str = "loss"
+    best_value: float | None = None
+    best_epoch: int | None = None
+    waited: int = 0
+    improved: bool = False  # the last completed epoch set a new best
+    done: bool = False  # training stopped (early stop): nothing left to run
+    history: History = field(default_factory=History)
+    best_arrays: dict | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in ("epoch", "monitor", "best_value", "best_epoch",
+                                           "waited", "improved", "done")}
+        return {**d, "history": self.history.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> FitState:
+        return cls(**{**d, "history": History.from_json(d["history"])})
+
+
+OnEpoch = Callable[[object, FitState], None]  # (model, state) after each completed epoch
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffled row order of epoch `epoch` (0-based): a function of (seed, epoch) only."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, 0x66697400, epoch]).permutation(n)
 
 
 def model_arrays(model, spec: str, seed: int, *, with_targets: bool = True) -> dict:
@@ -131,9 +177,26 @@ def _monitor_mode(monitor: str, mode: str) -> str:
     return "max" if base in ("accuracy", "precision", "recall", "f1", "auc") else "min"
 
 
+def _validation_arrays(model, arrays: dict, validation, seed: int):
+    """(training arrays, validation arrays or None) from a fraction, a path or arrays."""
+    if isinstance(validation, dict):
+        return arrays, bind_arrays(validation, {**model.inputs, **model.targets}, "validation")
+    if isinstance(validation, str):
+        return arrays, model_arrays(model, validation, seed)
+    if validation:
+        if not 0.0 < float(validation) < 1.0:
+            raise UsageError(f"validation must be a fraction in [0, 1) or a path, got "
+                             f"{validation!r}")
+        return split_validation(arrays, float(validation), seed,
+                                stratify=_stratify_key(model, arrays))
+    return arrays, None
+
+
 def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed: int,
         shuffle: bool = True, progress: Progress | None = None,
-        stop: Callable[[], bool] | None = None) -> History:
+        stop: Callable[[], bool] | None = None, state: FitState | None = None,
+        on_epoch: OnEpoch | None = None) -> History:
+    """Train for `epochs` epochs (counting those `state` says are done when resuming)."""
     cfg = model.config
     if arrays is None:
         if cfg.data is None:
@@ -143,20 +206,13 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     else:
         wanted = {**model.inputs, **model.targets}
         arrays = bind_arrays(arrays, wanted, "fit()")
-    val = None
     notes = []
     if not validation and cfg.early_stop is not None and cfg.early_stop.monitor.startswith("val_"):
         validation = DEFAULT_VALIDATION  # early stopping on a validation value needs some
         notes.append(f"early_stop monitors {cfg.early_stop.monitor}: holding out "
                      f"{DEFAULT_VALIDATION:.0%} of the data for validation")
-    if isinstance(validation, str):
-        val = model_arrays(model, validation, seed)
-    elif validation:
-        if not 0.0 < float(validation) < 1.0:
-            raise UsageError(f"validation must be a fraction in [0, 1) or a path, got "
-                             f"{validation!r}")
-        arrays, val = split_validation(arrays, float(validation), seed,
-                                       stratify=_stratify_key(model, arrays))
+    arrays, val = _validation_arrays(model, arrays, validation, seed)
+    images = A.check(cfg.augment, model.inputs)
     n = len(next(iter(arrays.values())))
     fixed = model.fixed_batch
     if fixed:
@@ -165,19 +221,25 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
         raise DataError(f"the training data has {n} rows, fewer than one batch of {batch}")
     steps = math.ceil(n / batch) if not fixed else n // batch
     model.steps_per_epoch = max(1, steps)
-    history = History(dropped_rows=(n % batch) if fixed else 0, notes=notes)
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x66697400])
     es = cfg.early_stop
-    best_value, best_epoch, best_arrays, waited = None, None, None, 0
-    mode = _monitor_mode(es.monitor, es.mode) if es else "min"
-    for epoch in range(epochs):
-        order = rng.permutation(n) if shuffle else np.arange(n)
+    if state is None:
+        monitor = es.monitor if es else ("val_loss" if val is not None else "loss")
+        state = FitState(monitor=monitor, history=History(notes=notes))
+    history = state.history
+    history.dropped_rows = (n % batch) if fixed else 0
+    mode = _monitor_mode(state.monitor, es.mode if es else "min")
+    for epoch in range(state.epoch, epochs):
+        if state.done:
+            break
+        order = epoch_order(n, seed, epoch) if shuffle else np.arange(n)
         if progress:
             progress("epoch_start", {"epoch": epoch, "epochs": epochs, "steps": steps})
         total, per_loss, count, t0 = 0.0, {}, 0, time.perf_counter()
         for s in range(steps):
             idx = order[s * batch:(s + 1) * batch]
-            loss = model.train_step(**{k: v[idx] for k, v in arrays.items()})
+            feeds = {k: v[idx] for k, v in arrays.items()}
+            feeds = A.augment_batch(feeds, images, cfg.augment, seed, model.step)
+            loss = model.train_step(**feeds)
             if not math.isfinite(loss):
                 history.stop_reason = f"the loss became {loss} at epoch {epoch + 1}"
                 history.stopped_epoch = epoch
@@ -205,30 +267,47 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
         history.record(epoch, logs)
         if progress:
             progress("epoch_end", {"epoch": epoch, "epochs": epochs, "logs": logs})
+        if count < n - history.dropped_rows:  # interrupted mid-epoch: no checkpoint of it
+            history.stop_reason = "interrupted"
+            history.stopped_epoch = epoch
+            break
+        _track_best(state, logs, mode, es, model, epoch)
+        state.epoch = epoch + 1
+        if on_epoch is not None:
+            on_epoch(model, state)
         if stop is not None and stop():
             history.stop_reason = "interrupted"
             history.stopped_epoch = epoch
             break
-        if es is not None:
-            if es.monitor not in logs:
-                raise UsageError(f"early_stop monitors '{es.monitor}', which this run does not "
-                                 f"compute (it has: {', '.join(logs)}); add validation or the "
-                                 "metric")
-            value = logs[es.monitor]
-            if _improved(value, best_value, mode, es.min_delta):
-                best_value, best_epoch, waited = value, epoch, 0
-                best_arrays = {k: a.copy() for k, a in model.store.arrays.items()}
-            else:
-                waited += 1
-                if waited > es.patience:
-                    history.stopped_epoch = epoch
-                    history.stop_reason = (f"early stop: {es.monitor} did not improve for "
-                                           f"{es.patience + 1} epochs (best {best_value:.4g} at "
-                                           f"epoch {best_epoch + 1})")
-                    break
-    if es is not None and best_arrays is not None:
-        for k, a in best_arrays.items():
+    if es is not None and state.best_arrays is not None:
+        for k, a in state.best_arrays.items():
             if k in model.store.arrays:
                 model.store.arrays[k][...] = a
-        history.best_epoch = best_epoch
+        history.best_epoch = state.best_epoch
     return history
+
+
+def _track_best(state: FitState, logs: dict, mode: str, es, model, epoch: int) -> None:
+    """Update the best value and, with early stopping, the patience count and the stop."""
+    if state.monitor not in logs:
+        if es is None:
+            state.improved = False
+            return
+        raise UsageError(f"early_stop monitors '{es.monitor}', which this run does not "
+                         f"compute (it has: {', '.join(logs)}); add validation or the metric")
+    value = logs[state.monitor]
+    min_delta = es.min_delta if es else 0.0
+    state.improved = _improved(value, state.best_value, mode, min_delta)
+    if state.improved:
+        state.best_value, state.best_epoch, state.waited = value, epoch, 0
+        if es is not None:
+            state.best_arrays = {k: a.copy() for k, a in model.store.arrays.items()}
+    elif es is not None:
+        state.waited += 1
+        if state.waited > es.patience:
+            h = state.history
+            h.stopped_epoch = epoch
+            h.stop_reason = (f"early stop: {es.monitor} did not improve for "
+                             f"{es.patience + 1} epochs (best {state.best_value:.4g} at "
+                             f"epoch {state.best_epoch + 1})")
+            state.done = True

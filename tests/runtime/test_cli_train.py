@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,9 +19,12 @@ EXAMPLES = sorted(p for p in glob.glob(os.path.join(ROOT, "*.net"))
 MLP = os.path.join(ROOT, "digits_mlp.net")
 
 
+RUN_DIR = tempfile.mkdtemp(prefix="netc-cli-")  # netc train writes runs/ under its cwd
+
+
 def netc_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "netc", *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+                          timeout=600, cwd=cwd or RUN_DIR)
 
 
 def epochs_of(stdout):
@@ -114,7 +118,7 @@ def test_ctrl_c_saves_what_was_trained(tmp_path):
     out = tmp_path / "m.npz"
     proc = subprocess.Popen([sys.executable, "-m", "netc", "train", MLP, "--epochs", "500",
                              "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, cwd=tmp_path)
     deadline = time.monotonic() + 120
     line = ""
     while time.monotonic() < deadline and not line.startswith("epoch"):
