@@ -226,24 +226,47 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     return c
 
 
-def _gemm_call(nat: Native, eff: int, a, b, c, *rest) -> None:
+def _gemm_call(nat: Native, eff: int, a, b, c, bias, residual, mask) -> None:
+    """Check c against the inputs and call the kernel (the per-call path: keep it lean)."""
     if not c.flags.writeable:
         raise ValueError("c must be writable")
-    args = [ptr(x) for x in (a, b, c, *rest)]
-    c_lo, c_hi = _span(c, args[2])
-    for name, x, p in zip(("a", "b", "bias", "residual", "prologue_mask"), (a, b, *rest),
-                          args[:2] + args[3:]):
-        # The kernel reads inputs while it writes c (and declares them noalias); a residual may
-        # be c itself (read and written at the same element).
-        if p is not None and not (name == "residual" and p == args[2]):
+    pc = ptr(c)
+    c_lo, c_hi = _span(c, pc)
+    args = [ptr(a), ptr(b), pc, ptr(bias), ptr(residual), ptr(mask)]
+    # The kernel reads inputs while it writes c (and declares them noalias); a residual may be
+    # c itself (read and written at the same element).
+    for name, x, p in (("a", a, args[0]), ("b", b, args[1]), ("bias", bias, args[3]),
+                       ("residual", residual, args[4]), ("prologue_mask", mask, args[5])):
+        if p is not None and p < c_hi and not (name == "residual" and p == pc):
             lo, hi = _span(x, p)
-            if lo < c_hi and c_lo < hi:
+            if c_lo < hi:
                 raise ValueError(f"c must not overlap {name}")
     args.append(scratch_for(nat, eff))
     if eff == 1:
         nat.fn(0, 1, *args)
     else:
         get_pool().run(nat.fn, eff, *args)
+
+
+def bound_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, **flags: Any) -> Callable[[], None]:
+    """A zero-argument callable running `gemm(a, b, c, **flags)` with everything but the native
+    call done up front (validation, lookup, pointers): what the kernel costs when called from
+    native code, as the whole-step compiler does. The arrays must outlive the callable."""
+    gemm(a, b, c, **flags)  # validates, compiles and records the fast-path entry
+    nat, eff = _fast[_signature(a, b, c, flags.get("bias"), flags.get("residual"),
+                                flags.get("prologue_mask"), flags.get("trans_a", False),
+                                flags.get("trans_b", False), flags.get("accumulate", False),
+                                flags.get("bias_axis", "cols"), flags.get("activation"),
+                                flags.get("threads", 1), flags.get("target"))]
+    args = [ptr(x) for x in (a, b, c, flags.get("bias"), flags.get("residual"),
+                             flags.get("prologue_mask"))]
+    scratch = aligned_empty(nat.scratch_per_thread * eff)  # private: callable from any thread
+    args.append(scratch.ctypes.data)
+    fn, keep = nat.fn, (a, b, c, scratch)
+    if eff == 1:
+        return lambda: fn(0, 1, *args) if keep else None
+    pool = get_pool()
+    return lambda: pool.run(fn, eff, *args) if keep else None
 
 
 def _span(x: np.ndarray, p: int) -> tuple[int, int]:
@@ -266,7 +289,10 @@ def _props(x: np.ndarray | None) -> tuple | None:
 
 def _signature(a, b, c, bias, residual, mask, *flags) -> tuple:
     return (_props(a), _props(b), _props(c), _props(bias), _props(residual), _props(mask),
-            flags, os.environ.get("NETC_TARGET"))
+            flags, _environ.get("NETC_TARGET"))
+
+
+_environ = os.environ
 
 
 # ---------------------------------------------------------------------------- convolution

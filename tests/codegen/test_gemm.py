@@ -195,3 +195,12 @@ def test_avx512_ir_runs_here_through_legalisation(rng):
                      target=t, threads=2)
         close(got, reference(a, b, trans_a=ta, trans_b=tb, bias=bias, residual=res,
                              activation="tanh"), k)
+
+
+def test_bound_gemm_matches_gemm(rng):
+    a, b, bias = rand(rng, 40, 30), rand(rng, 50, 30), rand(rng, 50)
+    c = np.zeros((40, 50), np.float32)
+    run = K.bound_gemm(a, b, c, trans_b=True, bias=bias, activation="sigmoid", threads=2)
+    c[:] = 0
+    run()
+    close(c, reference(a, b, trans_b=True, bias=bias, activation="sigmoid"), 30)
