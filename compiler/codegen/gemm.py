@@ -237,8 +237,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                             asl = gep(b, a_src.ptr, b.add(b.mul(pc, i64(a_dir[0])), ir_))
                         else:
                             asl = gep(b, a_src.ptr, b.add(b.mul(ir_, i64(a_dir[0])), pc))
-                        cpt = c
-                        args = [kc, asl, bsl, cpt, ir_, jr, flags, bias, resid]
+                        args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid]
                         re = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
                         _dispatch(b, kernels, re, ce, args)
 
