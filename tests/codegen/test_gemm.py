@@ -197,6 +197,13 @@ def test_avx512_ir_runs_here_through_legalisation(rng):
                              activation="tanh"), k)
 
 
+@pytest.mark.skipif(get_target().name == "avx512", reason="this host runs AVX-512")
+def test_unrunnable_target_is_refused(rng):
+    a, b = rand(rng, 3, 4), rand(rng, 4, 5)
+    with pytest.raises(ValueError, match="cannot run avx512"):
+        K.gemm(a, b, target="avx512")
+
+
 def test_bound_gemm_matches_gemm(rng):
     a, b, bias = rand(rng, 40, 30), rand(rng, 50, 30), rand(rng, 50)
     c = np.zeros((40, 50), np.float32)

@@ -67,6 +67,15 @@ def test_max_ties_go_to_first_element_in_row_major_order():
     assert dx[0, 0, 0, 2] == 1 and dx[0, 0, 2, 0] == 1
 
 
+def test_max_propagates_the_first_nan():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan
+    y = K.max_pool2d(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == 15
+    dx = K.max_pool2d_grad(x, np.ones_like(y), 2)
+    assert dx[0, 0, 0, 1] == 1 and dx[0, 0, 1, 0] == 0 and dx[0, 0, 1, 1] == 0
+
+
 def test_default_stride_and_threads_bitwise(rng):
     x = rand(rng, 3, 5, 12, 12)
     dy = rand(rng, 3, 5, 5, 5)
