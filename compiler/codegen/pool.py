@@ -135,6 +135,8 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Funct
     with for_range(b, b.mul(lo, i64(plane_in)), b.mul(hi, i64(plane_in)), name="zero") as i:
         b.store(f32(0.0), gep(b, dx, i), align=4)
     taps = _taps(spec)
+    # Windows that never overlap own their taps: plain stores (no read-modify-write chain).
+    disjoint = spec.stride[0] >= spec.kh and spec.stride[1] >= spec.kw
     with _windows(b, spec, tid, nt) as (pl, origin, out):
         base = b.add(b.mul(pl, i64(plane_in)), origin)
         g = b.load(gep(b, dy, b.add(b.mul(pl, i64(plane_out)), out)), align=4)
@@ -147,12 +149,18 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Funct
                 better = _takes_over(b, v, best)
                 best = b.select(better, v, best)
                 arg = b.select(better, i64(t), arg)
-            p = gep(b, dx, b.add(base, arg))
-            b.store(b.fadd(b.load(p, align=4), g), p, align=4)
+            if disjoint:
+                for t in taps:
+                    hit = b.icmp_signed("==", arg, i64(t))
+                    b.store(b.select(hit, g, f32(0.0)), gep(b, dx, b.add(base, i64(t))),
+                            align=4)
+            else:
+                p = gep(b, dx, b.add(base, arg))
+                b.store(b.fadd(b.load(p, align=4), g), p, align=4)
         else:
             share = b.fmul(g, f32(1.0 / (spec.kh * spec.kw)))
             for t in taps:
                 p = gep(b, dx, b.add(base, i64(t)))
-                b.store(b.fadd(b.load(p, align=4), share), p, align=4)
+                b.store(share if disjoint else b.fadd(b.load(p, align=4), share), p, align=4)
     b.ret_void()
     return fn
