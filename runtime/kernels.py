@@ -3,7 +3,8 @@
 Takes: contiguous float32 arrays and static flags. Gives: `gemm`, `conv2d`, `conv2d_grad_input`,
 `conv2d_grad_weight`, `max_pool2d`, `avg_pool2d` and their gradients, each compiling (once, cached
 in memory by shapes + flags + target) a native kernel from `netc.compiler.codegen` and running it
-on the process's worker pool with `threads` SPMD threads.
+on the process's worker pool with `threads` SPMD threads; `bound_gemm` (the same call with all
+Python work done up front, to measure what native callers pay).
 
 Invariants: every argument is validated before native code runs (a wrong shape or dtype raises
 ValueError with the offending name; nothing reaches a kernel that could read out of bounds);

@@ -9,7 +9,9 @@ call on their own operand sources.
 Algorithm (BLIS): for each NC block of columns, each KC block of K: pack B into NR-column slivers;
 for each MC block of rows: pack A into MR-row slivers (the prologue mask is applied here); run the
 MR x NR register-blocked micro-kernel over the block. The last K block applies the epilogue
-`C = act(C_old? + A·B + bias + residual)` while the tile is still in registers.
+`C = act(C_old? + A·B + bias + residual)` while the tile is still in registers (residual before
+the activation, as in a ResNet block). When N spans at most two B slivers, A is read in place
+(packing it would cost as much as the product). Blocks are balanced so no block is a sliver.
 
 Invariants: threads split C by whole slivers along one dimension (chosen from the static shape),
 so every element of C is produced by exactly one thread with a fixed K order: the result is

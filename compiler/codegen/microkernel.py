@@ -11,8 +11,11 @@ K block) applies `C = act(acc + C_old + bias + residual)`. Also `emit_activation
 sigmoid, tanh with an inline exp, no libm calls).
 
 Invariants: packed slivers are zero-padded, so the k loop never branches on edges; only the store
-of an edge tile is partial (fewer rows, masked lanes), so there is no scalar fallback. ap is read
-with scalar broadcasts, bp with full-width vector loads 64-byte aligned at NR*4-byte rows.
+of an edge tile is partial (fewer rows; the last vector k-masked on AVX-512, lane by lane
+elsewhere), so there is no scalar fallback for the arithmetic. A is read with scalar broadcasts,
+B with full-width vector loads (aligned when packed); both can instead be read in place from an
+unpacked operand (`a_direct`, `ldb`) when packing would cost as much as the product. The C tile is
+prefetched before the k loop when it will be read.
 """
 
 from __future__ import annotations
