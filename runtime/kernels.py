@@ -163,8 +163,10 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
          trans_b: bool = False, accumulate: bool = False, bias: np.ndarray | None = None,
          bias_axis: str = "cols", activation: str | None = None,
          residual: np.ndarray | None = None, prologue_mask: np.ndarray | None = None,
-         threads: int = 1, target: Target | str | None = None) -> np.ndarray:
-    """`act((c if accumulate) + op(a)·op(b) + bias + residual)` with op(a) = a.T if trans_a.
+         threads: int = 1, target: Target | str | None = None,
+         residual_after_activation: bool = False) -> np.ndarray:
+    """`act((c if accumulate) + op(a)·op(b) + bias + residual)` with op(a) = a.T if trans_a
+    (`residual_after_activation`: `act(... + bias) + residual` instead).
 
     `prologue_mask` (a's shape) multiplies `a` elementwise first. `bias` has length N for
     bias_axis="cols" (one per column, the usual layer bias) or M for "rows". Returns `c` (written
@@ -174,13 +176,14 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     # Fast path: a call whose every array property and flag matches an earlier, validated call
     # skips validation and lookup (benchmarks and small shapes are dominated by this overhead).
     sig = _signature(a, b, c, bias, residual, prologue_mask, trans_a, trans_b, accumulate,
-                     bias_axis, activation, threads, target)
-    hit = _fast.get(sig)
+                     bias_axis, activation, threads, target, residual_after_activation)
+    hit = _fast.get(sig) if sig is not None else None
     if hit is not None:
         if c is None:
             c = np.empty((a.shape[1] if trans_a else a.shape[0],
                           b.shape[0] if trans_b else b.shape[1]), np.float32)
         _gemm_call(*hit, a, b, c, bias, residual, prologue_mask)
+        _local.last = hit
         return c
     a = check("a", a, ndim=2, rows_strided=True)
     b = check("b", b, ndim=2, rows_strided=True)
@@ -209,7 +212,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     from netc.compiler.codegen.gemm import GemmSpec, emit_gemm
     from netc.compiler.codegen.microkernel import Epilogue
 
-    epi = Epilogue(bias_axis if bias is not None else None, activation, residual is not None)
+    epi = Epilogue(bias_axis if bias is not None else None, activation, residual is not None,
+                   residual_after_activation)
     spec = GemmSpec(m, n, ka, trans_a, trans_b, accumulate, leading_dim(a), leading_dim(b),
                     leading_dim(c), epilogue=epi, mask=prologue_mask is not None)
     tgt = resolve_target(target)
@@ -223,7 +227,7 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     threads = check_threads(threads)
     eff = 1 if 2.0 * m * n * ka < 4e6 else min(threads, nat.max_threads)
     _gemm_call(nat, eff, a, b, c, bias, residual, prologue_mask)
-    _fast[sig] = (nat, eff)
+    _fast[sig] = _local.last = (nat, eff)  # sig is not None here: validation passed
     return c
 
 
@@ -250,15 +254,10 @@ def _gemm_call(nat: Native, eff: int, a, b, c, bias, residual, mask) -> None:
 
 
 def bound_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, **flags: Any) -> Callable[[], None]:
-    """A zero-argument callable running `gemm(a, b, c, **flags)` with everything but the native
-    call done up front (validation, lookup, pointers): what the kernel costs when called from
-    native code, as the whole-step compiler does. The arrays must outlive the callable."""
-    gemm(a, b, c, **flags)  # validates, compiles and records the fast-path entry
-    nat, eff = _fast[_signature(a, b, c, flags.get("bias"), flags.get("residual"),
-                                flags.get("prologue_mask"), flags.get("trans_a", False),
-                                flags.get("trans_b", False), flags.get("accumulate", False),
-                                flags.get("bias_axis", "cols"), flags.get("activation"),
-                                flags.get("threads", 1), flags.get("target"))]
+    """`gemm(a, b, c, **flags)` as a zero-argument callable with all Python work done up front:
+    what native callers (the whole-step compiler) pay. It keeps the arrays alive."""
+    gemm(a, b, c, **flags)  # validates, compiles, and leaves (kernel, threads) in _local.last
+    nat, eff = _local.last
     args = [ptr(x) for x in (a, b, c, flags.get("bias"), flags.get("residual"),
                              flags.get("prologue_mask"))]
     scratch = aligned_empty(nat.scratch_per_thread * eff)  # private: callable from any thread
@@ -280,24 +279,18 @@ def _span(x: np.ndarray, p: int) -> tuple[int, int]:
 _fast: dict[tuple, tuple[Native, int]] = {}
 
 
-def _props(x: np.ndarray | None) -> tuple | None:
-    if x is None:
-        return None
-    if not isinstance(x, np.ndarray):
-        return ("bad",)
-    return (x.shape, x.strides, x.dtype.char)
-
-
-def _signature(a, b, c, bias, residual, mask, *flags) -> tuple:
-    """Everything a validated call depended on (shapes, strides, dtypes, flags, target)."""
-    try:  # common case: three float32 arrays, no optional operand
-        if bias is None and residual is None and mask is None and c is not None:
-            return (a.shape, a.strides, a.dtype.char, b.shape, b.strides, b.dtype.char, c.shape,
-                    c.strides, c.dtype.char, flags, _environ.get("NETC_TARGET"))
+def _signature(a, b, c, bias, residual, mask, *flags) -> tuple | None:
+    """Everything a validated call depended on (shapes, strides, dtypes, flags, target), or None
+    when an operand is not even an array (then the slow path reports it)."""
+    try:
+        opt = (bias, residual, mask)
+        ops = () if bias is None and residual is None and mask is None else tuple(
+            None if x is None else (x.shape, x.strides, x.dtype.char) for x in opt)
+        return (a.shape, a.strides, a.dtype.char, b.shape, b.strides, b.dtype.char,
+                None if c is None else (c.shape, c.strides, c.dtype.char), ops, flags,
+                _environ.get("NETC_TARGET"))
     except AttributeError:
-        pass
-    return (_props(a), _props(b), _props(c), _props(bias), _props(residual), _props(mask),
-            flags, _environ.get("NETC_TARGET"))
+        return None
 
 
 _environ = os.environ

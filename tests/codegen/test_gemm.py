@@ -120,6 +120,13 @@ def test_accumulate_and_prologue_mask(rng, trans_a):
     close(c, reference(a, b, c0, trans_a=trans_a, mask=mask), k)
 
 
+def test_residual_after_activation(rng):
+    a, b, bias, res = rand(rng, 9, 13), rand(rng, 13, 20), rand(rng, 20), rand(rng, 9, 20)
+    got = K.gemm(a, b, bias=bias, activation="relu", residual=res,
+                 residual_after_activation=True)
+    close(got, reference(a, b, bias=bias, activation="relu") + res, 13)
+
+
 def test_residual_may_be_c(rng):
     a, b, c0 = rand(rng, 5, 7), rand(rng, 7, 9), rand(rng, 5, 9)
     c = c0.copy()
