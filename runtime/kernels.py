@@ -28,6 +28,9 @@ from netc.jit import compile_module
 from netc.threads import get_pool
 
 _ALIGN = 64
+# Below this many flops a GEMM runs on one thread: waking a worker (~20-50 us through Python
+# semaphores) costs more than it saves (measured: 6 MFLOP loses on 2 threads, 33 MFLOP gains).
+SPLIT_FLOPS = 1.6e7
 
 
 @dataclass
@@ -225,7 +228,7 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     nat = native(("gemm", spec), build, tgt)
     # Too little work to pay a thread hand-off: run on one thread (results are identical).
     threads = check_threads(threads)
-    eff = 1 if 2.0 * m * n * ka < 4e6 else min(threads, nat.max_threads)
+    eff = 1 if 2.0 * m * n * ka < SPLIT_FLOPS else min(threads, nat.max_threads)
     _gemm_call(nat, eff, a, b, c, bias, residual, prologue_mask)
     _fast[sig] = _local.last = (nat, eff)  # sig is not None here: validation passed
     return c

@@ -152,9 +152,11 @@ def test_every_runnable_target(rng, target):
 
 
 def test_two_threads_bitwise_reproducible(rng):
-    m, n, k = 150, 97, 333
+    m, n, k = 201, 97, 555  # above the size where the runtime bothers to split
+    assert 2 * m * n * k >= K.SPLIT_FLOPS
     a, b = operands(rng, m, n, k, False, False)
     runs = [K.gemm(a, b, threads=2) for _ in range(4)]
+    assert K._local.last[1] == 2  # the kernel really ran on two threads
     for r in runs[1:]:
         assert np.array_equal(r, runs[0])
     # Each element is produced by one thread with a fixed K order: thread count changes nothing.
