@@ -8,9 +8,12 @@ import dataclasses
 import netc.kernels as K
 import numpy as np
 import pytest
-from conftest import rand
 from netc.compiler.codegen.conv import STRATEGIES
 from netc.compiler.codegen.target import get_target
+
+
+def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def pad_input(x, ph, pw):

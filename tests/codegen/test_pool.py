@@ -6,7 +6,10 @@ from __future__ import annotations
 import netc.kernels as K
 import numpy as np
 import pytest
-from conftest import rand
+
+
+def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def windows(shape, kernel, stride):
