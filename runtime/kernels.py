@@ -3,7 +3,8 @@
 Takes: contiguous float32 arrays and static flags. Gives: `gemm`, `conv2d`, `conv2d_grad_input`,
 `conv2d_grad_weight`, `max_pool2d`, `avg_pool2d` and their gradients, each compiling (once, cached
 in memory by shapes + flags + target) a native kernel from `netc.compiler.codegen` and running it
-on the process's worker pool with `threads` SPMD threads.
+on the process's worker pool with `threads` SPMD threads; `bound_gemm` (the same call with all
+Python work done up front, to measure what native callers pay).
 
 Invariants: every argument is validated before native code runs (a wrong shape or dtype raises
 ValueError with the offending name; nothing reaches a kernel that could read out of bounds);
@@ -28,6 +29,9 @@ from netc.jit import compile_module
 from netc.threads import get_pool
 
 _ALIGN = 64
+# Below this many flops a GEMM runs on one thread: waking a worker (~20-50 us through Python
+# semaphores) costs more than it saves (measured: 6 MFLOP loses on 2 threads, 33 MFLOP gains).
+SPLIT_FLOPS = 1.6e7
 
 
 @dataclass
@@ -163,8 +167,10 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
          trans_b: bool = False, accumulate: bool = False, bias: np.ndarray | None = None,
          bias_axis: str = "cols", activation: str | None = None,
          residual: np.ndarray | None = None, prologue_mask: np.ndarray | None = None,
-         threads: int = 1, target: Target | str | None = None) -> np.ndarray:
-    """`act((c if accumulate) + op(a)·op(b) + bias + residual)` with op(a) = a.T if trans_a.
+         threads: int = 1, target: Target | str | None = None,
+         residual_after_activation: bool = False) -> np.ndarray:
+    """`act((c if accumulate) + op(a)·op(b) + bias + residual)` with op(a) = a.T if trans_a
+    (`residual_after_activation`: `act(... + bias) + residual` instead).
 
     `prologue_mask` (a's shape) multiplies `a` elementwise first. `bias` has length N for
     bias_axis="cols" (one per column, the usual layer bias) or M for "rows". Returns `c` (written
@@ -174,13 +180,14 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     # Fast path: a call whose every array property and flag matches an earlier, validated call
     # skips validation and lookup (benchmarks and small shapes are dominated by this overhead).
     sig = _signature(a, b, c, bias, residual, prologue_mask, trans_a, trans_b, accumulate,
-                     bias_axis, activation, threads, target)
-    hit = _fast.get(sig)
+                     bias_axis, activation, threads, target, residual_after_activation)
+    hit = _fast.get(sig) if sig is not None else None
     if hit is not None:
         if c is None:
             c = np.empty((a.shape[1] if trans_a else a.shape[0],
                           b.shape[0] if trans_b else b.shape[1]), np.float32)
         _gemm_call(*hit, a, b, c, bias, residual, prologue_mask)
+        _local.last = hit
         return c
     a = check("a", a, ndim=2, rows_strided=True)
     b = check("b", b, ndim=2, rows_strided=True)
@@ -209,7 +216,8 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     from netc.compiler.codegen.gemm import GemmSpec, emit_gemm
     from netc.compiler.codegen.microkernel import Epilogue
 
-    epi = Epilogue(bias_axis if bias is not None else None, activation, residual is not None)
+    epi = Epilogue(bias_axis if bias is not None else None, activation, residual is not None,
+                   residual_after_activation)
     spec = GemmSpec(m, n, ka, trans_a, trans_b, accumulate, leading_dim(a), leading_dim(b),
                     leading_dim(c), epilogue=epi, mask=prologue_mask is not None)
     tgt = resolve_target(target)
@@ -221,30 +229,48 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     nat = native(("gemm", spec), build, tgt)
     # Too little work to pay a thread hand-off: run on one thread (results are identical).
     threads = check_threads(threads)
-    eff = 1 if 2.0 * m * n * ka < 4e6 else min(threads, nat.max_threads)
+    eff = 1 if 2.0 * m * n * ka < SPLIT_FLOPS else min(threads, nat.max_threads)
     _gemm_call(nat, eff, a, b, c, bias, residual, prologue_mask)
-    _fast[sig] = (nat, eff)
+    _fast[sig] = _local.last = (nat, eff)  # sig is not None here: validation passed
     return c
 
 
-def _gemm_call(nat: Native, eff: int, a, b, c, *rest) -> None:
+def _gemm_call(nat: Native, eff: int, a, b, c, bias, residual, mask) -> None:
+    """Check c against the inputs and call the kernel (the per-call path: keep it lean)."""
     if not c.flags.writeable:
         raise ValueError("c must be writable")
-    args = [ptr(x) for x in (a, b, c, *rest)]
-    c_lo, c_hi = _span(c, args[2])
-    for name, x, p in zip(("a", "b", "bias", "residual", "prologue_mask"), (a, b, *rest),
-                          args[:2] + args[3:]):
-        # The kernel reads inputs while it writes c (and declares them noalias); a residual may
-        # be c itself (read and written at the same element).
-        if p is not None and not (name == "residual" and p == args[2]):
+    pc = ptr(c)
+    c_lo, c_hi = _span(c, pc)
+    args = [ptr(a), ptr(b), pc, ptr(bias), ptr(residual), ptr(mask)]
+    # The kernel reads inputs while it writes c (and declares them noalias); a residual may be
+    # c itself (read and written at the same element).
+    for name, x, p in (("a", a, args[0]), ("b", b, args[1]), ("bias", bias, args[3]),
+                       ("residual", residual, args[4]), ("prologue_mask", mask, args[5])):
+        if p is not None and p < c_hi and not (name == "residual" and p == pc):
             lo, hi = _span(x, p)
-            if lo < c_hi and c_lo < hi:
+            if c_lo < hi:
                 raise ValueError(f"c must not overlap {name}")
     args.append(scratch_for(nat, eff))
     if eff == 1:
         nat.fn(0, 1, *args)
     else:
         get_pool().run(nat.fn, eff, *args)
+
+
+def bound_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, **flags: Any) -> Callable[[], None]:
+    """`gemm(a, b, c, **flags)` as a zero-argument callable with all Python work done up front:
+    what native callers (the whole-step compiler) pay. It keeps the arrays alive."""
+    gemm(a, b, c, **flags)  # validates, compiles, and leaves (kernel, threads) in _local.last
+    nat, eff = _local.last
+    args = [ptr(x) for x in (a, b, c, flags.get("bias"), flags.get("residual"),
+                             flags.get("prologue_mask"))]
+    scratch = aligned_empty(nat.scratch_per_thread * eff)  # private: callable from any thread
+    args.append(scratch.ctypes.data)
+    fn, keep = nat.fn, (a, b, c, scratch)
+    if eff == 1:
+        return lambda: fn(0, 1, *args) if keep else None
+    pool = get_pool()
+    return lambda: pool.run(fn, eff, *args) if keep else None
 
 
 def _span(x: np.ndarray, p: int) -> tuple[int, int]:
@@ -257,17 +283,21 @@ def _span(x: np.ndarray, p: int) -> tuple[int, int]:
 _fast: dict[tuple, tuple[Native, int]] = {}
 
 
-def _props(x: np.ndarray | None) -> tuple | None:
-    if x is None:
+def _signature(a, b, c, bias, residual, mask, *flags) -> tuple | None:
+    """Everything a validated call depended on (shapes, strides, dtypes, flags, target), or None
+    when an operand is not even an array (then the slow path reports it)."""
+    try:
+        opt = (bias, residual, mask)
+        ops = () if bias is None and residual is None and mask is None else tuple(
+            None if x is None else (x.shape, x.strides, x.dtype.char) for x in opt)
+        return (a.shape, a.strides, a.dtype.char, b.shape, b.strides, b.dtype.char,
+                None if c is None else (c.shape, c.strides, c.dtype.char), ops, flags,
+                _environ.get("NETC_TARGET"))
+    except AttributeError:
         return None
-    if not isinstance(x, np.ndarray):
-        return ("bad",)
-    return (x.shape, x.strides, x.dtype.char)
 
 
-def _signature(a, b, c, bias, residual, mask, *flags) -> tuple:
-    return (_props(a), _props(b), _props(c), _props(bias), _props(residual), _props(mask),
-            flags, os.environ.get("NETC_TARGET"))
+_environ = os.environ
 
 
 # ---------------------------------------------------------------------------- convolution

@@ -28,8 +28,9 @@ SPIN_BEFORE_YIELD = 2000
 STATE_BYTES = 64  # a cache line of its own, so spinning never false-shares with data
 
 
-def emit_barrier(module: ir.Module) -> ir.Function:
-    """Define (once) `netc_barrier(i32* state, i32 n)` in `module`."""
+def emit_barrier(module: ir.Module, pause: bool = True) -> ir.Function:
+    """Define (once) `netc_barrier(i32* state, i32 n)` in `module`; `pause`: spin with the x86
+    `pause` hint (False on other architectures)."""
     existing = module.globals.get(BARRIER_NAME)
     if existing is not None:
         return existing
@@ -39,8 +40,10 @@ def emit_barrier(module: ir.Module) -> ir.Function:
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
     state, n = fn.args
-    pause = module.globals.get("llvm.x86.sse2.pause") or ir.Function(
-        module, ir.FunctionType(ir.VoidType(), []), name="llvm.x86.sse2.pause")
+    pause_fn = None
+    if pause:
+        pause_fn = module.globals.get("llvm.x86.sse2.pause") or ir.Function(
+            module, ir.FunctionType(ir.VoidType(), []), name="llvm.x86.sse2.pause")
     yield_fn = module.globals.get("sched_yield") or ir.Function(
         module, ir.FunctionType(I32, []), name="sched_yield")
     entry = fn.append_basic_block("entry")
@@ -66,7 +69,8 @@ def emit_barrier(module: ir.Module) -> ir.Function:
     b.position_at_end(spin)
     tries = b.phi(I32, name="tries")
     tries.add_incoming(ir.Constant(I32, 0), entry)
-    b.call(pause, [])
+    if pause_fn is not None:
+        b.call(pause_fn, [])
     with b.if_then(b.icmp_signed(">", tries, ir.Constant(I32, SPIN_BEFORE_YIELD)), likely=False):
         b.call(yield_fn, [])
     now = b.load_atomic(gen_p, "acquire", 4)
@@ -78,9 +82,10 @@ def emit_barrier(module: ir.Module) -> ir.Function:
     return fn
 
 
-def call_barrier(b: ir.IRBuilder, state: ir.Value, n_threads: ir.Value) -> None:
+def call_barrier(b: ir.IRBuilder, state: ir.Value, n_threads: ir.Value,
+                 pause: bool = True) -> None:
     """Emit a call to the module's barrier (`state` may be any pointer type)."""
-    fn = emit_barrier(b.module)
+    fn = emit_barrier(b.module, pause)
     if state.type != I32.as_pointer():
         state = b.bitcast(state, I32.as_pointer())
     b.call(fn, [state, n_threads])

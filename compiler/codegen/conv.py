@@ -197,7 +197,7 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
                         Dense(dyn, spec.p, outer_major=True), b_src, part, spec.kdim,
                         Epilogue(), _null(), _null(), True, (i64(0), i64(spec.co)),
                         (i64(0), i64(spec.kdim)), mine)
-    call_barrier(b, state, nt)
+    call_barrier(b, state, nt, pause=target.x86)
     # Fixed-order reduction: element e is the sum over partials of threads 0, 1, ..., nt-1.
     e_lo, e_hi = thread_range(b, tid, nt, n_w, 16)
     n_t = b.sext(nt, I64)

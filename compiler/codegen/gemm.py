@@ -9,7 +9,9 @@ call on their own operand sources.
 Algorithm (BLIS): for each NC block of columns, each KC block of K: pack B into NR-column slivers;
 for each MC block of rows: pack A into MR-row slivers (the prologue mask is applied here); run the
 MR x NR register-blocked micro-kernel over the block. The last K block applies the epilogue
-`C = act(C_old? + A·B + bias + residual)` while the tile is still in registers.
+`C = act(C_old? + A·B + bias + residual)` while the tile is still in registers (residual before
+the activation, as in a ResNet block). When N spans at most two B slivers, A is read in place
+(packing it would cost as much as the product). Blocks are balanced so no block is a sliver.
 
 Invariants: threads split C by whole slivers along one dimension (chosen from the static shape),
 so every element of C is produced by exactly one thread with a fixed K order: the result is
@@ -127,6 +129,7 @@ class GemmSpec:
         return (f"netc_gemm_{target.name}_{self.m}x{self.n}x{self.k}_t{int(self.trans_a)}"
                 f"{int(self.trans_b)}_acc{int(self.accumulate)}_ld{self.lda_}_{self.ldb_}_"
                 f"{self.ldc_}_b{e.bias_axis or 'n'}_{e.activation or 'n'}_r{int(e.residual)}"
+                f"{'a' if e.residual and e.residual_after else ''}"
                 f"_m{int(self.mask)}")
 
 
@@ -237,8 +240,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                             asl = gep(b, a_src.ptr, b.add(b.mul(pc, i64(a_dir[0])), ir_))
                         else:
                             asl = gep(b, a_src.ptr, b.add(b.mul(ir_, i64(a_dir[0])), pc))
-                        cpt = c
-                        args = [kc, asl, bsl, cpt, ir_, jr, flags, bias, resid]
+                        args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid]
                         re = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
                         _dispatch(b, kernels, re, ce, args)
 

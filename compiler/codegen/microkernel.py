@@ -11,8 +11,11 @@ K block) applies `C = act(acc + C_old + bias + residual)`. Also `emit_activation
 sigmoid, tanh with an inline exp, no libm calls).
 
 Invariants: packed slivers are zero-padded, so the k loop never branches on edges; only the store
-of an edge tile is partial (fewer rows, masked lanes), so there is no scalar fallback. ap is read
-with scalar broadcasts, bp with full-width vector loads 64-byte aligned at NR*4-byte rows.
+of an edge tile is partial (fewer rows; the last vector k-masked on AVX-512, lane by lane
+elsewhere), so there is no scalar fallback for the arithmetic. A is read with scalar broadcasts,
+B with full-width vector loads (aligned when packed); both can instead be read in place from an
+unpacked operand (`a_direct`, `ldb`) when packing would cost as much as the product. The C tile is
+prefetched before the k loop when it will be read.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ UNROLL = 4
 
 @dataclass(frozen=True)
 class Epilogue:
-    """What the last K block does to a tile: `C = act(acc + C_old + bias + residual)`.
+    """What the last K block does to a tile: `C = act(acc + C_old + bias + residual)`, or with
+    `residual_after`, `C = act(acc + C_old + bias) + residual`.
 
     bias_axis: "rows" (one value per row of C, i.e. bias[i]) or "cols" (bias[j]); None: no bias.
     residual: add a tensor laid out like C (same ldc). activation: None|relu|sigmoid|tanh.
@@ -55,6 +59,7 @@ class Epilogue:
     bias_axis: str | None = None
     activation: str | None = None
     residual: bool = False
+    residual_after: bool = False  # add the residual after the activation (x + f(x) blocks)
 
     def __post_init__(self) -> None:
         if self.bias_axis not in (None, "rows", "cols"):
@@ -125,7 +130,8 @@ def microkernel_name(target: Target, mr: int, nv: int, ldc: int, epi: Epilogue, 
                      cols: int, ldb: int | None = None,
                      a_direct: tuple[int, bool] | None = None,
                      stores: frozenset[tuple[bool, bool]] = ALL_STORES) -> str:
-    tag = f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_{int(epi.residual)}"
+    tag = (f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_"
+           f"{int(epi.residual) + int(epi.residual and epi.residual_after)}")
     tag += "_s" + "".join(str(2 * la + lc) for lc, la in sorted(stores))
     direct = f"_ldb{ldb}" if ldb else ""
     if a_direct:
@@ -290,9 +296,11 @@ def _emit_store(b: ir.IRBuilder, module: ir.Module, target: Target, mr: int, nv:
                         v = b.fadd(v, rb)
                     elif epi.bias_axis == "cols":
                         v = b.fadd(v, load(bias, b.add(col0, i64(j * w))))
-                    if epi.residual:
+                    if epi.residual and not epi.residual_after:
                         v = b.fadd(v, load(resid, off))
                     v = emit_activation(b, v, epi.activation, w, target.has_fma)
+                    if epi.residual and epi.residual_after:
+                        v = b.fadd(v, load(resid, off))
                 if valid == w:
                     store_vec(b, v, cp, off)
                 elif masked:

@@ -7,7 +7,8 @@ Gives: `emit_pool_forward(module, spec, kind)` -> `f(tid, nt, x, y, scratch)` an
 
 Conventions: output size is floor((H - KH) / SH) + 1 (windows never leave the image). The max
 gradient goes to the *first* maximal element of each window in row-major window order (strict `>`
-while scanning kh then kw), so ties are broken the same way every run. With overlapping windows
+while scanning kh then kw), so ties are broken the same way every run; a NaN wins over numbers
+(the first NaN of a window is its max and takes the gradient). With overlapping windows
 (stride < window) contributions add. avg divides by KH*KW.
 
 Threads and determinism: threads take whole (n, c) planes, a contiguous range fixed by (tid, nt);
@@ -82,6 +83,13 @@ def _windows(b: ir.IRBuilder, spec: PoolSpec, tid: ir.Value, nt: ir.Value
         yield pl, origin, b.add(b.mul(oh, i64(spec.ow)), ow)
 
 
+def _takes_over(b: ir.IRBuilder, v: ir.Value, best: ir.Value) -> ir.Value:
+    """Whether tap `v` replaces the running max: strictly greater, or the first NaN (which then
+    stays, as in NumPy's max: NaN propagates and receives the gradient)."""
+    return b.or_(b.fcmp_ordered(">", v, best),
+                 b.and_(b.fcmp_unordered("uno", v, v), b.fcmp_ordered("ord", best, best)))
+
+
 def _taps(spec: PoolSpec) -> list[int]:
     """In-plane offsets of the window taps, row-major (the tie-breaking order)."""
     return [i * spec.w + j for i in range(spec.kh) for j in range(spec.kw)]
@@ -103,7 +111,7 @@ def emit_pool_forward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Functi
         acc = vals[0]
         for v in vals[1:]:
             if kind == "max":
-                acc = b.select(b.fcmp_ordered(">", v, acc), v, acc)
+                acc = b.select(_takes_over(b, v, acc), v, acc)
             else:
                 acc = b.fadd(acc, v)
         if kind == "avg":
@@ -127,6 +135,8 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Funct
     with for_range(b, b.mul(lo, i64(plane_in)), b.mul(hi, i64(plane_in)), name="zero") as i:
         b.store(f32(0.0), gep(b, dx, i), align=4)
     taps = _taps(spec)
+    # Windows that never overlap own their taps: plain stores (no read-modify-write chain).
+    disjoint = spec.stride[0] >= spec.kh and spec.stride[1] >= spec.kw
     with _windows(b, spec, tid, nt) as (pl, origin, out):
         base = b.add(b.mul(pl, i64(plane_in)), origin)
         g = b.load(gep(b, dy, b.add(b.mul(pl, i64(plane_out)), out)), align=4)
@@ -136,15 +146,21 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Funct
             arg = i64(0)
             for t in taps[1:]:
                 v = b.load(gep(b, xp, i64(t)), align=4)
-                better = b.fcmp_ordered(">", v, best)
+                better = _takes_over(b, v, best)
                 best = b.select(better, v, best)
                 arg = b.select(better, i64(t), arg)
-            p = gep(b, dx, b.add(base, arg))
-            b.store(b.fadd(b.load(p, align=4), g), p, align=4)
+            if disjoint:
+                for t in taps:
+                    hit = b.icmp_signed("==", arg, i64(t))
+                    b.store(b.select(hit, g, f32(0.0)), gep(b, dx, b.add(base, i64(t))),
+                            align=4)
+            else:
+                p = gep(b, dx, b.add(base, arg))
+                b.store(b.fadd(b.load(p, align=4), g), p, align=4)
         else:
             share = b.fmul(g, f32(1.0 / (spec.kh * spec.kw)))
             for t in taps:
                 p = gep(b, dx, b.add(base, i64(t)))
-                b.store(b.fadd(b.load(p, align=4), share), p, align=4)
+                b.store(share if disjoint else b.fadd(b.load(p, align=4), share), p, align=4)
     b.ret_void()
     return fn

@@ -37,6 +37,7 @@ class Target:
     cpu: str  # LLVM cpu name for the target machine
     features: str  # LLVM feature string for the target machine
     runnable: bool  # can this host execute code built for this target?
+    x86: bool = True  # x86 instruction set (spin loops use `pause`)
 
     @property
     def vector_bits(self) -> int:
@@ -121,11 +122,19 @@ def get_target(name: str | None = None) -> Target:
         cpu, features = "skylake-avx512", ""
     elif name == "avx2":
         cpu, features = "haswell", ""
-    else:
+    elif _is_x86():
         # Baseline x86-64 (SSE2): every 64-bit x86 can run it.
         cpu, features = "x86-64", ""
+    else:
+        # Another architecture: only the portable level exists there; keep the host's CPU.
+        cpu, features = host_cpu, host_feats
     if name == "avx512":
         return Target(name, 16, 32, True, l1, l2, l3, cpu, features, runnable)
     if name == "avx2":
         return Target(name, 8, 16, True, l1, l2, l3, cpu, features, runnable)
-    return Target(name, 4, 16, False, l1, l2, l3, cpu, features, runnable)
+    return Target(name, 4, 16, False, l1, l2, l3, cpu, features, runnable, _is_x86())
+
+
+def _is_x86() -> bool:
+    triple = llvm.get_process_triple()
+    return triple.startswith(("x86_64", "i386", "i486", "i586", "i686"))

@@ -3,6 +3,7 @@ its hot loop uses full-width vector registers and FMAs and never touches the sta
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -90,3 +91,19 @@ def test_avx512_edges_use_lane_masks():
     emit_gemm(module, GemmSpec(20, 40, 16, epilogue=EPILOGUE), target)  # 40 = 32 + 8: edge
     asm = asm_of(module, target)
     assert re.search(r"vmovups\s+%zmm\d+, [^\n]*\{%k\d\}", asm), "no masked zmm store"
+
+
+def test_jit_caches_by_ir_and_target():
+    from netc.jit import compile_module
+
+    def module() -> ir.Module:
+        m = ir.Module("cache")
+        emit_gemm(m, GemmSpec(5, 6, 7), get_target("portable"))
+        return m
+
+    portable = get_target("portable")
+    first = compile_module(module(), portable)
+    assert compile_module(module(), portable) is first  # same IR text, same target: cached
+    assert compile_module(module(), get_target()) is not first or get_target().name == "portable"
+    with pytest.raises(RuntimeError, match="cannot run"):
+        compile_module(module(), dataclasses.replace(portable, runnable=False))

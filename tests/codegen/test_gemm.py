@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import netc.kernels as K
 import numpy as np
 import pytest
-from conftest import rand, runnable_targets
-
-import netc.kernels as K
 from netc.compiler.codegen.gemm import choose_blocking
-from netc.compiler.codegen.target import get_target
+from netc.compiler.codegen.target import TARGET_NAMES, get_target
+
+
+def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
 
 ACTS = {
     None: lambda x: x,
@@ -121,6 +123,13 @@ def test_accumulate_and_prologue_mask(rng, trans_a):
     close(c, reference(a, b, c0, trans_a=trans_a, mask=mask), k)
 
 
+def test_residual_after_activation(rng):
+    a, b, bias, res = rand(rng, 9, 13), rand(rng, 13, 20), rand(rng, 20), rand(rng, 9, 20)
+    got = K.gemm(a, b, bias=bias, activation="relu", residual=res,
+                 residual_after_activation=True)
+    close(got, reference(a, b, bias=bias, activation="relu") + res, 13)
+
+
 def test_residual_may_be_c(rng):
     a, b, c0 = rand(rng, 5, 7), rand(rng, 7, 9), rand(rng, 5, 9)
     c = c0.copy()
@@ -136,7 +145,7 @@ def test_leading_dimensions(rng):
     assert np.all(big_c[:4] == 0) and np.all(big_c[:, :7] == 0) and np.all(big_c[:, 24:] == 0)
 
 
-@pytest.mark.parametrize("target", runnable_targets())
+@pytest.mark.parametrize("target", [t for t in TARGET_NAMES if get_target(t).runnable])
 def test_every_runnable_target(rng, target):
     for m, n, k in [(7, 13, 5), (33, 70, 90)]:
         a, b = operands(rng, m, n, k, True, False)
@@ -146,9 +155,11 @@ def test_every_runnable_target(rng, target):
 
 
 def test_two_threads_bitwise_reproducible(rng):
-    m, n, k = 150, 97, 333
+    m, n, k = 201, 97, 555  # above the size where the runtime bothers to split
+    assert 2 * m * n * k >= K.SPLIT_FLOPS
     a, b = operands(rng, m, n, k, False, False)
     runs = [K.gemm(a, b, threads=2) for _ in range(4)]
+    assert K._local.last[1] == 2  # the kernel really ran on two threads
     for r in runs[1:]:
         assert np.array_equal(r, runs[0])
     # Each element is produced by one thread with a fixed K order: thread count changes nothing.
@@ -196,3 +207,19 @@ def test_avx512_ir_runs_here_through_legalisation(rng):
                      target=t, threads=2)
         close(got, reference(a, b, trans_a=ta, trans_b=tb, bias=bias, residual=res,
                              activation="tanh"), k)
+
+
+@pytest.mark.skipif(get_target().name == "avx512", reason="this host runs AVX-512")
+def test_unrunnable_target_is_refused(rng):
+    a, b = rand(rng, 3, 4), rand(rng, 4, 5)
+    with pytest.raises(ValueError, match="cannot run avx512"):
+        K.gemm(a, b, target="avx512")
+
+
+def test_bound_gemm_matches_gemm(rng):
+    a, b, bias = rand(rng, 40, 30), rand(rng, 50, 30), rand(rng, 50)
+    c = np.zeros((40, 50), np.float32)
+    run = K.bound_gemm(a, b, c, trans_b=True, bias=bias, activation="sigmoid", threads=2)
+    c[:] = 0
+    run()
+    close(c, reference(a, b, trans_b=True, bias=bias, activation="sigmoid"), 30)

@@ -3,11 +3,13 @@ windows, rectangular windows, ties (first maximal element wins), threads."""
 
 from __future__ import annotations
 
+import netc.kernels as K
 import numpy as np
 import pytest
-from conftest import rand
 
-import netc.kernels as K
+
+def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def windows(shape, kernel, stride):
@@ -66,6 +68,15 @@ def test_max_ties_go_to_first_element_in_row_major_order():
     assert dx[0, 0, 2, 2] == 1 and dx[0, 0, 2:, 2:].sum() == 1
     # windows of zeros: first element (top-left) gets it
     assert dx[0, 0, 0, 2] == 1 and dx[0, 0, 2, 0] == 1
+
+
+def test_max_propagates_the_first_nan():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan
+    y = K.max_pool2d(x, 2)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 1, 1] == 15
+    dx = K.max_pool2d_grad(x, np.ones_like(y), 2)
+    assert dx[0, 0, 0, 1] == 1 and dx[0, 0, 1, 0] == 0 and dx[0, 0, 1, 1] == 0
 
 
 def test_default_stride_and_threads_bitwise(rng):
