@@ -192,6 +192,6 @@ def _tensorboard_writer(folder: str):
     try:
         from tensorboard.summary import Writer
     except ImportError:
-        raise NetError("--tensorboard needs the 'tensorboard' package: pip install tensorboard"
-                       ) from None
+        raise NetError("--tensorboard needs the 'tensorboard' package: "
+                       "pip install 'netc[tensorboard]'") from None
     return Writer(folder)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import netc.kernels as K
 import numpy as np
 import pytest
+
+import netc.kernels as K
 from netc.compiler.codegen.conv import STRATEGIES
 from netc.compiler.codegen.target import get_target
 

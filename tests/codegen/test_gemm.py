@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import netc.kernels as K
 import numpy as np
 import pytest
+
+import netc.kernels as K
 from netc.compiler.codegen.gemm import choose_blocking
 from netc.compiler.codegen.target import TARGET_NAMES, get_target
 

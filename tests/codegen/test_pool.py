@@ -3,9 +3,10 @@ windows, rectangular windows, ties (first maximal element wins), threads."""
 
 from __future__ import annotations
 
-import netc.kernels as K
 import numpy as np
 import pytest
+
+import netc.kernels as K
 
 
 def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
