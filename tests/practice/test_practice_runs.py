@@ -120,7 +120,7 @@ def test_tensorboard_missing_is_a_user_error(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import fails as when absent
     monkeypatch.setitem(sys.modules, "tensorboard.summary", None)
-    with pytest.raises(NetError, match="pip install tensorboard"):
+    with pytest.raises(NetError, match=r"pip install .netc\[tensorboard\]."):
         Run(str(tmp_path / "run"), tensorboard=True)
 
 
