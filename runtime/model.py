@@ -30,6 +30,7 @@ from netc.compiler.errors import DataError, UsageError
 from netc.compiler.train import add_penalties, build_step
 
 from . import feeds as F
+from . import jit_engine  # noqa: F401  (registers BACKENDS["jit"])
 from .engine import BACKENDS, Engine, Store
 
 FORMAT = "netc-model"
@@ -98,8 +99,7 @@ class Model:
     def __init__(self, builder: Builder, *, backend: str = "interpret", seed: int = 0,
                  threads: int | None = None, meta: dict | None = None, base: Any = None):
         if backend not in BACKENDS:
-            hint = " (not available yet: use backend='interpret')" if backend == "jit" else ""
-            raise UsageError(f"unknown backend {backend!r}{hint}")
+            raise UsageError(f"unknown backend {backend!r} (use 'jit' or 'interpret')")
         self._builder, self._backend, self.threads = builder, backend, threads
         self.meta = dict(meta or {})
         self.store = Store(seed)
@@ -162,10 +162,10 @@ class Model:
             g, cls = built.graph, BACKENDS[self._backend]
             if mode == "train":
                 info = build_step(g, built.train, steps_per_epoch=self.steps_per_epoch)
-                engine = cls(g, self.store, info=info)
+                engine = cls(g, self.store, info=info, threads=self.threads)
             else:
                 report = {k: add_penalties(g, n, built.train) for k, n in g.losses.items()}
-                engine = cls(g, self.store, report=report)
+                engine = cls(g, self.store, report=report, threads=self.threads)
             self._engines[key] = (engine, g)
         return self._engines[key]
 

@@ -1,0 +1,120 @@
+"""Runtime, on-disk compile cache: native object code of whole-step modules, keyed by what
+determines it.
+
+Takes: a key text (graph text + request + options), a function building the llvmlite module (only
+called on a miss) and a Target. Gives: `compile_cached(key_text, build, target)` -> `Compiled`
+(runtime/jit.py), loading the object file from the cache when present, else optimising at O3,
+emitting the object and storing it; `cache_dir()`.
+
+Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version
+and the netc version; `NETC_CACHE_DIR` overrides `$XDG_CACHE_HOME/netc` (default `~/.cache/netc`);
+entries are written to a temporary file and renamed into place, so concurrent writers never
+leave a torn entry; an entry that fails to load is rebuilt and rewritten, never an error; an
+unwritable cache directory only costs the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+
+import llvmlite
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from netc.compiler.codegen.target import Target
+from netc.jit import Compiled, _parse, optimize, target_machine
+
+_MAGIC = b"netc-obj-1\n"
+_memory: dict[str, Compiled] = {}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("netc")
+    except metadata.PackageNotFoundError:  # pragma: no cover - source checkout without install
+        return "0"
+
+
+def cache_dir() -> str:
+    env = os.environ.get("NETC_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "netc")
+
+
+def cache_key(key_text: str, target: Target) -> str:
+    h = hashlib.sha256()
+    for part in (key_text, target.name, target.cpu, target.features, llvmlite.__version__,
+                 _version()):
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load(obj: bytes, target: Target) -> Compiled:
+    tm = target_machine(target)
+    empty = llvm.parse_assembly("")
+    empty.triple = llvm.get_process_triple()
+    engine = llvm.create_mcjit_compiler(empty, tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return Compiled(engine)
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC + hashlib.sha256(data).digest() + data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a read-only or full disk only costs the cache
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    head = len(_MAGIC) + 32
+    if not raw.startswith(_MAGIC) or len(raw) < head:
+        return None
+    digest, data = raw[len(_MAGIC):head], raw[head:]
+    return data if hashlib.sha256(data).digest() == digest else None
+
+
+def compile_cached(key_text: str, build: Callable[[], ir.Module], target: Target
+                   ) -> tuple[Compiled, bool]:
+    """(compiled, hit): from memory, the disk cache, or a fresh O3 compile stored on disk."""
+    key = cache_key(key_text, target)
+    if key in _memory:
+        return _memory[key], True
+    path = os.path.join(cache_dir(), key[:2], key + ".o")
+    obj = _read(path)
+    if obj is not None:
+        try:
+            compiled = _load(obj, target)
+            _memory[key] = compiled
+            return compiled, True
+        except Exception:  # noqa: BLE001 - a bad entry is rebuilt below
+            pass
+    tm = target_machine(target)
+    mod = _parse(build(), target)
+    mod.data_layout = str(tm.target_data)
+    optimize(mod, tm)
+    obj = tm.emit_object(mod)
+    _write(path, obj)
+    compiled = _load(obj, target)
+    _memory[key] = compiled
+    return compiled, False
