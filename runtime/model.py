@@ -308,7 +308,7 @@ def _source_builder(path: str, text: str | None, overrides: dict, float_dtype: s
     return builder
 
 
-def compile(path: str | os.PathLike, *, backend: str = "interpret", threads: int | None = None,
+def compile(path: str | os.PathLike, *, backend: str = "jit", threads: int | None = None,
             seed: int = 0, dtype: str = "float32", **model_params: Any) -> Model:
     """Compile the model of a `.net` file; keyword arguments override its `( )` parameters."""
     float_dtype = _checked_dtype(dtype)
@@ -320,7 +320,7 @@ def compile(path: str | os.PathLike, *, backend: str = "interpret", threads: int
     return Model(builder, backend=backend, seed=seed, threads=threads, meta=meta, base=first)
 
 
-def load(path: str | os.PathLike, *, backend: str = "interpret",
+def load(path: str | os.PathLike, *, backend: str = "jit",
          threads: int | None = None) -> Model:
     """A model saved by `Model.save`: rebuilt from its source text, then every tensor restored."""
     with np.load(os.fspath(path), allow_pickle=False) as z:

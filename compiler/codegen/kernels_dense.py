@@ -44,11 +44,16 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     flops = 2 * m * nn * kk * nb
     if n.type.dtype != "f32":
         return _naive_matmul(cx, n, a, bb, ids, batch, m, kk, nn)
-    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk), cx.target)
+    ta, tb = a.id in cx.plan.folded, bb.id in cx.plan.folded
+    a_src, b_src = (a.inputs[0] if ta else a), (bb.inputs[0] if tb else bb)
+    ids = [n.id] + list(dict.fromkeys([a_src.id, b_src.id]))
+    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb), cx.target)
     cx.need_scratch(gk.scratch_per_thread)
     fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("matmul"),
                                          [cx.ptr_type(i) for i in ids] + [F32])
-    c_p, a_p, b_p, scr = ptrs[0], ptrs[ids.index(a.id)], ptrs[ids.index(bb.id)], ptrs[-1]
+    c_p, a_p, b_p = ptrs[0], ptrs[ids.index(a_src.id)], ptrs[ids.index(b_src.id)]
+    scr = ptrs[-1]
+    a, bb = a_src, b_src
     null = ir.Constant(F32P, None)
     if nb == 1:
         b.call(gk.fn, [tid, nt, a_p, b_p, c_p, null, null, null, scr])

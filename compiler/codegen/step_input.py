@@ -27,7 +27,7 @@ from .lower_elementwise import ELEMENTWISE
 ALIGN = 64
 HEADER = 64 * 4  # barrier state, seed, step, loss accumulators (see step.py)
 VIEWS = ("reshape", "stop_gradient")
-FUSIBLE = set(ELEMENTWISE) | {"random_uniform", "random_normal", "const"}
+FUSIBLE = (set(ELEMENTWISE) - set(VIEWS)) | {"random_uniform", "random_normal", "const"}
 _ITEMSIZE = {"f32": 4, "f64": 8, "i32": 4, "bool": 1}
 
 
@@ -59,6 +59,15 @@ class StepPlan:
     consts: dict[int, np.ndarray]  # arena-resident constants written once
     size: int  # arena bytes before scratch
     fed: dict[str, int] = field(default_factory=dict)  # input name -> node id
+    folded: set[int] = field(default_factory=set)  # 2-D transposes read by GEMMs as op(A)ᵀ
+
+
+def _foldable(n: Node, readers: list[Node], keep: set[int]) -> bool:
+    """A float32 2-D transpose only ever multiplied (unbatched): the GEMM reads it transposed."""
+    return (n.op == "transpose" and n.type.rank == 2 and n.type.dtype == "f32"
+            and n.id not in keep and bool(readers)
+            and all(r.op == "matmul" and all(x.type.rank == 2 for x in r.inputs)
+                    for r in readers))
 
 
 def _storage_root(g: Graph, n: Node) -> Node:
@@ -80,6 +89,11 @@ def plan_step(g: Graph, wanted: list[Node], updates: dict[str, Node] | None = No
             users[x.id] = users.get(x.id, 0) + 1
     keep = {n.id for n in roots}
     nodes = {n.id: n for n in order}
+    readers: dict[int, list[Node]] = {}
+    for n in order:
+        for x in n.inputs:
+            readers.setdefault(x.id, []).append(n)
+    folded = {n.id for n in order if _foldable(n, readers.get(n.id, []), keep)}
 
     # fuse: a fusible producer with the consumer's shape and exactly one reader joins it
     group_of: dict[int, int] = {}
@@ -98,7 +112,7 @@ def plan_step(g: Graph, wanted: list[Node], updates: dict[str, Node] | None = No
         if n.id in group_of:
             members.setdefault(group_of[n.id], []).append(n.id)
     for n in order:
-        if n.op in ("input", "param", "state", "const") or n.op in VIEWS:
+        if n.op in ("input", "param", "state", "const") or n.op in VIEWS or n.id in folded:
             continue
         if n.id in group_of:
             if group_of[n.id] != n.id:
@@ -112,7 +126,8 @@ def plan_step(g: Graph, wanted: list[Node], updates: dict[str, Node] | None = No
                         ext.append(x.id)
             kernels.append(Kernel("elementwise", ids, ext, n.id, n.type.shape))
         else:
-            ext = list(dict.fromkeys(x.id for x in n.inputs))
+            ext = list(dict.fromkeys(x.inputs[0].id if x.id in folded else x.id
+                                     for x in n.inputs))
             kernels.append(Kernel(n.op, [n.id], ext, n.id, n.type.shape))
 
     # storage
@@ -158,7 +173,7 @@ def plan_step(g: Graph, wanted: list[Node], updates: dict[str, Node] | None = No
     fed: dict[str, int] = {}
     at = header
     for n in order:
-        if n.id in persistent or n.op in VIEWS:
+        if n.id in persistent or n.op in VIEWS or n.id in folded:
             continue
         at = -(-at // ALIGN) * ALIGN
         offset[n.id] = at
@@ -174,4 +189,5 @@ def plan_step(g: Graph, wanted: list[Node], updates: dict[str, Node] | None = No
                 persistent[n.id] = persistent[r.id]
             else:
                 offset[n.id] = offset[r.id]
-    return StepPlan(g, kernels, offset, persistent, names, consts, -(-at // ALIGN) * ALIGN, fed)
+    return StepPlan(g, kernels, offset, persistent, names, consts, -(-at // ALIGN) * ALIGN, fed,
+                    folded)

@@ -15,7 +15,7 @@ MLP = os.path.join(ROOT, "examples", "digits_mlp.net")
 
 def _data(m, n, seed=0):
     rng = np.random.default_rng(seed)
-    (xs, _), (ys, _) = m.inputs["x"], m.targets["y"]
+    xs = m.inputs["x"][0]
     return (rng.uniform(0, 1, (n,) + xs[1:]).astype(np.float32),
             rng.integers(0, 10, n).astype(np.int32))
 
