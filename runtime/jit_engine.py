@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from llvmlite import ir
 
 from netc.compiler.codegen.step import KEY_OFFSET, LOSS_OFFSET, StepModule, build_step_module
 from netc.compiler.codegen.step_input import plan_step
@@ -96,31 +97,43 @@ class JitEngine:
         raise InternalCompilerError(f"unknown engine request {kind!r}")
 
     def compiled(self, kind: str) -> _Compiled:
+        """The native code for `kind`: every kind this graph serves is built into one module
+        (one compile, GEMM/conv kernels shared), each with its own plan and arena."""
         hit = self._kinds.get(kind)
         if hit is not None:
             return hit
-        wanted, updates = self._request(kind)
-        plan = plan_step(self.g, list(wanted.values()), updates)
-        losses = [n.id for n in wanted.values()] if kind == "train_step" else []
-        loop = kind == "train_step"
-        holder: dict[str, StepModule] = {}
+        self._request(kind)  # an unknown or unservable kind fails here
+        kinds = ["train_step", "gradients"] if self.info is not None else ["predict", "evaluate"]
+        requests = {k: self._request(k) for k in kinds}
+        plans = {k: plan_step(self.g, list(w.values()), u) for k, (w, u) in requests.items()}
+        losses = {k: [n.id for n in w.values()] if k == "train_step" else []
+                  for k, (w, u) in requests.items()}
 
-        def build():
-            holder["sm"] = build_step_module(plan, self.target, loop=loop, losses=losses,
-                                             name=f"{self.g.name}_{kind}")
-            return holder["sm"].module
+        def build_all() -> dict[str, StepModule]:
+            module = ir.Module(name=self.g.name)
+            return {k: build_step_module(plans[k], self.target, loop=k == "train_step",
+                                         losses=losses[k], module=module, prefix=f"{k}_")
+                    for k in kinds}
 
-        key = "\n".join([self.g.to_text(), kind, repr(sorted(updates)), repr(list(wanted))])
+        holder: dict[str, dict[str, StepModule]] = {}
+
+        def build() -> ir.Module:
+            holder["sms"] = build_all()
+            return next(iter(holder["sms"].values())).module
+
+        key = "\n".join([self.g.to_text(), *kinds, *(repr(sorted(u)) + repr(list(w)) for w, u in
+                                                      requests.values())])
         comp, hit = compile_cached(key, build, self.target)
         self.compiled_from_cache = hit
-        sm = holder.get("sm") or _layout_only(plan, loop, losses)
-        arena = aligned_bytes(sm.arena_bytes(self.threads))
-        self._init_arena(sm, arena)
-        step = _STEP(comp.address("netc_step"))
-        loop_fn = _LOOP(comp.address("netc_train_steps")) if loop else None
-        c = _Compiled(sm, arena, step, loop_fn, comp, wanted)
-        self._kinds[kind] = c
-        return c
+        sms = holder.get("sms") or build_all()  # a cache hit still needs the layouts
+        for k in kinds:
+            sm = sms[k]
+            arena = aligned_bytes(sm.arena_bytes(self.threads))
+            self._init_arena(sm, arena)
+            step = _STEP(comp.address(f"{k}_netc_step"))
+            loop_fn = _LOOP(comp.address(f"{k}_netc_train_steps")) if k == "train_step" else None
+            self._kinds[k] = _Compiled(sm, arena, step, loop_fn, comp, requests[k][0])
+        return self._kinds[kind]
 
     def _init_arena(self, sm: StepModule, arena: np.ndarray) -> None:
         plan = sm.plan
@@ -196,11 +209,6 @@ class JitEngine:
         self._launch(c.loop, c.arena.ctypes.data, ptrs.ctypes.data, index.ctypes.data, n_steps)
         names = list(c.wanted)
         return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
-
-
-def _layout_only(plan, loop: bool, losses: list[int]) -> StepModule:
-    """The layout of a module loaded from the cache (re-derived without optimising it)."""
-    return build_step_module(plan, get_target(), loop=loop, losses=losses)
 
 
 BACKENDS["jit"] = JitEngine

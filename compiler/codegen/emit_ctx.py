@@ -41,6 +41,7 @@ class Ctx:
     module: ir.Module
     target: Target
     plan: StepPlan
+    prefix: str = ""
     scratch_per_thread: int = 0
     counter: int = 0
     notes: list[str] = field(default_factory=list)
@@ -53,7 +54,7 @@ class Ctx:
 
     def name(self, stem: str) -> str:
         self.counter += 1
-        return f"k{self.counter}_{stem}"
+        return f"{self.prefix}k{self.counter}_{stem}"
 
     def need_scratch(self, per_thread: int) -> None:
         self.scratch_per_thread = max(self.scratch_per_thread, -(-per_thread // 64) * 64)

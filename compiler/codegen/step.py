@@ -129,9 +129,13 @@ class _Body:
 
 
 def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
-                      losses: list[int] | None = None, name: str = "netc") -> StepModule:
-    module = ir.Module(name=name)
-    cx = Ctx(module, target, plan)
+                      losses: list[int] | None = None, name: str = "netc",
+                      module: ir.Module | None = None, prefix: str = "") -> StepModule:
+    """Add the entry points `{prefix}netc_step` (and `{prefix}netc_train_steps` with loop) for
+    `plan` to `module` (a new one by default). Several plans of one graph may share a module:
+    their GEMM and conv kernels are emitted once."""
+    module = module if module is not None else ir.Module(name=name)
+    cx = Ctx(module, target, plan, prefix=prefix)
     calls: list[Call] = []
     for k in plan.kernels:
         calls.extend(_emit_kernel(cx, k))
@@ -139,7 +143,7 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
     scratch_offset = -(-(table_offset + 8 * len(plan.names)) // ALIGN) * ALIGN
 
     body_ty = ir.FunctionType(ir.VoidType(), [I32, I32, I8P])
-    body_fn = ir.Function(module, body_ty, name="netc_step")
+    body_fn = ir.Function(module, body_ty, name=f"{prefix}netc_step")
     tid, nt, arena = body_fn.args
     arena.add_attribute("noalias")
     b = ir.IRBuilder(body_fn.append_basic_block("entry"))
@@ -152,16 +156,16 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
     if len(losses) > MAX_LOSSES:
         raise InternalCompilerError(f"jit: at most {MAX_LOSSES} reported losses")
     if loop:
-        _emit_train_steps(module, plan, body_fn, losses)
+        _emit_train_steps(module, plan, body_fn, losses, f"{prefix}netc_train_steps")
     return StepModule(module, plan, table_offset, scratch_offset, cx.scratch_per_thread, losses,
                       em.barriers)
 
 
 def _emit_train_steps(module: ir.Module, plan: StepPlan, body_fn: ir.Function,
-                      losses: list[int]) -> None:
+                      losses: list[int], name: str) -> None:
     fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I8P, I8P.as_pointer(), I64.as_pointer(),
                                            I64])
-    fn = ir.Function(module, fnty, name="netc_train_steps")
+    fn = ir.Function(module, fnty, name=name)
     tid, nt, arena, data, index, n_steps = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     g = plan.graph
