@@ -1,10 +1,11 @@
 """Runtime, on-disk compile cache: native object code of whole-step modules, keyed by what
 determines it.
 
-Takes: a key text (graph text + request + options), a function building the llvmlite module (only
-called on a miss) and a Target. Gives: `compile_cached(key_text, build, target)` -> `Compiled`
-(runtime/jit.py), loading the object file from the cache when present, else optimising at O3,
-emitting the object and storing it; `cache_dir()`.
+Takes: a key text (graph text + request + options), a function building the llvmlite module and
+a small JSON-able `meta` (only called on a miss) and a Target. Gives: `compile_cached(key_text,
+build, target)` -> (`Compiled` (runtime/jit.py), meta, hit), loading the object file and its meta
+from the cache when present, else optimising at O3, emitting the object and storing both;
+`cache_dir()`.
 
 Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version
 and the netc version; `NETC_CACHE_DIR` overrides `$XDG_CACHE_HOME/netc` (default `~/.cache/netc`);
@@ -16,6 +17,7 @@ unwritable cache directory only costs the cache.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -28,8 +30,8 @@ from llvmlite import ir
 from netc.compiler.codegen.target import Target
 from netc.jit import Compiled, _parse, optimize, target_machine
 
-_MAGIC = b"netc-obj-1\n"
-_memory: dict[str, Compiled] = {}
+_MAGIC = b"netc-obj-2\n"
+_memory: dict[str, tuple[Compiled, dict]] = {}
 
 
 def _version() -> str:
@@ -66,6 +68,16 @@ def _load(obj: bytes, target: Target) -> Compiled:
     return Compiled(engine)
 
 
+def _pack(obj: bytes, meta: dict) -> bytes:
+    m = json.dumps(meta, sort_keys=True).encode()
+    return len(m).to_bytes(4, "little") + m + obj
+
+
+def _unpack(data: bytes) -> tuple[bytes, dict]:
+    n = int.from_bytes(data[:4], "little")
+    return data[4 + n:], json.loads(data[4:4 + n].decode())
+
+
 def _write(path: str, data: bytes) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -94,27 +106,29 @@ def _read(path: str) -> bytes | None:
     return data if hashlib.sha256(data).digest() == digest else None
 
 
-def compile_cached(key_text: str, build: Callable[[], ir.Module], target: Target
-                   ) -> tuple[Compiled, bool]:
-    """(compiled, hit): from memory, the disk cache, or a fresh O3 compile stored on disk."""
+def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], target: Target
+                   ) -> tuple[Compiled, dict, bool]:
+    """(compiled, meta, hit): from memory, the disk cache, or a fresh O3 compile stored on disk."""
     key = cache_key(key_text, target)
     if key in _memory:
-        return _memory[key], True
+        return *_memory[key], True
     path = os.path.join(cache_dir(), key[:2], key + ".o")
-    obj = _read(path)
-    if obj is not None:
+    data = _read(path)
+    if data is not None:
         try:
+            obj, meta = _unpack(data)
             compiled = _load(obj, target)
-            _memory[key] = compiled
-            return compiled, True
+            _memory[key] = (compiled, meta)
+            return compiled, meta, True
         except Exception:  # noqa: BLE001 - a bad entry is rebuilt below
             pass
+    module, meta = build()
     tm = target_machine(target)
-    mod = _parse(build(), target)
+    mod = _parse(module, target)
     mod.data_layout = str(tm.target_data)
     optimize(mod, tm)
     obj = tm.emit_object(mod)
-    _write(path, obj)
+    _write(path, _pack(obj, meta))
     compiled = _load(obj, target)
-    _memory[key] = compiled
-    return compiled, False
+    _memory[key] = (compiled, meta)
+    return compiled, meta, False

@@ -115,17 +115,16 @@ class JitEngine:
                                          losses=losses[k], module=module, prefix=f"{k}_")
                     for k in kinds}
 
-        holder: dict[str, dict[str, StepModule]] = {}
-
-        def build() -> ir.Module:
-            holder["sms"] = build_all()
-            return next(iter(holder["sms"].values())).module
+        def build() -> tuple[ir.Module, dict]:
+            sms = build_all()
+            meta = {k: sm.scratch_per_thread for k, sm in sms.items()}
+            return next(iter(sms.values())).module, meta
 
         key = "\n".join([self.g.to_text(), *kinds, *(repr(sorted(u)) + repr(list(w)) for w, u in
                                                       requests.values())])
-        comp, hit = compile_cached(key, build, self.target)
+        comp, meta, hit = compile_cached(key, build, self.target)
         self.compiled_from_cache = hit
-        sms = holder.get("sms") or build_all()  # a cache hit still needs the layouts
+        sms = {k: StepModule.layout(plans[k], int(meta[k]), losses[k]) for k in kinds}
         for k in kinds:
             sm = sms[k]
             arena = aligned_bytes(sm.arena_bytes(self.threads))

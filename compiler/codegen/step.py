@@ -47,7 +47,7 @@ MAX_LOSSES = 16
 
 @dataclass
 class StepModule:
-    module: ir.Module
+    module: ir.Module | None  # None when loaded from the cache
     plan: StepPlan
     table_offset: int
     scratch_offset: int
@@ -57,6 +57,15 @@ class StepModule:
 
     def arena_bytes(self, threads: int) -> int:
         return self.scratch_offset + self.scratch_per_thread * threads + ALIGN
+
+    @classmethod
+    def layout(cls, plan: StepPlan, scratch_per_thread: int, losses: list[int]) -> StepModule:
+        """The layout of a module compiled earlier (loaded from the cache): no IR is built."""
+        return cls(None, plan, plan.size, scratch_offset(plan), scratch_per_thread, losses, 0)
+
+
+def scratch_offset(plan: StepPlan) -> int:
+    return -(-(plan.size + 8 * len(plan.names)) // ALIGN) * ALIGN
 
 
 def _emit_kernel(cx: Ctx, k) -> list[Call]:
@@ -140,14 +149,14 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
     for k in plan.kernels:
         calls.extend(_emit_kernel(cx, k))
     table_offset = plan.size
-    scratch_offset = -(-(table_offset + 8 * len(plan.names)) // ALIGN) * ALIGN
+    scratch_at = scratch_offset(plan)
 
     body_ty = ir.FunctionType(ir.VoidType(), [I32, I32, I8P])
     body_fn = ir.Function(module, body_ty, name=f"{prefix}netc_step")
     tid, nt, arena = body_fn.args
     arena.add_attribute("noalias")
     b = ir.IRBuilder(body_fn.append_basic_block("entry"))
-    em = _Body(cx, b, tid, nt, arena, table_offset, scratch_offset)
+    em = _Body(cx, b, tid, nt, arena, table_offset, scratch_at)
     for c in calls:
         em.call(c)
     b.ret_void()
@@ -157,7 +166,7 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
         raise InternalCompilerError(f"jit: at most {MAX_LOSSES} reported losses")
     if loop:
         _emit_train_steps(module, plan, body_fn, losses, f"{prefix}netc_train_steps")
-    return StepModule(module, plan, table_offset, scratch_offset, cx.scratch_per_thread, losses,
+    return StepModule(module, plan, table_offset, scratch_at, cx.scratch_per_thread, losses,
                       em.barriers)
 
 

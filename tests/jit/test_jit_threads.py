@@ -79,22 +79,22 @@ def test_cache_roundtrip_and_corrupt_entry(tmp_path, monkeypatch):
         fn = ir.Function(mod, ir.FunctionType(ir.IntType(32), []), name="answer")
         ir.IRBuilder(fn.append_basic_block()).ret(ir.Constant(ir.IntType(32), 42))
         built.append(1)
-        return mod
+        return mod, {"n": 1}
 
     import netc.jit_cache as jc
     key = f"answer-test-{os.getpid()}"
-    _, hit = compile_cached(key, build, get_target())
-    assert not hit and len(built) == 1
+    _, meta, hit = compile_cached(key, build, get_target())
+    assert not hit and len(built) == 1 and meta == {"n": 1}
     jc._memory.clear()
-    _, hit = compile_cached(key, build, get_target())
-    assert hit and len(built) == 1
+    _, meta, hit = compile_cached(key, build, get_target())
+    assert hit and len(built) == 1 and meta == {"n": 1}
     files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs]
     assert len(files) == 1 and files[0].endswith(".o")
     with open(files[0], "r+b") as f:  # corrupt it: rebuilt, not a crash
         f.seek(40)
         f.write(b"garbage")
     jc._memory.clear()
-    comp, hit = compile_cached(key, build, get_target())
+    comp, _, hit = compile_cached(key, build, get_target())
     assert not hit and len(built) == 2
     import ctypes
     assert ctypes.CFUNCTYPE(ctypes.c_int32)(comp.address("answer"))() == 42
