@@ -117,14 +117,15 @@ class JitEngine:
 
         def build() -> tuple[ir.Module, dict]:
             sms = build_all()
-            meta = {k: sm.scratch_per_thread for k, sm in sms.items()}
+            meta = {k: [sm.scratch_per_thread, sm.split_calls] for k, sm in sms.items()}
             return next(iter(sms.values())).module, meta
 
         key = "\n".join([self.g.to_text(), *kinds, *(repr(sorted(u)) + repr(list(w)) for w, u in
                                                       requests.values())])
         comp, meta, hit = compile_cached(key, build, self.target)
         self.compiled_from_cache = hit
-        sms = {k: StepModule.layout(plans[k], int(meta[k]), losses[k]) for k in kinds}
+        sms = {k: StepModule.layout(plans[k], int(meta[k][0]), losses[k], int(meta[k][1]))
+               for k in kinds}
         for k in kinds:
             sm = sms[k]
             arena = aligned_bytes(sm.arena_bytes(self.threads))
@@ -162,8 +163,10 @@ class JitEngine:
 
     # ------------------------------------------------------------------ run
 
-    def _launch(self, fn: Any, *args: Any) -> None:
-        if self.threads == 1:
+    def _launch(self, c: _Compiled, fn: Any, *args: Any) -> None:
+        # Work too small to share runs on thread 0 whatever nt is: then one thread does it all
+        # without barriers (the same results, bit for bit).
+        if self.threads == 1 or c.sm.split_calls == 0:
             fn(0, 1, *args)
         else:
             get_pool().run(fn, self.threads, *args)
@@ -179,7 +182,7 @@ class JitEngine:
         for name, i in plan.fed.items():
             self._view(c.arena, plan.graph.node(i), plan.offset[i])[...] = feeds[name]
         self._set_step(c)
-        self._launch(c.step, c.arena.ctypes.data)
+        self._launch(c, c.step, c.arena.ctypes.data)
         return {k: self._value(c, n) for k, n in c.wanted.items()}
 
     def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
@@ -205,7 +208,7 @@ class JitEngine:
         acc = c.arena[LOSS_OFFSET:LOSS_OFFSET + 8 * len(c.sm.losses)].view(np.float64)
         acc[:] = 0
         self._set_step(c)
-        self._launch(c.loop, c.arena.ctypes.data, ptrs.ctypes.data, index.ctypes.data, n_steps)
+        self._launch(c, c.loop, c.arena.ctypes.data, ptrs.ctypes.data, index.ctypes.data, n_steps)
         names = list(c.wanted)
         return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
 

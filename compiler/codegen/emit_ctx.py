@@ -34,6 +34,7 @@ class Call:
     reads: set[int]
     writes: set[int]
     mode: str = "split"
+    shares_scratch: bool = False  # reads other threads' scratch (conv weight-gradient partials)
 
 
 @dataclass

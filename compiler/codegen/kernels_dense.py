@@ -134,7 +134,8 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
                                    cx.target)
         args, reads = [x.id, ct.id, n.id, "barrier", "scratch"], {x.id, ct.id}
     cx.need_scratch(ck.scratch_per_thread)
-    return [Call(ck.fn, args, reads, {n.id}, "split")]
+    return [Call(ck.fn, args, reads, {n.id}, "split",
+                 shares_scratch=n.op == "conv2d_grad_weight")]
 
 
 def _pool_spec(cx: Ctx, n, x_shape) -> PoolSpec:

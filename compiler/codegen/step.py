@@ -54,14 +54,17 @@ class StepModule:
     scratch_per_thread: int
     losses: list[int]  # node ids accumulated by netc_train_steps, in order
     n_barriers: int
+    split_calls: int = 1  # kernels every thread works on (0: one thread does everything)
 
     def arena_bytes(self, threads: int) -> int:
         return self.scratch_offset + self.scratch_per_thread * threads + ALIGN
 
     @classmethod
-    def layout(cls, plan: StepPlan, scratch_per_thread: int, losses: list[int]) -> StepModule:
+    def layout(cls, plan: StepPlan, scratch_per_thread: int, losses: list[int],
+               split_calls: int) -> StepModule:
         """The layout of a module compiled earlier (loaded from the cache): no IR is built."""
-        return cls(None, plan, plan.size, scratch_offset(plan), scratch_per_thread, losses, 0)
+        return cls(None, plan, plan.size, scratch_offset(plan), scratch_per_thread, losses, 0,
+                   split_calls)
 
 
 def scratch_offset(plan: StepPlan) -> int:
@@ -91,7 +94,7 @@ class _Body:
         self.table = b.bitcast(b.gep(arena, [i64(table_offset)]), I8P.as_pointer())
         self.scratch_offset = scratch_offset
         self.slots = {name: j for j, name in enumerate(cx.plan.names)}
-        self.pending: list[tuple[set, set, str]] = []
+        self.pending: list[tuple[set, set, str, bool]] = []
         self.barriers = 0
 
     def node_ptr(self, i: int) -> ir.Value:
@@ -119,13 +122,18 @@ class _Body:
         key = self.cx
         reads = {storage_key(key, i) for i in c.reads}
         writes = {storage_key(key, i) for i in c.writes}
-        for r, w, mode in self.pending:
+        uses_scratch = "scratch" in c.args
+        for r, w, mode, shared in self.pending:
+            # a kernel that read other threads' scratch must be done before anyone reuses it
+            if shared and uses_scratch:
+                self.barrier()
+                break
             if mode == "single" and c.mode == "single":
                 continue
             if w & (reads | writes) or r & writes:
                 self.barrier()
                 break
-        self.pending.append((reads, writes, c.mode))
+        self.pending.append((reads, writes, c.mode, c.shares_scratch))
         b = self.b
         types = [p.type for p in c.fn.args[2:]]
         if c.mode == "single":
@@ -167,7 +175,7 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
     if loop:
         _emit_train_steps(module, plan, body_fn, losses, f"{prefix}netc_train_steps")
     return StepModule(module, plan, table_offset, scratch_at, cx.scratch_per_thread, losses,
-                      em.barriers)
+                      em.barriers, sum(c.mode == "split" for c in calls))
 
 
 def _emit_train_steps(module: ir.Module, plan: StepPlan, body_fn: ir.Function,

@@ -98,3 +98,17 @@ def test_cache_roundtrip_and_corrupt_entry(tmp_path, monkeypatch):
     assert not hit and len(built) == 2
     import ctypes
     assert ctypes.CFUNCTYPE(ctypes.c_int32)(comp.address("answer"))() == 42
+
+
+def test_lenet_two_threads_equals_interpreter():
+    path = os.path.join(ROOT, "examples", "lenet.net")
+    mi = netc.compile(path, backend="interpret", seed=2)
+    mj = netc.compile(path, backend="jit", seed=2, threads=2)
+    rng = np.random.default_rng(4)
+    feeds = {n: (rng.integers(0, 10, s).astype(np.int32) if d == "i32"
+                 else rng.uniform(0, 1, s).astype(np.float32))
+             for n, (s, d) in {**mi.inputs, **mi.targets}.items()}
+    for _ in range(2):
+        np.testing.assert_allclose(mj.train_step(**feeds), mi.train_step(**feeds), rtol=1e-4)
+    for k in mi.params:
+        np.testing.assert_allclose(mj.params[k], mi.params[k], rtol=1e-4, atol=1e-5, err_msg=k)
