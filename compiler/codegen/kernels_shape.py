@@ -20,7 +20,7 @@ from llvmlite import ir
 
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .loops import for_range, i64
-from .lower_elementwise import const, load_value, mem_type, reg_type, store_value
+from .lower_elementwise import const, load_value, reg_type, store_value
 from .step_input import Kernel
 from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
 from .strided import thread_range as split_range
@@ -269,4 +269,3 @@ SHAPE_EMITTERS = {
     "slice_grad": emit_slice_grad, "pad": emit_pad, "concat": emit_concat,
     "one_hot": emit_one_hot, "gather": emit_gather, "scatter_add": emit_scatter_add,
 }
-_ = mem_type

@@ -27,3 +27,31 @@ def test_emit_asm_is_vectorized():
 
 def test_emit_object_is_elf():
     assert emit_object(MLP, request="predict")[:4] == b"\x7fELF"
+
+
+def test_transcendental_loops_vectorize():
+    """exp/log/tanh/erf/sigmoid are inline polynomials: the loop over them becomes SIMD code with
+    no libm call (a call would block vectorization)."""
+    import re
+
+    import pytest
+
+    from netc.compiler.codegen.step import build_step_module
+    from netc.compiler.codegen.step_input import plan_step
+    from netc.compiler.errors import SourceLoc
+    from netc.compiler.ir import Graph, TensorType
+    from netc.jit import asm_of
+
+    target = get_target()
+    if target.lanes < 8:
+        pytest.skip("portable target: no wide vector registers to look for")
+    loc = SourceLoc("t.net", 1, 1)
+    for op in ("exp", "log", "tanh", "erf", "sigmoid"):
+        g = Graph("t", float_dtype="f32")
+        x = g.input("x", TensorType((4096,), "f32"), loc)
+        g.outputs["y"] = y = g.add(op, [x], None, loc)
+        asm = asm_of(build_step_module(plan_step(g, [y]), target).module, target)
+        assert re.search(r"\bv\w+ps\s+.*[yz]mm", asm), op
+        calls = [c for c in re.findall(r"call\w*\s+(\S+)", asm)
+                 if "netc" not in c and "k1_" not in c]
+        assert calls == [], (op, calls)
