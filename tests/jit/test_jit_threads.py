@@ -102,8 +102,8 @@ def test_cache_roundtrip_and_corrupt_entry(tmp_path, monkeypatch):
 
 def test_lenet_two_threads_equals_interpreter():
     path = os.path.join(ROOT, "examples", "lenet.net")
-    mi = netc.compile(path, backend="interpret", seed=2)
-    mj = netc.compile(path, backend="jit", seed=2, threads=2)
+    mi = netc.compile(path, backend="interpret", seed=2, batch=16)
+    mj = netc.compile(path, backend="jit", seed=2, threads=2, batch=16)
     rng = np.random.default_rng(4)
     feeds = {n: (rng.integers(0, 10, s).astype(np.int32) if d == "i32"
                  else rng.uniform(0, 1, s).astype(np.float32))
