@@ -112,3 +112,20 @@ def test_lenet_two_threads_equals_interpreter():
         np.testing.assert_allclose(mj.train_step(**feeds), mi.train_step(**feeds), rtol=1e-4)
     for k in mi.params:
         np.testing.assert_allclose(mj.params[k], mi.params[k], rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_cache_concurrent_writers_leave_a_whole_entry(tmp_path):
+    import threading
+
+    import netc.jit_cache as jc
+    path = str(tmp_path / "ab" / "entry.o")
+    blobs = [bytes([i]) * (50_000 + i) for i in range(8)]
+    threads = [threading.Thread(target=jc._write, args=(path, jc._pack(b, {"i": i})))
+               for i, b in enumerate(blobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    obj, meta = jc._unpack(jc._read(path))
+    assert obj == blobs[meta["i"]]
+    assert os.listdir(tmp_path / "ab") == ["entry.o"]  # no temporary files left behind
