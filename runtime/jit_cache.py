@@ -7,11 +7,12 @@ build, target)` -> (`Compiled` (runtime/jit.py), meta, hit), loading the object 
 from the cache when present, else optimising at O3, emitting the object and storing both;
 `cache_dir()`.
 
-Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version
-and the netc version; `NETC_CACHE_DIR` overrides `$XDG_CACHE_HOME/netc` (default `~/.cache/netc`);
-entries are written to a temporary file and renamed into place, so concurrent writers never
-leave a torn entry; an entry that fails to load is rebuilt and rewritten, never an error; an
-unwritable cache directory only costs the cache.
+Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version,
+the netc version and the code generator's own source (so an edited checkout never loads objects
+of an older code generator); `NETC_CACHE_DIR` overrides `$XDG_CACHE_HOME/netc` (default
+`~/.cache/netc`); entries are written to a temporary file and renamed into place, so
+concurrent writers never leave a torn entry; an entry that fails to load is rebuilt and
+rewritten, never an error; an unwritable cache directory only costs the cache.
 """
 
 from __future__ import annotations
@@ -41,6 +42,23 @@ def _version() -> str:
         return "0"
 
 
+_fingerprint: list[str] = []
+
+
+def codegen_fingerprint() -> str:
+    """A hash of the code generator's source files (computed once per process)."""
+    if not _fingerprint:
+        from netc.compiler import codegen
+        h = hashlib.sha256()
+        folder = os.path.dirname(codegen.__file__)
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+        _fingerprint.append(h.hexdigest())
+    return _fingerprint[0]
+
+
 def cache_dir() -> str:
     env = os.environ.get("NETC_CACHE_DIR")
     if env:
@@ -52,7 +70,7 @@ def cache_dir() -> str:
 def cache_key(key_text: str, target: Target) -> str:
     h = hashlib.sha256()
     for part in (key_text, target.name, target.cpu, target.features, llvmlite.__version__,
-                 _version()):
+                 _version(), codegen_fingerprint()):
         h.update(str(part).encode())
         h.update(b"\0")
     return h.hexdigest()

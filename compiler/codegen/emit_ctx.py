@@ -35,6 +35,7 @@ class Call:
     writes: set[int]
     mode: str = "split"
     shares_scratch: bool = False  # reads other threads' scratch (conv weight-gradient partials)
+    scratch_stride: int = 0  # bytes per thread the kernel itself steps its scratch pointer by
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Ctx:
     target: Target
     plan: StepPlan
     prefix: str = ""
-    scratch_per_thread: int = 0
+    scratch_private: int = 0  # bytes per thread, kernels using only their own thread's part
+    scratch_shared: int = 0  # bytes per thread, kernels reading other threads' parts
     counter: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -57,8 +59,16 @@ class Ctx:
         self.counter += 1
         return f"{self.prefix}k{self.counter}_{stem}"
 
-    def need_scratch(self, per_thread: int) -> None:
-        self.scratch_per_thread = max(self.scratch_per_thread, -(-per_thread // 64) * 64)
+    def need_scratch(self, per_thread: int, shared: bool = False) -> None:
+        size = -(-per_thread // 64) * 64
+        if shared:
+            self.scratch_shared = max(self.scratch_shared, size)
+        else:
+            self.scratch_private = max(self.scratch_private, size)
+
+    @property
+    def scratch_per_thread(self) -> int:
+        return self.scratch_private + self.scratch_shared
 
     def fail(self, what: str, n: Node) -> InternalCompilerError:
         return InternalCompilerError(f"jit: {what} ({n.op} {n.type})", n.loc)

@@ -74,7 +74,8 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
         strided_loop(b, batch, acc, body, tid, nt)
         mode = "split" if flops >= 16 * (1 << 15) and nb > 1 else "single"
     b.ret_void()
-    return [Call(fn, ids + ["scratch"], {a.id, bb.id}, {n.id}, mode)]
+    return [Call(fn, ids + ["scratch"], {a.id, bb.id}, {n.id}, mode,
+                 scratch_stride=gk.scratch_per_thread)]
 
 
 def _cs(shape):
@@ -133,9 +134,10 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
         ck = emit_conv_grad_weight(cx.module, _spec(x.type.shape, n.type.shape, n.attrs),
                                    cx.target)
         args, reads = [x.id, ct.id, n.id, "barrier", "scratch"], {x.id, ct.id}
-    cx.need_scratch(ck.scratch_per_thread)
-    return [Call(ck.fn, args, reads, {n.id}, "split",
-                 shares_scratch=n.op == "conv2d_grad_weight")]
+    shared = n.op == "conv2d_grad_weight"
+    cx.need_scratch(ck.scratch_per_thread, shared=shared)
+    return [Call(ck.fn, args, reads, {n.id}, "split", shares_scratch=shared,
+                 scratch_stride=ck.scratch_per_thread)]
 
 
 def _pool_spec(cx: Ctx, n, x_shape) -> PoolSpec:

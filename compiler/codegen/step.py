@@ -15,7 +15,8 @@ the last barrier (kernels run by thread 0 alone need no barrier between them).
 Arena layout (bytes): [0, 64) barrier state; 64: i32 seed_lo, seed_hi, step (the RNG key words);
 [128, 256): f64 loss accumulators; the plan's buffers (64-byte aligned) up to `plan.size`; the
 table of persistent tensor addresses (params, state, optimizer state live in the model's Store,
-one pointer each, written by the runtime); per-thread scratch from `scratch_offset`.
+one pointer each, written by the runtime); per-thread scratch from `scratch_offset` (every
+thread's private part, then the shared parts; see `_Body.scratch`).
 
 Invariants: one module per plan; every entry point is called by all `nt` threads; results depend
 only on inputs and nt (never on timing).
@@ -103,12 +104,24 @@ class _Body:
             return b.load(b.gep(self.table, [i64(self.slots[p.persistent[i]])]), align=8)
         return b.gep(self.arena, [i64(p.offset[i])])
 
-    def arg(self, a, ty: ir.Type) -> ir.Value:
+    def scratch(self, c: Call, tid: ir.Value) -> ir.Value:
+        """Thread t's private scratch is [t*P, t*P + P) of the scratch region (P: the largest
+        private need), whatever stride a kernel steps by: it gets base + t*(P - stride). Kernels
+        reading each other's parts (conv weight gradients) get their own region after all the
+        private parts, at base + nt*P."""
+        b, priv = self.b, self.cx.scratch_private
+        base = b.gep(self.arena, [i64(self.scratch_offset)])
+        if c.shares_scratch:
+            return b.gep(base, [b.mul(b.sext(self.nt, I64), i64(priv))])
+        return b.gep(base, [b.mul(b.sext(tid, I64), i64(priv - c.scratch_stride))])
+
+    def arg(self, a, ty: ir.Type, c: Call | None = None, tid: ir.Value | None = None
+            ) -> ir.Value:
         b = self.b
         if a == "null":
             return ir.Constant(ty, None)
         if a == "scratch":
-            return b.bitcast(b.gep(self.arena, [i64(self.scratch_offset)]), ty)
+            return b.bitcast(self.scratch(c, tid), ty)
         if a in ("barrier", "arena"):
             return b.bitcast(self.arena, ty)
         return b.bitcast(self.node_ptr(a), ty)
@@ -137,11 +150,12 @@ class _Body:
         b = self.b
         types = [p.type for p in c.fn.args[2:]]
         if c.mode == "single":
-            with b.if_then(b.icmp_signed("==", self.tid, ir.Constant(I32, 0))):
-                args = [self.arg(a, t) for a, t in zip(c.args, types)]
-                b.call(c.fn, [ir.Constant(I32, 0), ir.Constant(I32, 1), *args])
+            zero = ir.Constant(I32, 0)
+            with b.if_then(b.icmp_signed("==", self.tid, zero)):
+                args = [self.arg(a, t, c, zero) for a, t in zip(c.args, types)]
+                b.call(c.fn, [zero, ir.Constant(I32, 1), *args])
         else:
-            args = [self.arg(a, t) for a, t in zip(c.args, types)]
+            args = [self.arg(a, t, c, self.tid) for a, t in zip(c.args, types)]
             b.call(c.fn, [self.tid, self.nt, *args])
 
 
