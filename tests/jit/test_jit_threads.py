@@ -108,6 +108,11 @@ def test_lenet_two_threads_equals_interpreter():
     feeds = {n: (rng.integers(0, 10, s).astype(np.int32) if d == "i32"
                  else rng.uniform(0, 1, s).astype(np.float32))
              for n, (s, d) in {**mi.inputs, **mi.targets}.items()}
+    gi = mi.gradients(**feeds)
+    for _ in range(8):  # races between concurrent kernels would show up as occasional misses
+        gj = mj.gradients(**feeds)
+        for k in gi:
+            np.testing.assert_allclose(gj[k], gi[k], rtol=1e-4, atol=1e-5, err_msg=k)
     for _ in range(2):
         np.testing.assert_allclose(mj.train_step(**feeds), mi.train_step(**feeds), rtol=1e-4)
     for k in mi.params:
