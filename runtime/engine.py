@@ -67,7 +67,7 @@ class InterpretEngine:
     """Runs a graph with the NumPy interpreter (the reference backend)."""
 
     def __init__(self, g: Graph, store: Store, *, info: StepInfo | None = None,
-                 report: dict[str, Node] | None = None):
+                 report: dict[str, Node] | None = None, threads: int | None = None):
         self.g = g
         self.store = store
         self.info = info

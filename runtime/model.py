@@ -27,7 +27,10 @@ from netc.compiler.initializers import initialize
 from netc.compiler.train import add_penalties, build_step
 
 from . import feeds as F
-from . import saved
+from . import (
+    jit_engine,  # noqa: F401  (registers BACKENDS["jit"])
+    saved,
+)
 from .engine import BACKENDS, Engine, Store
 from .training import FitState, History, OnEpoch, Progress
 from .training import fit as _fit
@@ -82,8 +85,7 @@ class Model:
     def __init__(self, builder: Builder, *, backend: str = "interpret", seed: int = 0,
                  threads: int | None = None, meta: dict | None = None, base: Any = None):
         if backend not in BACKENDS:
-            hint = " (not available yet: use backend='interpret')" if backend == "jit" else ""
-            raise UsageError(f"unknown backend {backend!r}{hint}")
+            raise UsageError(f"unknown backend {backend!r} (use 'jit' or 'interpret')")
         self._builder, self._backend, self.threads = builder, backend, threads
         self.meta = dict(meta or {})
         self.store = Store(seed)
@@ -151,10 +153,10 @@ class Model:
             cfg = getattr(self, "config", None) or built.train
             if mode == "train":
                 info = build_step(g, cfg, steps_per_epoch=self.steps_per_epoch)
-                engine = cls(g, self.store, info=info)
+                engine = cls(g, self.store, info=info, threads=self.threads)
             else:
                 report = {k: add_penalties(g, n, cfg) for k, n in g.losses.items()}
-                engine = cls(g, self.store, report=report)
+                engine = cls(g, self.store, report=report, threads=self.threads)
             self._engines[key] = (engine, g)
         return self._engines[key]
 
@@ -342,7 +344,7 @@ def _source_builder(path: str, text: str | None, overrides: dict, float_dtype: s
     return builder
 
 
-def compile(path: str | os.PathLike, *, backend: str = "interpret", threads: int | None = None,
+def compile(path: str | os.PathLike, *, backend: str = "jit", threads: int | None = None,
             seed: int = 0, dtype: str = "float32", **model_params: Any) -> Model:
     """Compile the model of a `.net` file; keyword arguments override its `( )` parameters."""
     float_dtype = _checked_dtype(dtype)
@@ -354,7 +356,7 @@ def compile(path: str | os.PathLike, *, backend: str = "interpret", threads: int
     return Model(builder, backend=backend, seed=seed, threads=threads, meta=meta, base=first)
 
 
-def load(path: str | os.PathLike, *, backend: str = "interpret",
+def load(path: str | os.PathLike, *, backend: str = "jit",
          threads: int | None = None) -> Model:
     """A model saved by `Model.save` (.npz or .safetensors): rebuilt from its source text, then
     every tensor restored."""

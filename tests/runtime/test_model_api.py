@@ -118,8 +118,8 @@ def test_fit_returns_history_and_learns():
 
 
 def test_unknown_backend_and_dtype():
-    with pytest.raises(UsageError, match="jit"):
-        Model._from_builder(builder(), backend="jit")
+    with pytest.raises(UsageError, match="use 'jit' or 'interpret'"):
+        Model._from_builder(builder(), backend="cuda")
     import netc
     with pytest.raises(UsageError, match="float32"):
         netc.compile("m.net", dtype="float16")

@@ -1,0 +1,203 @@
+"""Codegen stage, dense kernels: matmul (the generated GEMM, batched and broadcast), conv2d and its
+two gradients (the generated conv kernels), pooling and its gradients, max_pool2d_select.
+
+Takes: an emission context and a one-node kernel. Gives: `DENSE_EMITTERS[op](cx, kernel)` ->
+calls. float32 products use gemm.emit_gemm / conv.emit_conv_* / pool.emit_pool_* (register-blocked
+SIMD micro-kernels, per-thread scratch in the arena); other dtypes use a plain triple loop.
+
+Invariants: the GEMM splits rows or columns of C only (each element's k-order is fixed), conv
+splits images and reduces weight gradients in a fixed thread order: results are reproducible for
+a thread count; a batched matmul gives whole matrices to threads, each with its own scratch.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from .conv import emit_conv_forward, emit_conv_grad_input, emit_conv_grad_weight
+from .emit_ctx import Call, Ctx, mode_for, size_of
+from .gemm import GemmSpec, emit_gemm
+from .im2col import ConvSpec
+from .loops import F32P, for_range, i64
+from .lower_elementwise import reg_type
+from .pool import PoolSpec, emit_pool_backward, emit_pool_forward
+from .step_input import Kernel
+from .strided import Access, broadcast_strides, new_kernel_fn, strided_loop
+
+I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+
+
+def _mm_shapes(a, b):
+    a_sh = a.type.shape if a.type.rank >= 2 else (1,) + a.type.shape
+    b_sh = b.type.shape if b.type.rank >= 2 else b.type.shape + (1,)
+    return a_sh, b_sh
+
+
+def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    a, bb = n.inputs
+    a_sh, b_sh = _mm_shapes(a, bb)
+    m, kk, nn = a_sh[-2], a_sh[-1], b_sh[-1]
+    batch = tuple(n.type.shape[:len(n.type.shape) - (a.type.rank >= 2) - (bb.type.rank >= 2)])
+    nb = size_of(batch)
+    ids = [n.id] + list(dict.fromkeys([a.id, bb.id]))
+    flops = 2 * m * nn * kk * nb
+    if n.type.dtype != "f32":
+        return _naive_matmul(cx, n, a, bb, ids, batch, m, kk, nn)
+    ta, tb = a.id in cx.plan.folded, bb.id in cx.plan.folded
+    a_src, b_src = (a.inputs[0] if ta else a), (bb.inputs[0] if tb else bb)
+    ids = [n.id] + list(dict.fromkeys([a_src.id, b_src.id]))
+    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb), cx.target)
+    cx.need_scratch(gk.scratch_per_thread)
+    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("matmul"),
+                                         [cx.ptr_type(i) for i in ids] + [F32])
+    c_p, a_p, b_p = ptrs[0], ptrs[ids.index(a_src.id)], ptrs[ids.index(b_src.id)]
+    scr = ptrs[-1]
+    a, bb = a_src, b_src
+    null = ir.Constant(F32P, None)
+    if nb == 1:
+        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, null, null, null, scr])
+        mode = "split" if flops >= 16 * (1 << 15) else "single"
+    else:
+        a_st = broadcast_strides(a_sh[:-2], batch) if a_sh[:-2] else (0,) * len(batch)
+        b_st = broadcast_strides(b_sh[:-2], batch) if b_sh[:-2] else (0,) * len(batch)
+        acc = [Access(c_p, tuple(s * m * nn for s in _cs(batch))),
+               Access(a_p, tuple(s * m * kk for s in a_st)),
+               Access(b_p, tuple(s * kk * nn for s in b_st))]
+        mine = b.gep(scr, [b.mul(b.sext(tid, I64), i64(gk.scratch_per_thread // 4))])
+        zero, one = ir.Constant(I32, 0), ir.Constant(I32, 1)
+
+        def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+            b.call(gk.fn, [zero, one, acc[1].at(b, offs[1]), acc[2].at(b, offs[2]),
+                           acc[0].at(b, offs[0]), null, null, null, mine])
+
+        strided_loop(b, batch, acc, body, tid, nt)
+        mode = "split" if flops >= 16 * (1 << 15) and nb > 1 else "single"
+    b.ret_void()
+    return [Call(fn, ids + ["scratch"], {a.id, bb.id}, {n.id}, mode,
+                 scratch_stride=gk.scratch_per_thread)]
+
+
+def _cs(shape):
+    from .strided import contiguous_strides
+    return contiguous_strides(shape)
+
+
+def _naive_matmul(cx, n, a, bb, ids, batch, m, kk, nn) -> list[Call]:
+    a_sh, b_sh = _mm_shapes(a, bb)
+    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("matmul"),
+                                         [cx.ptr_type(i) for i in ids])
+    c_p, a_p, b_p = ptrs[0], ptrs[ids.index(a.id)], ptrs[ids.index(bb.id)]
+    dt = n.type.dtype
+    a_st = broadcast_strides(a_sh[:-2], batch) if a_sh[:-2] else (0,) * len(batch)
+    b_st = broadcast_strides(b_sh[:-2], batch) if b_sh[:-2] else (0,) * len(batch)
+    space = batch + (m, nn)
+    acc = [Access(c_p, _cs(space)),
+           Access(a_p, tuple(s * m * kk for s in a_st) + (kk, 0)),
+           Access(b_p, tuple(s * kk * nn for s in b_st) + (0, 1))]
+    sum_p = b.alloca(reg_type(dt))
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        zero = ir.Constant(reg_type(dt), 0 if dt == "i32" else 0.0)
+        b.store(zero, sum_p)
+        with for_range(b, 0, kk, name="k") as j:
+            x = b.load(b.gep(a_p, [b.add(offs[1], j)]))
+            y = b.load(b.gep(b_p, [b.add(offs[2], b.mul(j, i64(nn)))]))
+            s = b.load(sum_p)
+            b.store(b.add(s, b.mul(x, y)) if dt == "i32" else b.fadd(s, b.fmul(x, y)), sum_p)
+        b.store(b.load(sum_p), acc[0].at(b, offs[0]))
+
+    strided_loop(b, space, acc, body, tid, nt)
+    b.ret_void()
+    return [Call(fn, ids, {a.id, bb.id}, {n.id}, mode_for(size_of(space) * kk))]
+
+
+def _spec(x_shape, w_shape, attrs) -> ConvSpec:
+    return ConvSpec.from_shapes(tuple(x_shape), tuple(w_shape), attrs["stride"], attrs["pad"])
+
+
+def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    if n.type.dtype != "f32":
+        raise cx.fail("convolution is generated for float32 only", n)
+    if n.op == "conv2d":
+        x, w = n.inputs
+        ck = emit_conv_forward(cx.module, _spec(x.type.shape, w.type.shape, n.attrs), cx.target)
+        args, reads = [x.id, w.id, n.id, "null", "scratch"], {x.id, w.id}
+    elif n.op == "conv2d_grad_input":
+        ct, w = n.inputs
+        spec = _spec(n.type.shape, w.type.shape, n.attrs)
+        ck = emit_conv_grad_input(cx.module, spec, cx.target)
+        args, reads = [ct.id, w.id, n.id, "scratch"], {ct.id, w.id}
+    else:
+        x, ct = n.inputs
+        ck = emit_conv_grad_weight(cx.module, _spec(x.type.shape, n.type.shape, n.attrs),
+                                   cx.target)
+        args, reads = [x.id, ct.id, n.id, "barrier", "scratch"], {x.id, ct.id}
+    shared = n.op == "conv2d_grad_weight"
+    cx.need_scratch(ck.scratch_per_thread, shared=shared)
+    return [Call(ck.fn, args, reads, {n.id}, "split", shares_scratch=shared,
+                 scratch_stride=ck.scratch_per_thread)]
+
+
+def _pool_spec(cx: Ctx, n, x_shape) -> PoolSpec:
+    if tuple(n.attrs.get("pad", (0, 0))) != (0, 0):
+        raise cx.fail("padded pooling is not generated", n)
+    return PoolSpec(*x_shape, *n.attrs["k"], tuple(n.attrs["stride"]))
+
+
+def emit_pool(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    kind = "max" if n.op.startswith("max") else "avg"
+    if n.type.dtype != "f32":
+        raise cx.fail("pooling is generated for float32 only", n)
+    if n.op in ("max_pool2d", "avg_pool2d"):
+        x = n.inputs[0]
+        fn = emit_pool_forward(cx.module, _pool_spec(cx, n, x.type.shape), kind)
+        args, reads = [x.id, n.id, "null"], {x.id}
+    elif n.op == "max_pool2d_grad":
+        x, ct = n.inputs
+        fn = emit_pool_backward(cx.module, _pool_spec(cx, n, x.type.shape), kind)
+        args, reads = [x.id, ct.id, n.id, "null"], {x.id, ct.id}
+    else:  # avg_pool2d_grad: x only gives the shape
+        ct = n.inputs[0]
+        fn = emit_pool_backward(cx.module, _pool_spec(cx, n, n.type.shape), kind)
+        args, reads = ["null", ct.id, n.id, "null"], {ct.id}
+    return [Call(fn, args, reads, {n.id}, mode_for(size_of(n.type.shape) * 4))]
+
+
+def emit_pool_select(cx: Ctx, k: Kernel) -> list[Call]:
+    """y[window] = u at the first maximal element of x in the window (row-major)."""
+    n = cx.node(k.main)
+    x, u = n.inputs
+    spec = _pool_spec(cx, n, x.type.shape)
+    ids = [n.id, x.id, u.id]
+    fn, b, tid, nt, (y, xp, up) = new_kernel_fn(cx.module, cx.name("pool_select"),
+                                                [cx.ptr_type(i) for i in ids])
+    plane_in = spec.h * spec.w
+    taps = [i * spec.w + j for i in range(spec.kh) for j in range(spec.kw)]
+    space = (spec.n * spec.c, spec.oh, spec.ow)
+    acc = [Access(y, (spec.oh * spec.ow, spec.ow, 1)),
+           Access(xp, (plane_in, spec.stride[0] * spec.w, spec.stride[1]))]
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        best = b.load(b.gep(xp, [offs[1]]))
+        arg = offs[1]
+        for t in taps[1:]:
+            at = b.add(offs[1], i64(t))
+            v = b.load(b.gep(xp, [at]))
+            better = b.fcmp_ordered(">", v, best)
+            best, arg = b.select(better, v, best), b.select(better, at, arg)
+        b.store(b.load(b.gep(up, [arg])), acc[0].at(b, offs[0]))
+
+    strided_loop(b, space, acc, body, tid, nt, need_index=True)
+    b.ret_void()
+    return [Call(fn, ids, {x.id, u.id}, {n.id}, mode_for(size_of(n.type.shape) * len(taps)))]
+
+
+DENSE_EMITTERS = {
+    "matmul": emit_matmul, "conv2d": emit_conv, "conv2d_grad_input": emit_conv,
+    "conv2d_grad_weight": emit_conv, "max_pool2d": emit_pool, "avg_pool2d": emit_pool,
+    "max_pool2d_grad": emit_pool, "avg_pool2d_grad": emit_pool,
+    "max_pool2d_select": emit_pool_select,
+}

@@ -1,0 +1,147 @@
+"""Codegen stage, fused elementwise kernels (with counter-based random numbers inside).
+
+Takes: an emission context and an "elementwise" kernel of the step plan (a group of elementwise,
+random and scalar-constant nodes whose root is stored). Gives: `emit_elementwise` -> the calls
+running it, and `emit_rng_key`. The loop is `strided.strided_loop` over the root's shape: external
+operands are read through broadcast strides, every member is evaluated in registers with the
+primitive's scalar body (lower_elementwise), only the root is stored.
+
+Random nodes draw Philox4x32-10 at counter (flat element index, stream, step, 0) keyed by the
+seed, exactly like ops/random.py (uniform: w0 >> 8 scaled; normal: Box-Muller with the exact
+float32 log/cos sequences), so dropout masks cost no extra pass and replay bit for bit.
+
+Invariants: an operand sharing storage with the root (an in-place update) is passed once and read
+at the element being written; float work is exact IEEE (no fast-math).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from . import mathfn as M
+from .emit_ctx import Call, Ctx, mode_for, size_of
+from .lower_elementwise import ELEMENTWISE, const, load_value, mem_type, store_value
+from .step_input import Kernel, is_scalar_const
+from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
+
+I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+_M0, _M1 = 0xD2511F53, 0xCD9E8D57
+_W0, _W1 = 0x9E3779B9, 0xBB67AE85
+
+
+def _u32(v: int) -> ir.Constant:
+    return ir.Constant(I32, v & 0xFFFFFFFF)
+
+
+def philox(b: ir.IRBuilder, ctr: list[ir.Value], key: tuple[ir.Value, ir.Value]
+           ) -> list[ir.Value]:
+    """Philox4x32-10 on i32 words (unsigned arithmetic)."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = b.add(k0, _u32(_W0)), b.add(k1, _u32(_W1))
+        p0 = b.mul(b.zext(c0, I64), ir.Constant(I64, _M0))
+        p1 = b.mul(b.zext(c2, I64), ir.Constant(I64, _M1))
+        hi0, lo0 = b.trunc(b.lshr(p0, ir.Constant(I64, 32)), I32), b.trunc(p0, I32)
+        hi1, lo1 = b.trunc(b.lshr(p1, ir.Constant(I64, 32)), I32), b.trunc(p1, I32)
+        c0, c1, c2, c3 = b.xor(b.xor(hi1, c1), k0), lo1, b.xor(b.xor(hi0, c3), k1), lo0
+    return [c0, c1, c2, c3]
+
+
+def _random(b: ir.IRBuilder, op: str, index: ir.Value, stream: int,
+            key: list[ir.Value], dtype: str) -> ir.Value:
+    w = philox(b, [b.trunc(index, I32), _u32(stream), key[2], _u32(0)], (key[0], key[1]))
+    scale = ir.Constant(F32, 2.0 ** -24)
+    if op == "random_uniform":
+        v = b.fmul(b.uitofp(b.lshr(w[0], _u32(8)), F32), scale)
+    else:
+        u1 = b.fmul(b.uitofp(b.add(b.lshr(w[0], _u32(8)), _u32(1)), F32), scale)
+        u2 = b.fmul(b.uitofp(b.lshr(w[1], _u32(8)), F32), scale)
+        r = M.sqrt(b, b.fmul(ir.Constant(F32, -2.0), M.log_exact(b, u1)))
+        v = b.fmul(r, M.cos_2pi_exact(b, u2))
+    return b.fpext(v, ir.DoubleType()) if dtype == "f64" else v
+
+
+def storage_key(cx: Ctx, i: int) -> tuple:
+    p = cx.plan
+    return ("p", p.persistent[i]) if i in p.persistent else ("a", p.offset[i])
+
+
+def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
+    root = cx.node(k.main)
+    space = root.type.shape
+    members = [cx.node(i) for i in k.nodes]
+    # distinct storages become distinct noalias arguments; the root's comes first
+    arg_nodes: list[int] = [root.id]
+    slot = {storage_key(cx, root.id): 0}
+    ext_slot: dict[int, int] = {}
+    for i in k.inputs:
+        key = storage_key(cx, i)
+        if key not in slot:
+            slot[key] = len(arg_nodes)
+            arg_nodes.append(i)
+        ext_slot[i] = slot[key]
+    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name(root.op),
+                                         [cx.ptr_type(i) for i in arg_nodes])
+    keys: dict[int, list[ir.Value]] = {}
+    for i in k.inputs:
+        if cx.node(i).op == "rng_key":
+            p = ptrs[ext_slot[i]]
+            keys[i] = [b.load(b.gep(p, [ir.Constant(I64, w)]), align=4) for w in range(3)]
+    data = [i for i in k.inputs if cx.node(i).op != "rng_key"]
+    accesses = [Access(ptrs[0], contiguous_strides(space))]
+    accesses += [Access(ptrs[ext_slot[i]], broadcast_strides(cx.node(i).type.shape, space))
+                 for i in data]
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _idx: list[ir.Value]) -> None:
+        vals: dict[int, ir.Value] = {}
+        for j, i in enumerate(data):
+            dt = cx.node(i).type.dtype
+            vals[i] = load_value(b, accesses[j + 1].at(b, offs[j + 1]), dt)
+        for n in members:
+            if n.op in ("random_uniform", "random_normal"):
+                vals[n.id] = _random(b, n.op, offs[0], n.attrs["stream"], keys[n.inputs[0].id],
+                                     n.type.dtype)
+                continue
+            args = []
+            for x in n.inputs:
+                if x.id in vals:
+                    args.append(vals[x.id])
+                elif is_scalar_const(x):
+                    args.append(const(x.type.dtype, x.attrs["value"].reshape(())))
+                else:
+                    raise cx.fail("operand not available in a fused kernel", n)
+            vals[n.id] = ELEMENTWISE[n.op](b, args, n.attrs, [x.type.dtype for x in n.inputs],
+                                           n.type.dtype)
+        store_value(b, vals[root.id], accesses[0].at(b, offs[0]), root.type.dtype)
+
+    strided_loop(b, space, accesses, body, tid, nt)
+    b.ret_void()
+    return [Call(fn, list(arg_nodes), set(k.inputs), {root.id}, mode_for(size_of(space)))]
+
+
+def emit_rng_key(cx: Ctx, k: Kernel, header: int) -> list[Call]:
+    """The key i32[3] = (seed_lo, seed_hi, step) from the arena header (see step.py)."""
+    fn, b, tid, nt, (out, head) = new_kernel_fn(cx.module, cx.name("rng_key"), [I32, I32])
+    for w in range(3):
+        v = b.load(b.gep(head, [ir.Constant(I64, header // 4 + w)]), align=4)
+        b.store(v, b.gep(out, [ir.Constant(I64, w)]), align=4)
+    b.ret_void()
+    return [Call(fn, [k.main, "arena"], set(), {k.main}, "single")]
+
+
+def emit_copy(cx: Ctx, src: int, dst: int, stem: str = "copy") -> list[Call]:
+    """dst[:] = src[:] for two same-typed contiguous tensors."""
+    n = cx.node(src)
+    t = mem_type(n.type.dtype)
+    fn, b, tid, nt, (d, s) = new_kernel_fn(cx.module, cx.name(stem), [t, t])
+    shape = n.type.shape
+    acc = [Access(d, contiguous_strides(shape)), Access(s, contiguous_strides(shape))]
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        b.store(b.load(acc[1].at(b, offs[1])), acc[0].at(b, offs[0]))
+
+    strided_loop(b, shape, acc, body, tid, nt)
+    b.ret_void()
+    return [Call(fn, [dst, src], {src}, {dst}, mode_for(size_of(shape)))]

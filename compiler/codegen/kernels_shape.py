@@ -1,0 +1,271 @@
+"""Codegen stage, data-movement and reduction kernels: sum/max/min over axes, argmax, transpose,
+broadcast_to, slice, slice_grad, pad, concat, one_hot, gather, scatter_add.
+
+Takes: an emission context and a one-node kernel of the step plan. Gives: `SHAPE_EMITTERS[op]`
+(cx, kernel) -> calls. Every kernel is a `strided_loop` (or a small explicit nest) over static
+shapes; reductions iterate the input row-major with the output's strides 0 on reduced axes, so
+their inner loops are contiguous and each output element is accumulated in input order by the one
+thread owning it (splits only cut kept axes): results do not depend on the thread count.
+
+Invariants: a kernel initialises every element it owns before accumulating into it; out-of-range
+indices of gather/scatter_add are clamped into range (the interpreter reports them; native code
+never reads or writes outside a tensor).
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+
+from .emit_ctx import Call, Ctx, mode_for, size_of
+from .loops import for_range, i64
+from .lower_elementwise import const, load_value, reg_type, store_value
+from .step_input import Kernel
+from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
+from .strided import thread_range as split_range
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+
+
+def _fn(cx: Ctx, stem: str, ids: list[int]):
+    return new_kernel_fn(cx.module, cx.name(stem), [cx.ptr_type(i) for i in ids])
+
+
+def _copy_body(acc: list[Access], dtype: str):
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        b.store(b.load(acc[1].at(b, offs[1])), acc[0].at(b, offs[0]))
+    return body
+
+
+def _fill(b, ptr, shape, value, dtype, tid, nt, strides=None, splittable=None):
+    acc = [Access(ptr, strides or contiguous_strides(shape))]
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        store_value(b, const(dtype, value), acc[0].at(b, offs[0]), dtype)
+
+    strided_loop(b, shape, acc, body, tid, nt, splittable)
+
+
+def _identity(op: str, dtype: str) -> float:
+    if op == "sum":
+        return 0
+    if dtype == "i32":
+        return -(2 ** 31) if op == "max" else 2 ** 31 - 1
+    return -math.inf if op == "max" else math.inf
+
+
+def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    op, axes, dt = n.op, n.attrs["axes"], n.type.dtype
+    shape = x.type.shape
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    kstr = contiguous_strides(kept)
+    out_strides = tuple(0 if i in axes else s for i, s in enumerate(kstr))
+    splittable = [i not in axes for i in range(len(shape))]
+    fn, b, tid, nt, (y, xp) = _fn(cx, op, [n.id, x.id])
+    _fill(b, y, kept, _identity(op, dt), dt, tid, nt, out_strides, splittable)
+    acc = [Access(y, out_strides), Access(xp, contiguous_strides(shape))]
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        yp = acc[0].at(b, offs[0])
+        a, v = b.load(yp), b.load(acc[1].at(b, offs[1]))
+        if op == "sum":
+            r = b.fadd(a, v) if dt != "i32" else b.add(a, v)
+        elif dt == "i32":
+            r = b.select(b.icmp_signed(">" if op == "max" else "<", v, a), v, a)
+        else:
+            better = b.fcmp_unordered(">" if op == "max" else "<", v, a)  # nan propagates
+            r = b.select(better, v, a)
+        b.store(r, yp)
+
+    strided_loop(b, shape, acc, body, tid, nt, splittable)
+    b.ret_void()
+    return [Call(fn, [n.id, x.id], {x.id}, {n.id}, mode_for(size_of(shape)))]
+
+
+def emit_argmax(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    ax, shape = n.attrs["axis"], x.type.shape
+    outer, length = size_of(shape[:ax]), shape[ax]
+    inner = size_of(shape[ax + 1:])
+    fn, b, tid, nt, (y, xp) = _fn(cx, "argmax", [n.id, x.id])
+    dt = x.type.dtype
+    best_p, idx_p = b.alloca(reg_type(dt)), b.alloca(I32)
+    acc = [Access(y, (inner, 1)), Access(xp, (length * inner, 1))]
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
+        base = acc[1].at(b, offs[1])
+        b.store(b.load(base), best_p)
+        b.store(ir.Constant(I32, 0), idx_p)
+        with for_range(b, 1, length, name="a") as a:
+            v = b.load(b.gep(base, [b.mul(a, i64(inner))]))
+            best = b.load(best_p)
+            if dt == "i32":
+                gt = b.icmp_signed(">", v, best)
+            else:  # first nan wins, like NumPy
+                gt = b.and_(b.fcmp_unordered(">", v, best), b.fcmp_ordered("ord", best, best))
+            b.store(b.select(gt, v, best), best_p)
+            b.store(b.select(gt, b.trunc(a, I32), b.load(idx_p)), idx_p)
+        b.store(b.load(idx_p), acc[0].at(b, offs[0]))
+
+    strided_loop(b, (outer, inner), acc, body, tid, nt)
+    b.ret_void()
+    return [Call(fn, [n.id, x.id], {x.id}, {n.id}, mode_for(size_of(shape)))]
+
+
+def _copy_kernel(cx: Ctx, n, x, space, out_acc, in_strides, in_offset=0, pre_fill=None):
+    fn, b, tid, nt, (y, xp) = _fn(cx, n.op, [n.id, x.id])
+    calls = []
+    if pre_fill is not None:  # a separate kernel: the copy below may be split differently
+        f2, b2, t2, n2, (y2,) = _fn(cx, n.op + "_fill", [n.id])
+        _fill(b2, y2, n.type.shape, pre_fill, n.type.dtype, t2, n2)
+        b2.ret_void()
+        calls.append(Call(f2, [n.id], set(), {n.id}, mode_for(size_of(n.type.shape))))
+    acc = [Access(y, out_acc[0], out_acc[1]), Access(xp, in_strides, in_offset)]
+    strided_loop(b, space, acc, _copy_body(acc, n.type.dtype), tid, nt)
+    b.ret_void()
+    calls.append(Call(fn, [n.id, x.id], {x.id}, {n.id}, mode_for(size_of(space))))
+    return calls
+
+
+def emit_transpose(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    xs = contiguous_strides(x.type.shape)
+    space = n.type.shape
+    return _copy_kernel(cx, n, x, space, (contiguous_strides(space), 0),
+                        tuple(xs[p] for p in n.attrs["perm"]))
+
+
+def emit_broadcast(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    space = n.type.shape
+    return _copy_kernel(cx, n, x, space, (contiguous_strides(space), 0),
+                        broadcast_strides(x.type.shape, space))
+
+
+def _slice_map(shape, attrs):
+    st = contiguous_strides(shape)
+    offset = sum(a * s for a, s in zip(attrs["starts"], st))
+    return tuple(c * s for c, s in zip(attrs["steps"], st)), offset
+
+
+def emit_slice(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    strides, off = _slice_map(x.type.shape, n.attrs)
+    space = n.type.shape
+    return _copy_kernel(cx, n, x, space, (contiguous_strides(space), 0), strides, off)
+
+
+def emit_slice_grad(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    strides, off = _slice_map(n.type.shape, n.attrs)
+    space = x.type.shape
+    return _copy_kernel(cx, n, x, space, (strides, off), contiguous_strides(space), 0,
+                        pre_fill=0)
+
+
+def emit_pad(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    x = n.inputs[0]
+    st = contiguous_strides(n.type.shape)
+    off = sum(lo * s for (lo, _), s in zip(n.attrs["pads"], st))
+    space = x.type.shape
+    return _copy_kernel(cx, n, x, space, (st, off), contiguous_strides(space), 0,
+                        pre_fill=n.attrs["value"])
+
+
+def emit_concat(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    ax = n.attrs["axis"]
+    ids = [n.id] + list(dict.fromkeys(x.id for x in n.inputs))
+    fn, b, tid, nt, ptrs = _fn(cx, "concat", ids)
+    st = contiguous_strides(n.type.shape)
+    at = 0
+    for x in n.inputs:
+        acc = [Access(ptrs[0], st, at * st[ax]),
+               Access(ptrs[ids.index(x.id)], contiguous_strides(x.type.shape))]
+        strided_loop(b, x.type.shape, acc, _copy_body(acc, n.type.dtype), tid, nt)
+        at += x.type.shape[ax]
+    b.ret_void()
+    return [Call(fn, ids, set(ids[1:]), {n.id}, mode_for(size_of(n.type.shape)))]
+
+
+def emit_one_hot(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    y = n.inputs[0]
+    fn, b, tid, nt, (out, yp) = _fn(cx, "one_hot", [n.id, y.id])
+    space = n.type.shape
+    acc = [Access(out, contiguous_strides(space)),
+           Access(yp, contiguous_strides(y.type.shape) + (0,))]
+    dt = n.type.dtype
+
+    def body(b: ir.IRBuilder, offs: list[ir.Value], idx: list[ir.Value]) -> None:
+        hit = b.icmp_signed("==", b.load(acc[1].at(b, offs[1])), b.trunc(idx[-1], I32))
+        b.store(b.select(hit, const(dt, 1.0), const(dt, 0.0)), acc[0].at(b, offs[0]))
+
+    strided_loop(b, space, acc, body, tid, nt, need_index=True)
+    b.ret_void()
+    return [Call(fn, [n.id, y.id], {y.id}, {n.id}, mode_for(size_of(space)))]
+
+
+def _clamped(b: ir.IRBuilder, ip: ir.Value, i: ir.Value, n: int) -> ir.Value:
+    v = b.sext(b.load(b.gep(ip, [i])), I64)
+    v = b.select(b.icmp_signed("<", v, i64(0)), i64(0), v)
+    return b.select(b.icmp_signed(">=", v, i64(n)), i64(n - 1), v)
+
+
+def emit_gather(cx: Ctx, k: Kernel) -> list[Call]:
+    n = cx.node(k.main)
+    table, idx = n.inputs
+    rows, row = table.type.shape[0], size_of(table.type.shape[1:])
+    count = size_of(idx.type.shape)
+    fn, b, tid, nt, (out, tp, ip) = _fn(cx, "gather", [n.id, table.id, idx.id])
+    lo, hi = split_range(b, tid, nt, count)
+    with for_range(b, lo, hi, name="g", unroll=False) as i:
+        src = b.mul(_clamped(b, ip, i, rows), i64(row))
+        dst = b.mul(i, i64(row))
+        with for_range(b, 0, row, name="c") as c:
+            b.store(b.load(b.gep(tp, [b.add(src, c)])), b.gep(out, [b.add(dst, c)]))
+    b.ret_void()
+    return [Call(fn, [n.id, table.id, idx.id], {table.id, idx.id}, {n.id},
+                 mode_for(count * row))]
+
+
+def emit_scatter_add(cx: Ctx, k: Kernel) -> list[Call]:
+    """Threads split the row's columns; each adds every update in index order (deterministic)."""
+    n = cx.node(k.main)
+    upd, idx = n.inputs
+    rows, row = n.type.shape[0], size_of(n.type.shape[1:])
+    count = size_of(idx.type.shape)
+    dt = n.type.dtype
+    fn, b, tid, nt, (out, up, ip) = _fn(cx, "scatter_add", [n.id, upd.id, idx.id])
+    lo, hi = split_range(b, tid, nt, row)
+    with for_range(b, 0, rows, name="r", unroll=False) as r, \
+            for_range(b, lo, hi, name="c") as c:
+        store_value(b, const(dt, 0), b.gep(out, [b.add(b.mul(r, i64(row)), c)]), dt)
+    with for_range(b, 0, count, name="u", unroll=False) as i:
+        dst = b.mul(_clamped(b, ip, i, rows), i64(row))
+        src = b.mul(i, i64(row))
+        with for_range(b, lo, hi, name="c") as c:
+            p = b.gep(out, [b.add(dst, c)])
+            v = load_value(b, b.gep(up, [b.add(src, c)]), dt)
+            s = b.fadd(b.load(p), v) if dt != "i32" else b.add(b.load(p), v)
+            b.store(s, p)
+    b.ret_void()
+    return [Call(fn, [n.id, upd.id, idx.id], {upd.id, idx.id}, {n.id},
+                 mode_for(count * row))]
+
+
+SHAPE_EMITTERS = {
+    "sum": emit_reduce, "max": emit_reduce, "min": emit_reduce, "argmax": emit_argmax,
+    "transpose": emit_transpose, "broadcast_to": emit_broadcast, "slice": emit_slice,
+    "slice_grad": emit_slice_grad, "pad": emit_pad, "concat": emit_concat,
+    "one_hot": emit_one_hot, "gather": emit_gather, "scatter_add": emit_scatter_add,
+}

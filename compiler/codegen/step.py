@@ -1,0 +1,231 @@
+"""Codegen stage, the whole-step module: one LLVM module per compiled graph and request, with every
+shape and arena offset baked in.
+
+Takes: a `StepPlan` (step_input) and a target. Gives: `build_step_module(plan, target, loop=...)`
+-> `StepModule` (the llvmlite module and the layout the runtime needs). Entry points:
+  `void netc_step(i32 tid, i32 nt, i8* arena)`: every kernel of the plan in order;
+  `void netc_train_steps(i32 tid, i32 nt, i8* arena, i8** data, i64* index, i64 n_steps)`
+  (with loop=True): n steps, each gathering its batch rows `index[s*B + r]` of the full data
+  arrays (in `fed` order) into the input slots itself, running the step, adding the reported
+  losses into the header's f64 accumulators and advancing the header's RNG step.
+Every kernel is `f(tid, nt, pointers...)` and splits work by (tid, nt) only; threads meet at the
+native barrier before a kernel that reads or writes what another thread may have touched since
+the last barrier (kernels run by thread 0 alone need no barrier between them).
+
+Arena layout (bytes): [0, 64) barrier state; 64: i32 seed_lo, seed_hi, step (the RNG key words);
+[128, 256): f64 loss accumulators; the plan's buffers (64-byte aligned) up to `plan.size`; the
+table of persistent tensor addresses (params, state, optimizer state live in the model's Store,
+one pointer each, written by the runtime); per-thread scratch from `scratch_offset` (every
+thread's private part, then the shared parts; see `_Body.scratch`).
+
+Invariants: one module per plan; every entry point is called by all `nt` threads; results depend
+only on inputs and nt (never on timing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ..errors import InternalCompilerError
+from .barrier import call_barrier
+from .emit_ctx import Call, Ctx
+from .kernels_dense import DENSE_EMITTERS
+from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key, storage_key
+from .kernels_shape import SHAPE_EMITTERS
+from .loops import for_range, i64
+from .step_input import ALIGN, StepPlan, nbytes
+from .strided import thread_range
+from .target import Target
+
+I8, I32, I64, F64 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.DoubleType()
+I8P = I8.as_pointer()
+KEY_OFFSET = 64
+LOSS_OFFSET = 128
+MAX_LOSSES = 16
+
+
+@dataclass
+class StepModule:
+    module: ir.Module | None  # None when loaded from the cache
+    plan: StepPlan
+    table_offset: int
+    scratch_offset: int
+    scratch_per_thread: int
+    losses: list[int]  # node ids accumulated by netc_train_steps, in order
+    n_barriers: int
+    split_calls: int = 1  # kernels every thread works on (0: one thread does everything)
+
+    def arena_bytes(self, threads: int) -> int:
+        return self.scratch_offset + self.scratch_per_thread * threads + ALIGN
+
+    @classmethod
+    def layout(cls, plan: StepPlan, scratch_per_thread: int, losses: list[int],
+               split_calls: int) -> StepModule:
+        """The layout of a module compiled earlier (loaded from the cache): no IR is built."""
+        return cls(None, plan, plan.size, scratch_offset(plan), scratch_per_thread, losses, 0,
+                   split_calls)
+
+
+def scratch_offset(plan: StepPlan) -> int:
+    return -(-(plan.size + 8 * len(plan.names)) // ALIGN) * ALIGN
+
+
+def _emit_kernel(cx: Ctx, k) -> list[Call]:
+    if k.kind == "elementwise":
+        return emit_elementwise(cx, k)
+    if k.kind == "rng_key":
+        return emit_rng_key(cx, k, KEY_OFFSET)
+    if k.kind == "copy_update":
+        leaf = {**cx.plan.graph.params, **cx.plan.graph.states}[k.update_of]
+        return emit_copy(cx, k.main, leaf.id, "update")
+    emit = SHAPE_EMITTERS.get(k.kind) or DENSE_EMITTERS.get(k.kind)
+    if emit is None:
+        raise InternalCompilerError(f"jit: no lowering for primitive {k.kind!r}")
+    return emit(cx, k)
+
+
+class _Body:
+    """Emits calls into a function with (tid, nt, arena), resolving pointers and barriers."""
+
+    def __init__(self, cx: Ctx, b: ir.IRBuilder, tid, nt, arena, table_offset: int,
+                 scratch_offset: int):
+        self.cx, self.b, self.tid, self.nt, self.arena = cx, b, tid, nt, arena
+        self.table = b.bitcast(b.gep(arena, [i64(table_offset)]), I8P.as_pointer())
+        self.scratch_offset = scratch_offset
+        self.slots = {name: j for j, name in enumerate(cx.plan.names)}
+        self.pending: list[tuple[set, set, str, bool]] = []
+        self.barriers = 0
+
+    def node_ptr(self, i: int) -> ir.Value:
+        p, b = self.cx.plan, self.b
+        if i in p.persistent:
+            return b.load(b.gep(self.table, [i64(self.slots[p.persistent[i]])]), align=8)
+        return b.gep(self.arena, [i64(p.offset[i])])
+
+    def scratch(self, c: Call, tid: ir.Value) -> ir.Value:
+        """Thread t's private scratch is [t*P, t*P + P) of the scratch region (P: the largest
+        private need), whatever stride a kernel steps by: it gets base + t*(P - stride). Kernels
+        reading each other's parts (conv weight gradients) get their own region after all the
+        private parts, at base + nt*P."""
+        b, priv = self.b, self.cx.scratch_private
+        base = b.gep(self.arena, [i64(self.scratch_offset)])
+        if c.shares_scratch:
+            return b.gep(base, [b.mul(b.sext(self.nt, I64), i64(priv))])
+        return b.gep(base, [b.mul(b.sext(tid, I64), i64(priv - c.scratch_stride))])
+
+    def arg(self, a, ty: ir.Type, c: Call | None = None, tid: ir.Value | None = None
+            ) -> ir.Value:
+        b = self.b
+        if a == "null":
+            return ir.Constant(ty, None)
+        if a == "scratch":
+            return b.bitcast(self.scratch(c, tid), ty)
+        if a in ("barrier", "arena"):
+            return b.bitcast(self.arena, ty)
+        return b.bitcast(self.node_ptr(a), ty)
+
+    def barrier(self) -> None:
+        call_barrier(self.b, self.arena, self.nt)
+        self.pending = []
+        self.barriers += 1
+
+    def call(self, c: Call) -> None:
+        key = self.cx
+        reads = {storage_key(key, i) for i in c.reads}
+        writes = {storage_key(key, i) for i in c.writes}
+        uses_scratch = "scratch" in c.args
+        for r, w, mode, shared in self.pending:
+            # a kernel that read other threads' scratch must be done before anyone reuses it
+            if shared and uses_scratch:
+                self.barrier()
+                break
+            if mode == "single" and c.mode == "single":
+                continue
+            if w & (reads | writes) or r & writes:
+                self.barrier()
+                break
+        self.pending.append((reads, writes, c.mode, c.shares_scratch))
+        b = self.b
+        types = [p.type for p in c.fn.args[2:]]
+        if c.mode == "single":
+            zero = ir.Constant(I32, 0)
+            with b.if_then(b.icmp_signed("==", self.tid, zero)):
+                args = [self.arg(a, t, c, zero) for a, t in zip(c.args, types)]
+                b.call(c.fn, [zero, ir.Constant(I32, 1), *args])
+        else:
+            args = [self.arg(a, t, c, self.tid) for a, t in zip(c.args, types)]
+            b.call(c.fn, [self.tid, self.nt, *args])
+
+
+def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
+                      losses: list[int] | None = None, name: str = "netc",
+                      module: ir.Module | None = None, prefix: str = "") -> StepModule:
+    """Add the entry points `{prefix}netc_step` (and `{prefix}netc_train_steps` with loop) for
+    `plan` to `module` (a new one by default). Several plans of one graph may share a module:
+    their GEMM and conv kernels are emitted once."""
+    module = module if module is not None else ir.Module(name=name)
+    cx = Ctx(module, target, plan, prefix=prefix)
+    calls: list[Call] = []
+    for k in plan.kernels:
+        calls.extend(_emit_kernel(cx, k))
+    table_offset = plan.size
+    scratch_at = scratch_offset(plan)
+
+    body_ty = ir.FunctionType(ir.VoidType(), [I32, I32, I8P])
+    body_fn = ir.Function(module, body_ty, name=f"{prefix}netc_step")
+    tid, nt, arena = body_fn.args
+    arena.add_attribute("noalias")
+    b = ir.IRBuilder(body_fn.append_basic_block("entry"))
+    em = _Body(cx, b, tid, nt, arena, table_offset, scratch_at)
+    for c in calls:
+        em.call(c)
+    b.ret_void()
+
+    losses = list(losses or [])
+    if len(losses) > MAX_LOSSES:
+        raise InternalCompilerError(f"jit: at most {MAX_LOSSES} reported losses")
+    if loop:
+        _emit_train_steps(module, plan, body_fn, losses, f"{prefix}netc_train_steps")
+    return StepModule(module, plan, table_offset, scratch_at, cx.scratch_per_thread, losses,
+                      em.barriers, sum(c.mode == "split" for c in calls))
+
+
+def _emit_train_steps(module: ir.Module, plan: StepPlan, body_fn: ir.Function,
+                      losses: list[int], name: str) -> None:
+    fnty = ir.FunctionType(ir.VoidType(), [I32, I32, I8P, I8P.as_pointer(), I64.as_pointer(),
+                                           I64])
+    fn = ir.Function(module, fnty, name=name)
+    tid, nt, arena, data, index, n_steps = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    g = plan.graph
+    fed = [(name, g.node(i)) for name, i in plan.fed.items()]
+    batch = fed[0][1].type.shape[0] if fed and fed[0][1].type.rank else 1
+    memcpy = module.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64])
+    step_p = b.bitcast(b.gep(arena, [i64(KEY_OFFSET + 8)]), I32.as_pointer())
+    with for_range(b, 0, n_steps, name="s", unroll=False) as s:
+        lo, hi = thread_range(b, tid, nt, batch)
+        for j, (_name, node) in enumerate(fed):
+            row = nbytes(node) // max(node.type.shape[0], 1) if node.type.rank else nbytes(node)
+            src_base = b.load(b.gep(data, [i64(j)]), align=8)
+            dst_base = b.gep(arena, [i64(plan.offset[node.id])])
+            with for_range(b, lo, hi, name="r", unroll=False) as r:
+                k = b.load(b.gep(index, [b.add(b.mul(s, i64(batch)), r)]), align=8)
+                src = b.gep(src_base, [b.mul(k, i64(row))])
+                dst = b.gep(dst_base, [b.mul(r, i64(row))])
+                b.call(memcpy, [dst, src, i64(row), ir.Constant(ir.IntType(1), 0)])
+        call_barrier(b, arena, nt)
+        b.call(body_fn, [tid, nt, arena])
+        call_barrier(b, arena, nt)
+        with b.if_then(b.icmp_signed("==", tid, ir.Constant(I32, 0))):
+            for j, i in enumerate(losses):
+                node = g.node(i)
+                ty = F64 if node.type.dtype == "f64" else ir.FloatType()
+                v = b.load(b.bitcast(b.gep(arena, [i64(plan.offset[i])]), ty.as_pointer()))
+                if node.type.dtype != "f64":
+                    v = b.fpext(v, F64)
+                acc = b.bitcast(b.gep(arena, [i64(LOSS_OFFSET + 8 * j)]), F64.as_pointer())
+                b.store(b.fadd(b.load(acc), v), acc)
+            b.store(b.add(b.load(step_p), ir.Constant(I32, 1)), step_p)
+    b.ret_void()

@@ -1,0 +1,152 @@
+"""Runtime, on-disk compile cache: native object code of whole-step modules, keyed by what
+determines it.
+
+Takes: a key text (graph text + request + options), a function building the llvmlite module and
+a small JSON-able `meta` (only called on a miss) and a Target. Gives: `compile_cached(key_text,
+build, target)` -> (`Compiled` (runtime/jit.py), meta, hit), loading the object file and its meta
+from the cache when present, else optimising at O3, emitting the object and storing both;
+`cache_dir()`.
+
+Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version,
+the netc version and the code generator's own source (so an edited checkout never loads objects
+of an older code generator); `NETC_CACHE_DIR` overrides `$XDG_CACHE_HOME/netc` (default
+`~/.cache/netc`); entries are written to a temporary file and renamed into place, so
+concurrent writers never leave a torn entry; an entry that fails to load is rebuilt and
+rewritten, never an error; an unwritable cache directory only costs the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+
+import llvmlite
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from netc.compiler.codegen.target import Target
+from netc.jit import Compiled, _parse, optimize, target_machine
+
+_MAGIC = b"netc-obj-2\n"
+_memory: dict[str, tuple[Compiled, dict]] = {}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("netc")
+    except metadata.PackageNotFoundError:  # pragma: no cover - source checkout without install
+        return "0"
+
+
+_fingerprint: list[str] = []
+
+
+def codegen_fingerprint() -> str:
+    """A hash of the code generator's source files (computed once per process)."""
+    if not _fingerprint:
+        from netc.compiler import codegen
+        h = hashlib.sha256()
+        folder = os.path.dirname(codegen.__file__)
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as f:
+                    h.update(name.encode() + b"\0" + f.read())
+        _fingerprint.append(h.hexdigest())
+    return _fingerprint[0]
+
+
+def cache_dir() -> str:
+    env = os.environ.get("NETC_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "netc")
+
+
+def cache_key(key_text: str, target: Target) -> str:
+    h = hashlib.sha256()
+    for part in (key_text, target.name, target.cpu, target.features, llvmlite.__version__,
+                 _version(), codegen_fingerprint()):
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _load(obj: bytes, target: Target) -> Compiled:
+    tm = target_machine(target)
+    empty = llvm.parse_assembly("")
+    empty.triple = llvm.get_process_triple()
+    engine = llvm.create_mcjit_compiler(empty, tm)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+    engine.finalize_object()
+    return Compiled(engine)
+
+
+def _pack(obj: bytes, meta: dict) -> bytes:
+    m = json.dumps(meta, sort_keys=True).encode()
+    return len(m).to_bytes(4, "little") + m + obj
+
+
+def _unpack(data: bytes) -> tuple[bytes, dict]:
+    n = int.from_bytes(data[:4], "little")
+    return data[4 + n:], json.loads(data[4:4 + n].decode())
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC + hashlib.sha256(data).digest() + data)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a read-only or full disk only costs the cache
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    head = len(_MAGIC) + 32
+    if not raw.startswith(_MAGIC) or len(raw) < head:
+        return None
+    digest, data = raw[len(_MAGIC):head], raw[head:]
+    return data if hashlib.sha256(data).digest() == digest else None
+
+
+def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], target: Target
+                   ) -> tuple[Compiled, dict, bool]:
+    """(compiled, meta, hit): from memory, the disk cache, or a fresh O3 compile stored on disk."""
+    key = cache_key(key_text, target)
+    if key in _memory:
+        return *_memory[key], True
+    path = os.path.join(cache_dir(), key[:2], key + ".o")
+    data = _read(path)
+    if data is not None:
+        try:
+            obj, meta = _unpack(data)
+            compiled = _load(obj, target)
+            _memory[key] = (compiled, meta)
+            return compiled, meta, True
+        except Exception:  # noqa: BLE001 - a bad entry is rebuilt below
+            pass
+    module, meta = build()
+    tm = target_machine(target)
+    mod = _parse(module, target)
+    mod.data_layout = str(tm.target_data)
+    optimize(mod, tm)
+    obj = tm.emit_object(mod)
+    _write(path, _pack(obj, meta))
+    compiled = _load(obj, target)
+    _memory[key] = (compiled, meta)
+    return compiled, meta, False

@@ -1,0 +1,216 @@
+"""Runtime, the JIT backend: `JitEngine` runs a graph as native whole-step functions.
+
+Takes: a graph (eval-mode forward, or a step graph with `StepInfo`), the model's `Store`, the
+reported losses and a thread count. Gives: `JitEngine.run(kind, feeds)` for "predict",
+"evaluate", "gradients", "train_step" (the Engine protocol of engine.py) and
+`train_steps(data, index)`: many steps in one native call, batches gathered natively.
+
+Each request kind gets its own plan (codegen.step_input), module (codegen.step) and 64-byte
+aligned arena, compiled through the on-disk cache (jit_cache). Parameters, model state and
+optimizer state stay in the Store's own arrays: the arena's pointer table holds their addresses,
+so `m.params[...]` views are the tensors the native code reads and updates in place (always live,
+bitwise what the step wrote). Threads: the step function runs on the process pool with
+`threads` SPMD threads.
+
+Invariants: the Store never replaces an array (engine.py), so the pointer table stays valid;
+feeds are validated by the Model before they reach `run`; float64 graphs are served by the
+interpreter (the native kernels are float32).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from llvmlite import ir
+
+from netc.compiler.codegen.step import KEY_OFFSET, LOSS_OFFSET, StepModule, build_step_module
+from netc.compiler.codegen.step_input import plan_step
+from netc.compiler.codegen.target import get_target
+from netc.compiler.errors import InternalCompilerError
+from netc.compiler.ir import Graph, Node, np_dtype
+from netc.compiler.train import StepInfo
+
+from .engine import BACKENDS, InterpretEngine, Store
+from .jit_cache import compile_cached
+from .threads import get_pool
+
+_ALIGN = 64
+_STEP = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p)
+_LOOP = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_int64)
+
+
+def aligned_bytes(n: int) -> np.ndarray:
+    raw = np.zeros(n + _ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off:off + n]
+
+
+def default_threads() -> int:
+    env = os.environ.get("NETC_THREADS")
+    return int(env) if env else 1
+
+
+@dataclass
+class _Compiled:
+    sm: StepModule
+    arena: np.ndarray
+    step: Any
+    loop: Any
+    keep: Any
+    wanted: dict[str, Node]
+
+
+class JitEngine:
+    """Native backend over the Store (see the module docstring)."""
+
+    def __init__(self, g: Graph, store: Store, *, info: StepInfo | None = None,
+                 report: dict[str, Node] | None = None, threads: int | None = None):
+        self.g, self.store, self.info = g, store, info
+        self.report = report if report is not None else (info.losses if info else dict(g.losses))
+        self.threads = threads or default_threads()
+        store.ensure(g, info.opt_states if info else ())
+        self._fallback = InterpretEngine(g, store, info=info, report=report) \
+            if g.float_dtype == "f64" else None
+        self.target = get_target()
+        self._kinds: dict[str, _Compiled] = {}
+        self.compiled_from_cache: bool | None = None
+
+    # ------------------------------------------------------------------ compile
+
+    def _request(self, kind: str) -> tuple[dict[str, Node], dict[str, Node]]:
+        g = self.g
+        if kind == "predict":
+            return dict(g.outputs), {}
+        if kind == "evaluate":
+            return {**g.outputs, **self.report}, {}
+        if self.info is None:
+            raise InternalCompilerError(f"{kind} needs a step graph")
+        if kind == "gradients":
+            return dict(self.info.grads), {}
+        if kind == "train_step":
+            return dict(self.report), dict(g.updates)
+        raise InternalCompilerError(f"unknown engine request {kind!r}")
+
+    def compiled(self, kind: str) -> _Compiled:
+        """The native code for `kind`: every kind this graph serves is built into one module
+        (one compile, GEMM/conv kernels shared), each with its own plan and arena."""
+        hit = self._kinds.get(kind)
+        if hit is not None:
+            return hit
+        self._request(kind)  # an unknown or unservable kind fails here
+        kinds = ["train_step", "gradients"] if self.info is not None else ["predict", "evaluate"]
+        requests = {k: self._request(k) for k in kinds}
+        plans = {k: plan_step(self.g, list(w.values()), u) for k, (w, u) in requests.items()}
+        losses = {k: [n.id for n in w.values()] if k == "train_step" else []
+                  for k, (w, u) in requests.items()}
+
+        def build_all() -> dict[str, StepModule]:
+            module = ir.Module(name=self.g.name)
+            return {k: build_step_module(plans[k], self.target, loop=k == "train_step",
+                                         losses=losses[k], module=module, prefix=f"{k}_")
+                    for k in kinds}
+
+        def build() -> tuple[ir.Module, dict]:
+            sms = build_all()
+            meta = {k: [sm.scratch_per_thread, sm.split_calls] for k, sm in sms.items()}
+            return next(iter(sms.values())).module, meta
+
+        key = "\n".join([self.g.to_text(), *kinds, *(repr(sorted(u)) + repr(list(w)) for w, u in
+                                                      requests.values())])
+        comp, meta, hit = compile_cached(key, build, self.target)
+        self.compiled_from_cache = hit
+        sms = {k: StepModule.layout(plans[k], int(meta[k][0]), losses[k], int(meta[k][1]))
+               for k in kinds}
+        for k in kinds:
+            sm = sms[k]
+            arena = aligned_bytes(sm.arena_bytes(self.threads))
+            self._init_arena(sm, arena)
+            step = _STEP(comp.address(f"{k}_netc_step"))
+            loop_fn = _LOOP(comp.address(f"{k}_netc_train_steps")) if k == "train_step" else None
+            self._kinds[k] = _Compiled(sm, arena, step, loop_fn, comp, requests[k][0])
+        return self._kinds[kind]
+
+    def _init_arena(self, sm: StepModule, arena: np.ndarray) -> None:
+        plan = sm.plan
+        for i, value in plan.consts.items():
+            self._view(arena, plan.graph.node(i), plan.offset[i])[...] = value
+        seed = self.store.seed
+        arena[KEY_OFFSET:KEY_OFFSET + 8].view(np.uint32)[:] = (seed & 0xFFFFFFFF,
+                                                               (seed >> 32) & 0xFFFFFFFF)
+        table = arena[sm.table_offset:sm.table_offset + 8 * len(plan.names)].view(np.uint64)
+        for j, name in enumerate(plan.names):
+            a = self.store.arrays[name]
+            if not a.flags.c_contiguous or not a.flags.writeable:
+                raise InternalCompilerError(f"store array {name} is not contiguous and writable")
+            table[j] = a.ctypes.data
+
+    @staticmethod
+    def _view(arena: np.ndarray, n: Node, off: int) -> np.ndarray:
+        dt = np.dtype(np_dtype(n.type.dtype))
+        size = int(np.prod(n.type.shape, dtype=np.int64)) * dt.itemsize
+        return arena[off:off + size].view(dt).reshape(n.type.shape)
+
+    def _value(self, c: _Compiled, n: Node) -> np.ndarray:
+        plan = c.sm.plan
+        if n.id in plan.persistent:
+            return self.store.arrays[plan.persistent[n.id]].reshape(n.type.shape).copy()
+        return self._view(c.arena, n, plan.offset[n.id]).copy()
+
+    # ------------------------------------------------------------------ run
+
+    def _launch(self, c: _Compiled, fn: Any, *args: Any) -> None:
+        # Work too small to share runs on thread 0 whatever nt is: then one thread does it all
+        # without barriers (the same results, bit for bit).
+        if self.threads == 1 or c.sm.split_calls == 0:
+            fn(0, 1, *args)
+        else:
+            get_pool().run(fn, self.threads, *args)
+
+    def _set_step(self, c: _Compiled) -> None:
+        c.arena[KEY_OFFSET + 8:KEY_OFFSET + 12].view(np.uint32)[0] = self.store.step & 0xFFFFFFFF
+
+    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._fallback is not None:
+            return self._fallback.run(kind, feeds)
+        c = self.compiled(kind)
+        plan = c.sm.plan
+        for name, i in plan.fed.items():
+            self._view(c.arena, plan.graph.node(i), plan.offset[i])[...] = feeds[name]
+        self._set_step(c)
+        self._launch(c, c.step, c.arena.ctypes.data)
+        return {k: self._value(c, n) for k, n in c.wanted.items()}
+
+    def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
+        """Run len(index) // batch steps natively over rows `index` of `data` (inputs and
+        targets by name, full arrays); returns the mean of each reported loss."""
+        c = self.compiled("train_step")
+        plan = c.sm.plan
+        fed = [plan.graph.node(i) for i in plan.fed.values()]
+        batch = fed[0].type.shape[0]
+        arrays = []
+        for name, node in zip(plan.fed, fed):
+            a = np.ascontiguousarray(data[name], dtype=np_dtype(node.type.dtype))
+            if a.shape[1:] != node.type.shape[1:]:
+                raise ValueError(f"{name}: rows of shape {a.shape[1:]} expected "
+                                 f"{node.type.shape[1:]}")
+            arrays.append(a)
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        n_rows = min(a.shape[0] for a in arrays)
+        if index.size and (index.min() < 0 or index.max() >= n_rows):
+            raise ValueError("train_steps: an index is out of range of the data")
+        n_steps = index.size // batch
+        ptrs = np.array([a.ctypes.data for a in arrays], dtype=np.uint64)
+        acc = c.arena[LOSS_OFFSET:LOSS_OFFSET + 8 * len(c.sm.losses)].view(np.float64)
+        acc[:] = 0
+        self._set_step(c)
+        self._launch(c, c.loop, c.arena.ctypes.data, ptrs.ctypes.data, index.ctypes.data, n_steps)
+        names = list(c.wanted)
+        return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
+
+
+BACKENDS["jit"] = JitEngine
