@@ -28,6 +28,14 @@ import numpy as np
 from .compiler.errors import NetError, UsageError, suggestion
 
 
+def default_backend() -> str:
+    """The JIT, unless NETC_BACKEND names another (e.g. "interpret" where LLVM is unusable)."""
+    backend = os.environ.get("NETC_BACKEND", "jit")
+    if backend not in ("jit", "interpret"):
+        raise UsageError(f"NETC_BACKEND must be 'jit' or 'interpret', not {backend!r}")
+    return backend
+
+
 def _split_sets(path: str, sets: dict, model_name: str | None) -> tuple[dict, dict]:
     from .compiler.build_ir import choose_model
     from .compiler.build_train import OVERRIDABLE
@@ -53,7 +61,7 @@ def open_model(args, sets: dict):
     import netc
 
     path = args.file
-    backend = getattr(args, "backend", None) or "interpret"
+    backend = getattr(args, "backend", None) or default_backend()
     if path.endswith(".npz"):
         if sets:
             m = netc.load(path, backend=backend, threads=args.threads)
@@ -139,7 +147,7 @@ def _resume(args) -> tuple:
         if getattr(args, flag, None) is not None:
             command[flag] = getattr(args, flag)
     state = run.resume_state()
-    m = netc.load(run.file(LAST), backend=command["backend"] or "interpret",
+    m = netc.load(run.file(LAST), backend=command["backend"] or default_backend(),
                   threads=command["threads"])
     settings = command["sets"]
     if not command["file"].endswith(".npz"):
@@ -291,7 +299,8 @@ def add_commands(sub, parser_class) -> None:
         p.add_argument("--threads", type=int, metavar="N")
         p.add_argument("--seed", type=int, metavar="S")
         p.add_argument("--model", help="which model, when the file has several")
-        p.add_argument("--backend", choices=("jit", "interpret"), default=None)
+        p.add_argument("--backend", choices=("jit", "interpret"), default=None,
+                       help="native code (jit, the default) or the NumPy interpreter")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("-q", "--quiet", action="store_true")
         p.add_argument("--weights", metavar="W.npz", help="start from these saved weights")

@@ -33,7 +33,8 @@ def epochs_of(stdout):
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_every_example_trains_with_falling_loss(path, tmp_path):
-    res = netc_cli("train", path, "--epochs", "3", "--json", "-o", str(tmp_path / "m.npz"))
+    res = netc_cli("train", path, "--epochs", "3", "--json", "--backend", "interpret",
+                   "-o", str(tmp_path / "m.npz"))
     assert res.returncode == 0, res.stderr
     logs = epochs_of(res.stdout)
     assert len(logs) == 3

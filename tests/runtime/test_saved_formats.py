@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
 def test_round_trip_is_bitwise(trained, tmp_path, name):
     m, x = trained
     m.save(tmp_path / name)
-    m2 = netc.load(tmp_path / name)
+    m2 = netc.load(tmp_path / name, backend="interpret")
     assert m2.step == m.step == 3
     for k in m.params:
         np.testing.assert_array_equal(m.params[k], m2.params[k])
@@ -79,3 +79,14 @@ def test_cli_on_a_corrupt_model(tmp_path):
     res = subprocess.run([sys.executable, "-m", "netc", "eval", str(p), "--data", "digits"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "corrupt" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_jit_round_trip_is_bitwise(tmp_path):
+    m = netc.compile(MLP, backend="jit", hidden=16)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((64, 64), dtype=np.float32), rng.integers(0, 10, 64).astype(np.int32)
+    m.train_step(x=x, y=y)
+    m.save(tmp_path / "j.npz")
+    m2 = netc.load(tmp_path / "j.npz", backend="jit")
+    np.testing.assert_array_equal(m.predict(x=x), m2.predict(x=x))
+    assert m2.train_step(x=x, y=y) == m.train_step(x=x, y=y)
