@@ -71,7 +71,7 @@ def test_saved_model_predicts_like_the_api(tmp_path):
     np.savez(data, x=x)
     res = netc_cli("predict", str(out), "--data", str(data), "-o", str(tmp_path / "p.npz"))
     assert res.returncode == 0, res.stderr
-    m = netc.load(out, backend="interpret")
+    m = netc.load(out)  # the CLI's backend (the JIT)
     pred = np.concatenate([m.predict(x=x[:64]), m.predict(x=x[64:])])
     np.testing.assert_array_equal(np.load(tmp_path / "p.npz")["probs"], pred)
     res = netc_cli("eval", str(out), "--data", "digits", "--json")
