@@ -6,7 +6,8 @@ error (a bug in netc: a short report, the traceback only with NETC_DEBUG=1), 130
 
 Commands: `check FILE...` (every diagnostic through shape inference and train-block validation;
 `--format json`), `graph FILE --stage parsed|forward|backward|optimized --format text|dot|svg`,
-`plan FILE` (fused kernels and the arena), and `train`, `eval`, `predict` (in cli_train.py).
+`plan FILE` (fused kernels and the arena), `emit FILE --llvm|--optimized|--asm|--obj` (the
+generated code), and `train`, `eval`, `predict`, `tune` (in cli_train.py).
 """
 
 from __future__ import annotations
@@ -157,6 +158,31 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+def cmd_emit(args) -> int:
+    from .compiler.build_ir import build
+    from .emit import emit_object, emit_text
+
+    request = "predict" if args.predict else None
+    built = build(args.file, model=args.model, overrides=_set_pairs(args.set),
+                  mode="eval" if args.predict else "train")
+    if args.obj:
+        if not args.out:
+            raise UsageError("--obj writes a binary object file: give it a name with -o FILE.o")
+        from .saved import atomic_write
+        data = emit_object(built, request=request)
+        atomic_write(args.out, lambda f: f.write(data))
+        print(f"wrote {len(data)} bytes of object code to {args.out}")
+        return EXIT_OK
+    what = "asm" if args.asm else "opt" if args.optimized else "llvm"
+    text = emit_text(built, what=what, request=request)
+    if args.out:
+        from .saved import atomic_write
+        atomic_write(args.out, lambda f: f.write(text.encode()))
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def _pretty(node, indent: int = 0) -> str:
     pad = "  " * indent
     if isinstance(node, tuple):
@@ -210,6 +236,19 @@ def make_parser() -> argparse.ArgumentParser:
     pl.add_argument("--eval", action="store_true", help="plan the inference graph instead")
     pl.add_argument("--png", metavar="FILE", help="also draw the lifetime chart (matplotlib)")
     pl.set_defaults(func=cmd_plan)
+    em = sub.add_parser("emit", help="show the generated code: LLVM IR, assembly or an object")
+    em.add_argument("file", metavar="FILE")
+    kind = em.add_mutually_exclusive_group()
+    kind.add_argument("--llvm", action="store_true", help="LLVM IR as generated (the default)")
+    kind.add_argument("--optimized", action="store_true", help="LLVM IR after the O3 pipeline")
+    kind.add_argument("--asm", action="store_true", help="assembly for this machine's CPU")
+    kind.add_argument("--obj", action="store_true", help="an object file (needs -o)")
+    em.add_argument("--predict", action="store_true",
+                    help="the inference module instead of the training step")
+    em.add_argument("--model", help="which model, when the file has several")
+    em.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
+    em.add_argument("-o", "--out", metavar="FILE")
+    em.set_defaults(func=cmd_emit)
     from .cli_train import add_commands
     add_commands(sub, _Parser)
     return p

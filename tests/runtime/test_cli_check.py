@@ -109,3 +109,14 @@ def test_plan_lists_kernels_and_arena(tmp_path):
         assert res.returncode == 1 and "matplotlib" in res.stderr
     else:
         assert res.returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_emit_llvm_asm_and_object(tmp_path):
+    res = netc("emit", GOOD)
+    assert res.returncode == 0 and "define " in res.stdout
+    res = netc("emit", GOOD, "--asm")
+    assert res.returncode == 0 and ("vfmadd" in res.stdout or "mulps" in res.stdout)
+    out = tmp_path / "step.o"
+    res = netc("emit", GOOD, "--obj", "-o", str(out))
+    assert res.returncode == 0 and out.read_bytes()[:4] == b"\x7fELF"
+    assert netc("emit", GOOD, "--obj").returncode == 2
