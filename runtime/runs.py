@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from .compiler.errors import DataError, NetError
+from .saved import atomic_write
 from .training import FitState, History
 
 CONFIG, HISTORY, LAST, BEST, CURVES = ("config.json", "history.jsonl", "last.npz", "best.npz",
@@ -36,18 +37,7 @@ CONFIG, HISTORY, LAST, BEST, CURVES = ("config.json", "history.jsonl", "last.npz
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write `data` to `path` through a fsynced temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: f.write(data))
 
 
 def settings_json(cfg) -> dict:
