@@ -18,7 +18,8 @@ import json
 import os
 import subprocess
 import sys
-import time
+
+from timing import timed_many
 
 SHAPES = [
     ("LeNet conv1", (64, 1, 28, 28), (6, 1, 5, 5), 1, 2),
@@ -26,26 +27,6 @@ SHAPES = [
     ("ResNet 16ch", (32, 16, 32, 32), (16, 16, 3, 3), 1, 1),
     ("ResNet 32ch", (32, 32, 16, 16), (32, 32, 3, 3), 1, 1),
 ]
-
-
-def timed_many(fns: dict, budget: float = 1.5) -> dict:
-    """Seconds per call of each callable: batches timed in alternation over several rounds, best
-    batch kept, so a burst of load from elsewhere hits every contender alike."""
-    reps = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - t0, 1e-7)
-        reps[name] = max(1, int(budget / len(fns) / 7 / once))
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(7):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(reps[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
-    return best
 
 
 def child(threads: int) -> None:

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from timing import timed_many
+
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 
 
@@ -41,24 +43,8 @@ def cases(quick: bool) -> list[tuple[str, int, int, int, bool, bool]]:
 
 
 def bench_many(fns: dict, flops: float, budget: float = 0.6) -> dict:
-    """GFLOP/s of each callable: batches of calls timed in alternation over several rounds, best
-    batch kept. Alternating means a burst of load from elsewhere on the machine hits every
-    contender alike instead of ruining one of them."""
-    reps = {}
-    for name, fn in fns.items():
-        fn()
-        t0 = time.perf_counter()
-        fn()
-        once = max(time.perf_counter() - t0, 1e-7)
-        reps[name] = max(1, int(budget / len(fns) / 7 / once))
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(7):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(reps[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / reps[name])
-    return {name: flops / t / 1e9 for name, t in best.items()}
+    """GFLOP/s of each callable, timed in alternation (see timing.timed_many)."""
+    return {name: flops / t / 1e9 for name, t in timed_many(fns, budget).items()}
 
 
 def fma_peak(threads: int) -> float:

@@ -117,21 +117,22 @@ def compile_module(module: ir.Module | str, target: Target | None = None) -> Com
         return compiled
 
 
-def optimized_ir(module: ir.Module | str, target: Target | None = None) -> str:
-    """The textual LLVM IR after the O3 pipeline (for inspection and tests)."""
+def _optimized(module: ir.Module | str, target: Target | None):
+    """The module parsed and run through the O3 pipeline for `target`, with its target machine."""
     target = target or get_target()
     tm = target_machine(target)
     mod = _parse(module, target)
     mod.data_layout = str(tm.target_data)
     optimize(mod, tm)
-    return str(mod)
+    return mod, tm
+
+
+def optimized_ir(module: ir.Module | str, target: Target | None = None) -> str:
+    """The textual LLVM IR after the O3 pipeline (for inspection and tests)."""
+    return str(_optimized(module, target)[0])
 
 
 def asm_of(module: ir.Module | str, target: Target | None = None) -> str:
     """Assembly text of `module` optimised for `target` (need not be runnable on this host)."""
-    target = target or get_target()
-    tm = target_machine(target)
-    mod = _parse(module, target)
-    mod.data_layout = str(tm.target_data)
-    optimize(mod, tm)
+    mod, tm = _optimized(module, target)
     return tm.emit_assembly(mod)
