@@ -7,9 +7,10 @@ serves: "predict" (outputs), "evaluate" (outputs and reported losses), "train_st
 losses; applies every update to the store) and "gradients" (gradients by parameter name).
 
 Invariants: the store owns exactly one array per tensor and never replaces it (updates are written
-in place, so user views stay live); an engine computes every value of a step before writing any,
-so a step reads consistent old values; the RNG step is the store's "opt.step" counter. A later JIT
-engine implements the same `run` over an arena that backs the store's arrays.
+in place, so user views stay live); `train_steps(data, index)` runs many steps over batches
+gathered by index (the reported losses averaged); an engine computes every value of a step before
+writing any, so a step reads consistent old values; the RNG step is the store's "opt.step" counter.
+The JIT engine implements the same interface over an arena that backs the store's arrays.
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ class InterpretEngine:
                 self.store.arrays[name][...] = vals[node.id]
             return {k: vals[n.id] for k, n in self.report.items()}
         raise InternalCompilerError(f"unknown engine request {kind!r}")
+
+    def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
+        """Steps over batches `index[s*B:(s+1)*B]` of the full arrays `data`, one by one (the
+        JIT does the same in one native call); the mean of each reported loss."""
+        return step_by_step(self, data, index)
+
+
+def step_by_step(engine, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
+    """`train_steps` as a loop of `run("train_step")` calls (the reference semantics)."""
+    fed = [n for n in engine.g.inputs.values() if n.attrs["name"] in data]
+    batch = fed[0].type.shape[0] if fed and fed[0].type.rank else 1
+    n_steps = len(index) // batch
+    sums: dict[str, float] = {k: 0.0 for k in engine.report}
+    for s in range(n_steps):
+        rows = index[s * batch:(s + 1) * batch]
+        out = engine.run("train_step", {k: v[rows] for k, v in data.items()})
+        for k, v in out.items():
+            sums[k] += float(v)
+    return {k: v / max(n_steps, 1) for k, v in sums.items()}
 
 
 BACKENDS = {"interpret": InterpretEngine}

@@ -188,6 +188,8 @@ class JitEngine:
     def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
         """Run len(index) // batch steps natively over rows `index` of `data` (inputs and
         targets by name, full arrays); returns the mean of each reported loss."""
+        if self._fallback is not None:
+            return self._fallback.train_steps(data, index)
         c = self.compiled("train_step")
         plan = c.sm.plan
         fed = [plan.graph.node(i) for i in plan.fed.values()]

@@ -31,6 +31,7 @@ from . import (
     jit_engine,  # noqa: F401  (registers BACKENDS["jit"])
     saved,
 )
+from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
 from .training import FitState, History, OnEpoch, Progress
 from .training import fit as _fit
@@ -183,6 +184,54 @@ class Model:
         losses = engine.run("train_step", feeds)
         self.last_losses = {k: float(v) for k, v in losses.items()}
         return float(sum(self.last_losses.values()))
+
+    def train_steps(self, index: Any = None, *, batch: int | None = None,
+                    **data: Any) -> dict[str, float]:
+        """Many optimizer steps in one call: step s trains on rows `index[s*batch:(s+1)*batch]`
+        of the full arrays `data` (by input and target name; `index` defaults to every row in
+        order). The JIT runs them all in one native call that gathers each batch itself, so
+        Python is touched once, not per batch; the results equal that many `train_step` calls
+        bit for bit. Returns the mean of each reported loss over the steps (also in
+        `last_losses`). `len(index)` must be a positive multiple of the batch."""
+        arrays = bind_arrays({k: np.asarray(v) for k, v in data.items()},
+                             {**self.inputs, **self.targets}, "train_steps()")
+        if not arrays:
+            raise DataError("train_steps(): no arrays given (pass the inputs and targets by "
+                            "name)")
+        rows = len(next(iter(arrays.values())))
+        batch = self._step_batch(batch)
+        if index is None:
+            index = np.arange(rows - rows % batch)
+        index = np.asarray(index)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise DataError(f"train_steps(): index must be a 1-D array of row numbers, got "
+                            f"{index.dtype}{list(index.shape)}")
+        if index.size == 0 or index.size % batch:
+            raise DataError(f"train_steps(): {index.size} indices is not a positive multiple "
+                            f"of the batch {batch}")
+        if index.min() < 0 or index.max() >= rows:
+            raise DataError(f"train_steps(): row numbers must lie in [0, {rows}), got "
+                            f"{index.min()}..{index.max()}")
+        return self._train_steps(arrays, index, batch)
+
+    def _step_batch(self, batch: int | None) -> int:
+        fixed = self.fixed_batch
+        if fixed is not None:
+            if batch not in (None, fixed):
+                raise UsageError(f"this model fixes the batch at {fixed}; got batch={batch}")
+            return fixed
+        batch = self._batch if batch is None else batch
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise UsageError(f"batch must be a positive int, got {batch!r}")
+        return batch
+
+    def _train_steps(self, arrays: dict[str, np.ndarray], index: np.ndarray,
+                     batch: int) -> dict[str, float]:
+        """train_steps over checked arrays and index (fit's inner loop)."""
+        engine, _ = self._engine("train", None if batch in (self._batch, self.fixed_batch)
+                                 else batch)
+        self.last_losses = engine.train_steps(arrays, index)
+        return dict(self.last_losses)
 
     def gradients(self, **data: Any) -> dict[str, np.ndarray]:
         """Gradient of the objective for every trained parameter; nothing changes."""

@@ -9,8 +9,11 @@ Invariants: the data order of epoch e depends only on (seed, e) (a NumPy generat
 so two runs with one seed see the same batches, and a run resumed at epoch k (`FitState`, saved
 with each checkpoint by an `on_epoch` callback) continues bitwise as if never stopped: everything
 else it needs — parameters, optimizer state, the step counter `opt.step` that keys every random
-stream — is model state. Image inputs are augmented per batch (`augment.py`, keyed by (seed,
-step)) in training only. A last partial batch
+stream — is model state. Whole batches run through the model's `train_steps` (with the JIT, one
+native call per chunk of steps that gathers the batches itself; `_Chunks` sizes the chunks to a
+fraction of a second, which changes nothing in the results). Image inputs with augmentation are
+augmented per batch (`augment.py`, keyed by (seed, step)) and stepped one batch at a time, in
+training only. A last partial batch
 is trained through a second cached specialization when the model has a `batch` parameter and is
 dropped (and reported in the history) when the batch size is fixed by the file. Validation runs in
 eval mode over chunks of the training batch size; metrics are computed over all its rows at once.
@@ -228,6 +231,7 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     history = state.history
     history.dropped_rows = (n % batch) if fixed else 0
     mode = _monitor_mode(state.monitor, es.mode if es else "min")
+    chunks = _Chunks()
     for epoch in range(state.epoch, epochs):
         if state.done:
             break
@@ -235,11 +239,21 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
         if progress:
             progress("epoch_start", {"epoch": epoch, "epochs": epochs, "steps": steps})
         total, per_loss, count, t0 = 0.0, {}, 0, time.perf_counter()
-        for s in range(steps):
-            idx = order[s * batch:(s + 1) * batch]
-            feeds = {k: v[idx] for k, v in arrays.items()}
-            feeds = A.augment_batch(feeds, images, cfg.augment, seed, model.step)
-            loss = model.train_step(**feeds)
+        s = 0
+        while s < steps:
+            full = (s + 1) * batch <= n
+            if full and not images:  # whole batches: many steps per native call
+                chunk = min(chunks.size, (n - s * batch) // batch, steps - s)
+                idx = order[s * batch:(s + chunk) * batch]
+                t = time.perf_counter()
+                model._train_steps(arrays, idx, batch)
+                chunks.took(chunk, time.perf_counter() - t)
+            else:
+                chunk, idx = 1, order[s * batch:(s + 1) * batch]
+                feeds = {k: v[idx] for k, v in arrays.items()}
+                feeds = A.augment_batch(feeds, images, cfg.augment, seed, model.step)
+                model.train_step(**feeds)
+            loss = sum(model.last_losses.values())
             if not math.isfinite(loss):
                 history.stop_reason = f"the loss became {loss} at epoch {epoch + 1}"
                 history.stopped_epoch = epoch
@@ -248,8 +262,9 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
             for k, v in model.last_losses.items():
                 per_loss[k] = per_loss.get(k, 0.0) + v * len(idx)
             count += len(idx)
+            s += chunk
             if progress:
-                progress("batch", {"epoch": epoch, "step": s + 1, "steps": steps,
+                progress("batch", {"epoch": epoch, "step": s, "steps": steps,
                                    "loss": total / count})
             if stop is not None and stop():
                 break
@@ -285,6 +300,20 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
                 model.store.arrays[k][...] = a
         history.best_epoch = state.best_epoch
     return history
+
+
+class _Chunks:
+    """How many steps fit's next native `train_steps` call runs: grown or shrunk so one call
+    takes about `target` seconds (progress and Ctrl-C stay responsive; Python is touched a few
+    times a second at most). The results do not depend on it: n steps in one call equal n
+    calls of one step, bit for bit."""
+
+    def __init__(self, target: float = 0.25, start: int = 4, most: int = 1 << 16):
+        self.target, self.size, self.most = target, start, most
+
+    def took(self, steps: int, seconds: float) -> None:
+        per_step = max(seconds, 1e-6) / max(steps, 1)
+        self.size = max(1, min(self.most, int(self.target / per_step), 4 * self.size))
 
 
 def _track_best(state: FitState, logs: dict, mode: str, es, model, epoch: int) -> None:
