@@ -5,10 +5,15 @@ Gives: `check_feeds` -> arrays converted to the declared dtypes (C-contiguous), 
 naming the input and its expected type; `batch_of` (the fed batch size); `metrics`.
 
 Invariants: nothing unvalidated reaches an engine: every name is known, every required input is
-present, shapes match exactly, integer data fits i32, and floating data is finite.
+present, shapes match exactly, integer data fits i32, floating data is finite, and integer
+inputs used as indices (an embedding's rows: `gather`; class labels: `one_hot`, which
+`cross_entropy` uses) lie in the range they index (`check_index_ranges`), so no backend ever
+reads outside a table or silently scores a label the model has no class for.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -45,7 +50,55 @@ def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> di
         if name not in feeds:
             raise DataError(f"missing {what} '{name}' ({node.type})", node.loc)
         out[name] = _convert(what, name, node, feeds[name])
+    check_index_ranges(g, out)
     return out
+
+
+# ops that pass an integer input's values on unchanged (the index may be reshaped first)
+_PASS_THROUGH = ("reshape", "stop_gradient", "transpose", "broadcast_to")
+_RANGES: weakref.WeakKeyDictionary[Graph, dict[str, tuple[int, str]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def index_ranges(g: Graph) -> dict[str, tuple[int, str]]:
+    """Input name -> (n, what) for every i32 input whose values index n rows or classes."""
+    hit = _RANGES.get(g)
+    if hit is not None:
+        return hit
+    out: dict[str, tuple[int, str]] = {}
+    for name, leaf in g.inputs.items():
+        if leaf.type.dtype != "i32":
+            continue
+        stack, limits = [leaf], []
+        while stack:
+            v = stack.pop()
+            for u in g.users(v):
+                if u.op in _PASS_THROUGH and u.inputs[0] is v:
+                    stack.append(u)
+                elif u.op == "gather" and u.inputs[1] is v:
+                    limits.append((u.inputs[0].type.shape[0], "rows of the table it looks up"))
+                elif u.op == "one_hot":
+                    limits.append((u.attrs["n"], "classes"))
+        if limits:
+            out[name] = min(limits)
+    _RANGES[g] = out
+    return out
+
+
+def check_index_ranges(g: Graph, arrays: dict[str, np.ndarray]) -> None:
+    """A DataError naming the input, the bad value and where it is, for an index out of range."""
+    for name, (n, what) in index_ranges(g).items():
+        a = arrays.get(name)
+        if a is None or not np.size(a):
+            continue
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= n:
+            at = np.argwhere((a < 0) | (a >= n))[0]
+            bad = int(a[tuple(at)])
+            role = "target" if g.inputs[name].attrs["role"] == "target" else "input"
+            raise DataError(f"{role} '{name}' holds {bad} at index {list(map(int, at))}, but "
+                            f"its values index {n} {what}: each must lie in [0, {n})",
+                            g.inputs[name].loc)
 
 
 def _convert(what: str, name: str, node: Node, value: object) -> np.ndarray:

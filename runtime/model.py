@@ -198,6 +198,7 @@ class Model:
         if not arrays:
             raise DataError("train_steps(): no arrays given (pass the inputs and targets by "
                             "name)")
+        F.check_index_ranges(self._base, arrays)
         rows = len(next(iter(arrays.values())))
         batch = self._step_batch(batch)
         if index is None:

@@ -31,6 +31,7 @@ import numpy as np
 from . import augment as A
 from .compiler.errors import DataError, UsageError
 from .data import bind_arrays, load_arrays, split_validation
+from .feeds import check_index_ranges
 from .metrics import CLASSIFICATION, REGRESSION, compute
 
 DEFAULT_VALIDATION = 0.2
@@ -215,6 +216,7 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
         notes.append(f"early_stop monitors {cfg.early_stop.monitor}: holding out "
                      f"{DEFAULT_VALIDATION:.0%} of the data for validation")
     arrays, val = _validation_arrays(model, arrays, validation, seed)
+    check_index_ranges(model._base, arrays)  # checked once: batches are gathered natively
     images = A.check(cfg.augment, model.inputs)
     n = len(next(iter(arrays.values())))
     fixed = model.fixed_batch
