@@ -27,7 +27,7 @@ def _init(case: Case, rng: np.random.Generator) -> dict:
         return {"W": rng.normal(0, (2 / (i + o)) ** 0.5, (i, o)), "b": np.zeros(o)}
 
     if case.dims:
-        return {f"fc{k}": dense(a, b) for k, (a, b) in enumerate(zip(case.dims, case.dims[1:]))}
+        return {f"fc{k + 1}": dense(a, b) for k, (a, b) in enumerate(zip(case.dims, case.dims[1:]))}
     if case.name == "lenet":
         return {"conv1": {"W": rng.normal(0, 0.2, (6, 1, 5, 5)), "b": np.zeros(6)},
                 "conv2": {"W": rng.normal(0, 0.08, (16, 6, 5, 5)), "b": np.zeros(16)},
@@ -40,9 +40,9 @@ def _init(case: Case, rng: np.random.Generator) -> dict:
                 "head": dense(h, case.classes)}
     if case.name == "transformer":
         d, ff = case.row[-1], case.extra["ff"]
-        norm = {"g": np.ones(d), "b": np.zeros(d)}
-        return {"norm1": dict(norm), "norm2": dict(norm),
-                **{k: dense(d, d) for k in ("q", "k", "v", "o")},
+        norm = {"gamma": np.ones(d), "beta": np.zeros(d)}
+        attn = {f"{w}{k}": dense(d, d)[w] for k in "qkvo" for w in ("W", "b")}
+        return {"norm1": dict(norm), "norm2": dict(norm), "attn": attn,
                 "ff1": dense(d, ff), "ff2": dense(ff, d), "head": dense(d, case.classes)}
     raise ValueError(f"no JAX model for case {case.name!r}")
 
@@ -58,7 +58,7 @@ def _forward(case: Case) -> Callable:
     def mlp(p, x):
         n = len(case.dims) - 1
         for k in range(n):
-            x = dense(p[f"fc{k}"], x)
+            x = dense(p[f"fc{k + 1}"], x)
             x = jax.nn.relu(x) if k < n - 1 else x
         return x
 
@@ -95,7 +95,7 @@ def _forward(case: Case) -> Callable:
     def layer_norm(p, x):
         m = x.mean(-1, keepdims=True)
         v = ((x - m) ** 2).mean(-1, keepdims=True)
-        return (x - m) * lax.rsqrt(v + 1e-5) * p["g"] + p["b"]
+        return (x - m) * lax.rsqrt(v + 1e-5) * p["gamma"] + p["beta"]
 
     def transformer(p, x):
         b, t, d = x.shape
@@ -105,10 +105,10 @@ def _forward(case: Case) -> Callable:
         def split(z):
             return z.reshape(b, t, heads, hd).transpose(0, 2, 1, 3)
 
-        a = layer_norm(p["norm1"], x)
-        q, k, v = (split(dense(p[n], a)) for n in ("q", "k", "v"))
+        a, w = layer_norm(p["norm1"], x), p["attn"]
+        q, k, v = (split(a @ w[f"W{n}"] + w[f"b{n}"]) for n in "qkv")
         att = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / hd ** 0.5, axis=-1) @ v
-        x = x + dense(p["o"], att.transpose(0, 2, 1, 3).reshape(b, t, d))
+        x = x + att.transpose(0, 2, 1, 3).reshape(b, t, d) @ w["Wo"] + w["bo"]
         f = jax.nn.gelu(dense(p["ff1"], layer_norm(p["norm2"], x)), approximate=False)
         x = x + dense(p["ff2"], f)
         return dense(p["head"], x.mean(axis=1))
@@ -118,7 +118,7 @@ def _forward(case: Case) -> Callable:
     return {"lenet": lenet, "lstm": lstm, "transformer": transformer}[case.name]
 
 
-def _optimizer(case: Case) -> tuple[Callable, Callable]:
+def optimizer(case: Case) -> tuple[Callable, Callable]:
     """(init(params) -> state, update(params, grads, state) -> (params, state))."""
     import jax
     import jax.numpy as jnp
@@ -152,21 +152,38 @@ def _optimizer(case: Case) -> tuple[Callable, Callable]:
     return adam_init, adam_update
 
 
+def init_params(case: Case) -> dict:
+    """The parameter pytree: nested dicts whose dotted paths are netc's parameter names."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32),
+                                  _init(case, np.random.default_rng(0)))
+
+
+def loss_function(case: Case) -> Callable:
+    """loss(params, x, y): the mean softmax cross-entropy of the case's network."""
+    import jax
+    import jax.numpy as jnp
+
+    forward = _forward(case)
+
+    def loss(p, x, y):
+        logp = jax.nn.log_softmax(forward(p, x))
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+    return loss
+
+
 def setup(case: Case, threads: int, steps: int) -> tuple[int, dict[str, Callable[[], None]]]:
     import jax
     import jax.numpy as jnp
     from jax import lax
 
-    forward = _forward(case)
-    opt_init, opt_update = _optimizer(case)
-    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32),
-                                    _init(case, np.random.default_rng(0)))
+    loss_fn = loss_function(case)
+    opt_init, opt_update = optimizer(case)
+    params = init_params(case)
     n_params = sum(int(a.size) for a in jax.tree_util.tree_leaves(params))
     live = {"p": params, "s": opt_init(params)}
-
-    def loss_fn(p, x, y):
-        logp = jax.nn.log_softmax(forward(p, x))
-        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
     def train(p, s, x, y):
         loss, g = jax.value_and_grad(loss_fn)(p, x, y)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from cases import Case, case_data
 
 
-def _model(case: Case):
+def model(case: Case):
+    """The case's network as an nn.Module."""
     from torch import nn
 
     if case.dims:
@@ -55,16 +56,24 @@ def _model(case: Case):
     raise ValueError(f"no PyTorch model for case {case.name!r}")
 
 
+def optimizer(case: Case, params):
+    """The case's optimizer, with PyTorch's defaults for what the case does not set."""
+    import torch
+
+    if case.opt == "sgd":
+        return torch.optim.SGD(params, lr=case.lr, momentum=case.momentum)
+    return torch.optim.Adam(params, lr=case.lr)
+
+
 def setup(case: Case, threads: int, steps: int) -> tuple[int, dict[str, Callable[[], None]]]:
     import torch
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
-    net = _model(case).train()
+    net = model(case).train()
     params = sum(p.numel() for p in net.parameters())
-    opt = (torch.optim.SGD(net.parameters(), lr=case.lr, momentum=case.momentum)
-           if case.opt == "sgd" else torch.optim.Adam(net.parameters(), lr=case.lr))
+    opt = optimizer(case, net.parameters())
     lossf = torch.nn.CrossEntropyLoss()
     d = case_data(case, steps)
     x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"]).long()
