@@ -52,7 +52,7 @@ CASES = {c.name: c for c in [
     Case("transformer", "Transformer blk b16 s64 d128 h4", "transformer_block.net", 16,
          (64, 128), 10, "adam", 1e-3, steps=10, extra={"heads": 4, "ff": 512}),
     Case("tiny_mlp", "tiny MLP 64-32-10 b32 SGD (loop)", "tiny_mlp.net", 32, (64,), 10, "sgd",
-         0.01, steps=2000, loop=True, dims=(64, 32, 10)),
+         0.01, steps=500, loop=True, dims=(64, 32, 10)),
 ]}
 
 LOOP_ROWS = 4096  # rows of the resident data set of a loop case

@@ -38,7 +38,7 @@ def alternate(blocks: dict, rounds: int, pause: float = 0.0) -> dict:
     have gone idle before the next starts."""
     names = list(blocks)
     out: dict = {name: [] for name in names}
-    for r in range(rounds):
+    for r in range(rounds if names else 0):
         for name in names[r % len(names):] + names[:r % len(names)]:
             if pause:
                 time.sleep(pause)

@@ -121,11 +121,12 @@ def measure(case: str, threads: int, cpus: list[int], fws: list[str], steps: int
             for name in w.info["contenders"]:
                 blocks[name] = (lambda w=w, name=name: w.block(name))
         samples = alternate(blocks, rounds, pause=0.02)
+        load = os.getloadavg()[0]
     finally:
         for w in workers:
             w.close()
     row = {"case": case, "title": CASES[case].title, "threads": threads, "cpus": cpus,
-           "steps": steps, "rounds": rounds,
+           "steps": steps, "rounds": rounds, "load": round(load, 2),
            "params": {w.fw: w.info["params"] for w in live},
            "setup_s": {w.fw: round(w.info["setup_s"], 2) for w in live},
            "ms": {}, "util": {}}
@@ -176,13 +177,16 @@ def print_table(rows: list[dict]) -> None:
               f"{_f(r.get('netc_ms'), '.3f', 9)} {_f(r.get('torch_ms'), '.3f', 9)} "
               f"{_f(r.get('jax_ms'), '.3f', 9)} {_f(r.get('vs_torch'), '.2f', 7)} "
               f"{_f(r.get('vs_jax'), '.2f', 7)}  {util:14s} {scale:14s}")
-    variants = {f"{r['case']}: jax = {r['jax_variant']}" for r in rows if "jax_variant" in r}
     for r in rows:
-        if "jax-step" in r["ms"] and "jax_variant" not in r:
-            variants.add(f"{r['case']}: jax = one lax.scan over the block "
-                         f"(per-step jit dispatch: {r['ms']['jax-step']:.3f} ms)")
-    for v in sorted(variants):
-        print(f"note: {v}")
+        if "jax-step" in r["ms"]:
+            best = ("per-step jit dispatch" if r.get("jax_variant") == "jax-step" else
+                    "one jitted lax.scan over the block")
+            print(f"note: {r['case']} {r['threads']} thr: jax = {best} (scan "
+                  f"{r['ms']['jax']:.3f} ms, per-step dispatch {r['ms']['jax-step']:.3f} ms)")
+    loads = [r["load"] for r in rows]
+    if loads:
+        print(f"note: 1-minute load average during the rows: {min(loads):.2f} to {max(loads):.2f} "
+              f"on {os.cpu_count()} cores (util < threads means other processes took the rest)")
 
 
 # (label, case, threads, key, goal): key "vs_jax" / "vs_best" / "scaling"; goal: ratio >= goal
