@@ -13,10 +13,12 @@ Python on any worker: no GIL, no interpreter wake-up, no per-call thread hand-of
 Control block `ctl` (CTL_BYTES, 64-byte aligned, zeroed by the runtime before any worker starts):
   [0, 128): the job: i64 fn (0 means stop), i32 nt, i32 argument count, i64 arguments[MAX_ARGS];
   [128, 192): the barrier state every job ends on (barrier.py);
-  [192 + 64k, +64): worker k's line: i32 job generation (only the caller writes it), i32 sleepers.
-Waiting (idle workers, the end-of-job barrier) follows barrier.py's policy: spin with `pause`,
-then `sched_yield`, then sleep on a futex, so an idle pool burns no core; an idle worker spins
-IDLE_ROUNDS rounds first, long enough to catch back-to-back calls from Python.
+  [192 + 64k, +64): worker k's line: i32 job generation (only the caller writes it), i32 sleepers,
+  i32 the caller's CPU (+1) when it last published a job.
+Waiting (idle workers, the end-of-job barrier) follows barrier.py's policy: spin with `pause`
+(yielding every few checks when the thread waited for shares this CPU), then sleep on a futex, so
+an idle pool burns no core; an idle worker whose caller runs elsewhere spins IDLE_SPINS checks
+first, long enough to catch back-to-back calls from Python.
 
 Invariants: the job is written before the generations that publish it (seq_cst stores) and is not
 rewritten until the end-of-job barrier, which every participant passes only after reading it;
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from .barrier import call_barrier, call_wait, call_wake
+from .barrier import call_barrier, call_wait, call_wake, current_cpu, same_cpu
 from .loops import I32, I64, for_range
 
 MAX_ARGS = 14
@@ -38,7 +40,7 @@ JOB_BYTES = 128
 BARRIER_AT = 128
 WORKERS_AT = 192
 CTL_BYTES = WORKERS_AT + 64 * MAX_WORKERS
-IDLE_ROUNDS = 256  # yield rounds an idle worker waits before sleeping (~0.3 ms)
+IDLE_SPINS = 8192  # checks an idle worker spins before sleeping, caller elsewhere (~0.3 ms)
 RUN_PREFIX = "netc_pool_run"
 
 I8P = ir.IntType(8).as_pointer()
@@ -50,11 +52,12 @@ def _at(b: ir.IRBuilder, ctl: ir.Value, offset: ir.Value | int, ty: ir.Type) -> 
     return b.bitcast(b.gep(ctl, [offset]), ty.as_pointer())
 
 
-def _worker_line(b: ir.IRBuilder, ctl: ir.Value, k: ir.Value) -> tuple[ir.Value, ir.Value]:
-    """(generation word, sleepers word) of worker k (an i32 value)."""
+def _worker_line(b: ir.IRBuilder, ctl: ir.Value, k: ir.Value
+                 ) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(generation word, sleepers word, caller's CPU word) of worker k (an i32 value)."""
     off = b.add(ir.Constant(I64, WORKERS_AT), b.mul(b.sext(k, I64), ir.Constant(I64, 64)))
     gen = _at(b, ctl, off, I32)
-    return gen, b.gep(gen, [ir.Constant(I32, 1)])
+    return gen, b.gep(gen, [ir.Constant(I32, 1)]), b.gep(gen, [ir.Constant(I32, 2)])
 
 
 def _emit_call(module: ir.Module) -> ir.Function:
@@ -92,18 +95,21 @@ def _emit_worker(module: ir.Module, call: ir.Function, pause: bool) -> None:
     work = fn.append_basic_block("work")
     stop = fn.append_basic_block("stop")
     b = ir.IRBuilder(entry)
-    gen_p, sleepers_p = _worker_line(b, ctl, k)
+    gen_p, sleepers_p, caller_cpu_p = _worker_line(b, ctl, k)
     b.branch(loop)
     b.position_at_end(loop)
     last = b.phi(I32, name="last")
     last.add_incoming(ir.Constant(I32, 0), entry)  # the runtime zeroes ctl before starting us
-    now = call_wait(b, gen_p, last, sleepers_p, IDLE_ROUNDS, pause)
+    # Yield while waiting only when the caller (at its last job) ran on this CPU.
+    shared = same_cpu(b, current_cpu(b), b.load_atomic(caller_cpu_p, "monotonic", 4))
+    now = call_wait(b, gen_p, last, sleepers_p, shared, IDLE_SPINS, pause)
     target = b.load(_at(b, ctl, 0, I64), align=8)
     b.cbranch(b.icmp_unsigned("==", target, ir.Constant(I64, 0)), stop, work)
     b.position_at_end(work)
     nt = b.load(_at(b, ctl, 8, I32), align=4)
-    b.call(call, [ctl, b.add(k, ir.Constant(I32, 1))])
-    call_barrier(b, _at(b, ctl, BARRIER_AT, I32), nt, pause)
+    tid = b.add(k, ir.Constant(I32, 1))
+    b.call(call, [ctl, tid])
+    call_barrier(b, _at(b, ctl, BARRIER_AT, I32), nt, pause, tid=tid)
     last.add_incoming(now, b.block)
     b.branch(loop)
     b.position_at_end(stop)
@@ -112,8 +118,10 @@ def _emit_worker(module: ir.Module, call: ir.Function, pause: bool) -> None:
 
 def _publish(b: ir.IRBuilder, ctl: ir.Value, n_workers: ir.Value) -> None:
     """Bump the generation of workers 0..n_workers-1 (seq_cst) and wake those asleep."""
+    cpu = current_cpu(b)
     with for_range(b, ir.Constant(I64, 0), b.sext(n_workers, I64), name="w", unroll=False) as w:
-        gen_p, sleepers_p = _worker_line(b, ctl, b.trunc(w, I32))
+        gen_p, sleepers_p, caller_cpu_p = _worker_line(b, ctl, b.trunc(w, I32))
+        b.store_atomic(cpu, caller_cpu_p, "monotonic", 4)
         g = b.load_atomic(gen_p, "monotonic", 4)
         b.store_atomic(b.add(g, ir.Constant(I32, 1)), gen_p, "seq_cst", 4)
         call_wake(b, gen_p, sleepers_p)
@@ -132,7 +140,7 @@ def _emit_run(module: ir.Module, call: ir.Function, n_args: int, pause: bool) ->
         b.store(a, _at(b, ctl, 16 + 8 * i, I64), align=8)
     _publish(b, ctl, b.sub(nt, ir.Constant(I32, 1)))
     b.call(call, [ctl, ir.Constant(I32, 0)])
-    call_barrier(b, _at(b, ctl, BARRIER_AT, I32), nt, pause)
+    call_barrier(b, _at(b, ctl, BARRIER_AT, I32), nt, pause, tid=ir.Constant(I32, 0))
     b.ret_void()
 
 

@@ -6,6 +6,7 @@ stop at shutdown."""
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 
@@ -13,7 +14,12 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from netc.compiler.codegen.barrier import STATE_BYTES, call_barrier, futex_syscall
+from netc.compiler.codegen.barrier import (
+    CPU_SLOTS_AT,
+    STATE_BYTES,
+    call_barrier,
+    futex_syscall,
+)
 from netc.compiler.codegen.loops import F32, F32P, I32, I64, for_range, gep, i64
 from netc.compiler.codegen.workers import WORKERS_AT
 from netc.jit import compile_module
@@ -58,6 +64,9 @@ def test_barrier_orders_phases(n):
     want = sum(n * r + n * (n - 1) // 2 for r in range(ROUNDS))
     assert np.all(out == np.float32(want)), (out, want)
     assert state.view(np.int32)[0] == 0  # count reset after every round
+    if futex_syscall() is not None:  # each thread's CPU (+1) at its last arrival
+        cpus = state.view(np.int32)[CPU_SLOTS_AT:CPU_SLOTS_AT + n]
+        assert all(1 <= c <= os.cpu_count() for c in cpus), cpus
 
 
 def test_pool_runs_every_id_once_and_reuses_workers():
