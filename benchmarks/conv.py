@@ -100,6 +100,7 @@ def main() -> None:
         child(args.child)
         return
     rows = []
+    load = os.getloadavg()[0]
     for t in (int(x) for x in args.threads.split(",")):
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t),
                    MKL_NUM_THREADS=str(t))
@@ -111,6 +112,8 @@ def main() -> None:
                 print(line, flush=True)
     if not args.json:
         print_table(rows)
+        print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} on "
+              f"{os.cpu_count()} CPUs: other processes make 2-thread numbers noisy")
 
 
 def print_table(rows: list[dict]) -> None:

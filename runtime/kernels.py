@@ -29,8 +29,10 @@ from netc.jit import compile_module
 from netc.threads import get_pool
 
 _ALIGN = 64
-# Below this many flops a GEMM runs on one thread: waking a worker (~20-50 us through Python
-# semaphores) costs more than it saves (measured: 6 MFLOP loses on 2 threads, 33 MFLOP gains).
+# Below this many flops a GEMM runs on one thread. A 2-thread call costs a few microseconds more
+# than a 1-thread call when the worker spins on another core, ~7-14 us more when the scheduler puts
+# both threads on one CPU (a loaded machine: measured at 0.5-34 MFLOP), and a whole time slice when
+# the worker is preempted mid-call; ~200 us of work (16 MFLOP) keeps that risk small.
 SPLIT_FLOPS = 1.6e7
 
 

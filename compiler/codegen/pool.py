@@ -9,7 +9,9 @@ Conventions: output size is floor((H - KH) / SH) + 1 (windows never leave the im
 gradient goes to the *first* maximal element of each window in row-major window order (strict `>`
 while scanning kh then kw), so ties are broken the same way every run; a NaN wins over numbers
 (the first NaN of a window is its max and takes the gradient). With overlapping windows
-(stride < window) contributions add. avg divides by KH*KW.
+(stride < window) contributions add. avg divides by KH*KW. The gradient zeroes dx first unless the
+windows tile the input exactly (stride == window, no leftover row or column): then every element of
+dx is stored exactly once.
 
 Threads and determinism: threads take whole (n, c) planes, a contiguous range fixed by (tid, nt);
 within a plane windows are visited in a fixed order, so results are bitwise reproducible and
@@ -95,6 +97,12 @@ def _taps(spec: PoolSpec) -> list[int]:
     return [i * spec.w + j for i in range(spec.kh) for j in range(spec.kw)]
 
 
+def _tiles(spec: PoolSpec) -> bool:
+    """Whether the windows cover every input element (stride == window, no leftover row/col)."""
+    return (spec.stride == (spec.kh, spec.kw) and spec.oh * spec.kh == spec.h
+            and spec.ow * spec.kw == spec.w)
+
+
 def emit_pool_forward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Function:
     """`f(tid, nt, x, y, scratch)`: y = max or mean of each window."""
     if kind not in KINDS:
@@ -131,12 +139,13 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str) -> ir.Funct
     fn, b = _begin(module, name, 4)
     tid, nt, x, dy, dx, _ = fn.args
     plane_in, plane_out = spec.h * spec.w, spec.oh * spec.ow
-    lo, hi = thread_range(b, tid, nt, spec.n * spec.c, 1)
-    with for_range(b, b.mul(lo, i64(plane_in)), b.mul(hi, i64(plane_in)), name="zero") as i:
-        b.store(f32(0.0), gep(b, dx, i), align=4)
     taps = _taps(spec)
     # Windows that never overlap own their taps: plain stores (no read-modify-write chain).
     disjoint = spec.stride[0] >= spec.kh and spec.stride[1] >= spec.kw
+    if not (disjoint and _tiles(spec)):  # else every element of dx is stored exactly once below
+        lo, hi = thread_range(b, tid, nt, spec.n * spec.c, 1)
+        with for_range(b, b.mul(lo, i64(plane_in)), b.mul(hi, i64(plane_in)), name="zero") as i:
+            b.store(f32(0.0), gep(b, dx, i), align=4)
     with _windows(b, spec, tid, nt) as (pl, origin, out):
         base = b.add(b.mul(pl, i64(plane_in)), origin)
         g = b.load(gep(b, dy, b.add(b.mul(pl, i64(plane_out)), out)), align=4)

@@ -100,3 +100,20 @@ def test_validation(rng, call, message):
     x = rand(rng, 1, 2, 6, 6)
     with pytest.raises(ValueError, match=message):
         call(x)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("shape, kernel, stride", [
+    ((2, 3, 8, 8), (2, 2), (2, 2)),  # windows tile the input: no zeroing pass
+    ((1, 2, 9, 9), (2, 2), (2, 2)),  # a leftover row and column
+    ((1, 2, 8, 8), (2, 2), (3, 3)),  # gaps between windows
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gradient_writes_every_element(rng, kind, shape, kernel, stride, threads):
+    """dx is written whole even over garbage (NaN): elements no window reaches become 0."""
+    x = rand(rng, *shape)
+    spec, nat = K._pool(kind, False, x.shape, kernel, stride, None)
+    dy = rand(rng, spec.n, spec.c, spec.oh, spec.ow)
+    dx = np.full(x.shape, np.nan, np.float32)
+    K.run(nat, threads, x, dy, dx)
+    np.testing.assert_allclose(dx, direct(kind, x, kernel, stride, dy)[1], rtol=1e-6, atol=1e-6)
