@@ -18,10 +18,10 @@ import math
 
 from llvmlite import ir
 
+from ..passes.kernel_graph import Kernel
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .loops import for_range, i64
 from .lower_elementwise import const, load_value, reg_type, store_value
-from .step_input import Kernel
 from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
 from .strided import thread_range as split_range
 
