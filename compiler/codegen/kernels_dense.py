@@ -2,8 +2,9 @@
 two gradients (the generated conv kernels), pooling and its gradients, max_pool2d_select.
 
 Takes: an emission context and a kernel of the legalized kernel graph (one node, except a matmul
-with its `fit_matmul` fusions: operand transposes and the bias/activation epilogue `gemm_epilogue`).
-Gives: `DENSE_EMITTERS[op](cx, kernel)` -> calls, and `fit_matmul` (what legalization keeps).
+with its `fit_matmul` fusions -- operand transposes and the bias/activation epilogue -- and a
+conv2d with its `fit_conv` bias/activation epilogue). Gives: `DENSE_EMITTERS[op](cx, kernel)` ->
+calls, and `fit_matmul` / `fit_conv` (what legalization keeps).
 float32 products use gemm.emit_gemm / conv.emit_conv_* / pool.emit_pool_* (register-blocked
 SIMD micro-kernels, per-thread scratch in the arena); other dtypes use a plain triple loop.
 
@@ -50,15 +51,12 @@ def _bias_axis(shape: tuple[int, ...], m: int, n: int) -> str | None:
     return None
 
 
-def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
-    """The prefix of kernel k's epilogue the generated GEMM applies to its tile:
-    `act(acc + bias)` with a row or column bias and relu/sigmoid/tanh, each optional. Every value
-    before the last one of the chain must have no other reader (the GEMM stores only the last).
-    Gives (Epilogue, bias node id or None, the chain's node ids in order). A residual add is not
-    fused: the plan may put the sum in the residual's buffer, which the GEMM would overwrite with
-    partial sums before its last K block."""
+def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | None, list[int]]:
+    """The prefix of kernel k's epilogue a generated kernel applies to its output tile:
+    `act(acc + bias)`, each part optional, with a bias `bias_axis(shape)` accepts (its axis) and
+    relu/sigmoid/tanh. Every value before the last one of the chain has no other reader (the
+    kernel stores only the last). Gives (Epilogue, bias node id or None, chain node ids)."""
     n = g.node(k.main)
-    m_, n_ = n.type.shape[-2:]
     epi = {i for i in k.nodes if k.stages[i] == "epilogue"}
     roots = {r.id for r in live_roots(g)}
 
@@ -74,7 +72,7 @@ def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]
     if u is not None and u.op == "add" and u.type == v.type:
         other = u.inputs[1] if u.inputs[0] is v else u.inputs[0]
         if other is not v and other.id not in k.nodes and other.type.dtype == "f32":
-            axis = _bias_axis(other.type.shape, m_, n_)
+            axis = bias_axis(other.type.shape)
             if axis is not None:
                 bias = other.id
                 chain.append(u.id)
@@ -83,6 +81,32 @@ def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]
         act = u.op
         chain.append(u.id)
     return Epilogue(axis, act), bias, chain
+
+
+def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
+    """`_epilogue_chain` of a 2-D matmul: bias per row or column of C. A residual add is not
+    fused: the plan may put the sum in the residual's buffer, which the GEMM overwrites with
+    partial sums before its last K block."""
+    m, n = g.node(k.main).type.shape
+    return _epilogue_chain(g, k, lambda shape: _bias_axis(shape, m, n))
+
+
+def conv_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
+    """`_epilogue_chain` of conv2d: a bias per output channel, shaped to broadcast over NCHW."""
+    co = g.node(k.main).type.shape[1]
+
+    def axis(shape):
+        return "rows" if len(shape) <= 4 and (1,) * (4 - len(shape)) + shape == (1, co, 1, 1) \
+            else None
+    return _epilogue_chain(g, k, axis)
+
+
+def fit_conv(g: Graph, k: Kernel) -> set[int]:
+    """What the generated forward convolution emits with kernel k: the `conv_epilogue` chain."""
+    n = g.node(k.main)
+    if n.op != "conv2d" or n.type.dtype != "f32":
+        return {n.id}
+    return {n.id, *conv_epilogue(g, k)[2]}
 
 
 def _gemm_ready(n) -> bool:
@@ -193,10 +217,15 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
     n = cx.node(k.main)
     if n.type.dtype != "f32":
         raise cx.fail("convolution is generated for float32 only", n)
+    out = n.id
     if n.op == "conv2d":
         x, w = n.inputs
-        ck = emit_conv_forward(cx.module, _spec(x.type.shape, w.type.shape, n.attrs), cx.target)
-        args, reads = [x.id, w.id, n.id, "null", "scratch"], {x.id, w.id}
+        epi, bias, chain = conv_epilogue(cx.plan.graph, k)
+        out = chain[-1] if chain else n.id
+        ck = emit_conv_forward(cx.module, _spec(x.type.shape, w.type.shape, n.attrs), cx.target,
+                               bias=bias is not None, activation=epi.activation)
+        args = [x.id, w.id, out, "null" if bias is None else bias, "scratch"]
+        reads = {x.id, w.id} | ({bias} if bias is not None else set())
     elif n.op == "conv2d_grad_input":
         ct, w = n.inputs
         spec = _spec(n.type.shape, w.type.shape, n.attrs)
@@ -209,7 +238,7 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
         args, reads = [x.id, ct.id, n.id, "barrier", "scratch"], {x.id, ct.id}
     shared = n.op == "conv2d_grad_weight"
     cx.need_scratch(ck.scratch_per_thread, shared=shared)
-    return [Call(ck.fn, args, reads, {n.id}, "split", shares_scratch=shared,
+    return [Call(ck.fn, args, reads, {out}, "split", shares_scratch=shared,
                  scratch_stride=ck.scratch_per_thread)]
 
 

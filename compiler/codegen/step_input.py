@@ -34,7 +34,7 @@ from ..passes.common import RANDOM
 from ..passes.kernel_graph import Kernel
 from ..passes.plan_memory import ALIGN, ArenaPlan
 from ..pipeline import disabled_stages, optimize
-from .kernels_dense import fit_matmul
+from .kernels_dense import fit_conv, fit_matmul
 from .lower_elementwise import ELEMENTWISE
 
 HEADER = 64 * 4  # barrier state, seed, step, loss accumulators (see step.py)
@@ -57,6 +57,8 @@ def jit_fit(g: Graph, k: Kernel) -> set[int]:
         return {i for i in k.nodes if g.node(i).op in LOOP_OPS}
     if k.kind == "gemm":
         return fit_matmul(g, k)
+    if k.kind == "conv":
+        return fit_conv(g, k)
     return {k.main}
 
 

@@ -122,3 +122,10 @@ def test_switches_are_part_of_the_cache_key():
     again = _run("reuse", steps=1)[2]
     other = _run("cse,reuse", steps=1)[2]
     assert (first, again, other) == (first, True, False)
+
+
+def test_lenet_convolutions_carry_their_bias():
+    plan = _train_plan(LENET)
+    convs = [k for k in plan.kernels if k.kind == "conv"
+             and plan.graph.node(k.main).op == "conv2d"]
+    assert convs and all(_ops(plan, k, "epilogue")[:1] == ["add"] for k in convs)
