@@ -8,7 +8,8 @@ reported losses and a thread count. Gives: `JitEngine.run(kind, feeds)` for "pre
 Each request kind gets its own plan (codegen.step_input: the request's graph through the
 optimizer pipeline -- fusion legalized for the emitters, liveness-based arena plan), module
 (codegen.step) and 64-byte aligned arena, compiled through the on-disk cache (jit_cache; the key
-holds the graph, the requests and the switched-off optimizer stages). Parameters, model state and
+holds the graph and each request's plan: kernels and addresses, so NETC_DISABLE or an edited pass
+never loads code made for another plan). Parameters, model state and
 optimizer state stay in the Store's own arrays: the arena's pointer table holds their addresses,
 so `m.params[...]` views are the tensors the native code reads and updates in place (always live,
 bitwise what the step wrote). Threads: the step function runs on the process pool with
@@ -30,7 +31,7 @@ import numpy as np
 from llvmlite import ir
 
 from netc.compiler.codegen.step import KEY_OFFSET, LOSS_OFFSET, StepModule, build_step_module
-from netc.compiler.codegen.step_input import StepPlan, cache_text, plan_step
+from netc.compiler.codegen.step_input import StepPlan, plan_step
 from netc.compiler.codegen.target import get_target
 from netc.compiler.errors import InternalCompilerError
 from netc.compiler.ir import Graph, Node, np_dtype
@@ -122,8 +123,7 @@ class JitEngine:
             meta = {k: [sm.scratch_per_thread, sm.split_calls] for k, sm in sms.items()}
             return next(iter(sms.values())).module, meta
 
-        key = "\n".join([self.g.to_text(), *kinds, cache_text(),
-                         *(repr(sorted(u)) + repr(list(w)) for w, u in requests.values())])
+        key = "\n".join([self.g.to_text(), *kinds, *(plans[k].key_text() for k in kinds)])
         comp, meta, hit = compile_cached(key, build, self.target)
         self.compiled_from_cache = hit
         sms = {k: StepModule.layout(plans[k], int(meta[k][0]), losses[k], int(meta[k][1]))

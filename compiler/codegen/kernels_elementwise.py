@@ -24,7 +24,6 @@ from ..passes.kernel_graph import Kernel
 from . import mathfn as M
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .lower_elementwise import ELEMENTWISE, const, load_value, mem_type, store_value
-from .step_input import is_scalar_const
 from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
 
 I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -66,6 +65,36 @@ def _random(b: ir.IRBuilder, op: str, index: ir.Value, stream: int,
     return b.fpext(v, ir.DoubleType()) if dtype == "f64" else v
 
 
+def is_scalar_const(n) -> bool:
+    """A one-element constant: inlined into the loop body, never loaded."""
+    return n.op == "const" and n.type.size == 1
+
+
+def evaluate(cx: Ctx, b: ir.IRBuilder, members: list, vals: dict[int, ir.Value],
+             index: ir.Value | None = None, keys: dict | None = None) -> None:
+    """Compute `members` (elementwise nodes, in order) in registers from `vals` (their loaded
+    operands, by node id) into `vals`; scalar constants are inlined, `broadcast_to` is its
+    operand (loaded broadcast already), random nodes draw at flat element `index`."""
+    for n in members:
+        if n.op in ("random_uniform", "random_normal"):
+            vals[n.id] = _random(b, n.op, index, n.attrs["stream"], keys[n.inputs[0].id],
+                                 n.type.dtype)
+            continue
+        args = []
+        for x in n.inputs:
+            if x.id in vals:
+                args.append(vals[x.id])
+            elif is_scalar_const(x):
+                args.append(const(x.type.dtype, x.attrs["value"].reshape(())))
+            else:
+                raise cx.fail("operand not available in a fused kernel", n)
+        if n.op == "broadcast_to":
+            vals[n.id] = args[0]
+            continue
+        vals[n.id] = ELEMENTWISE[n.op](b, args, n.attrs, [x.type.dtype for x in n.inputs],
+                                       n.type.dtype)
+
+
 def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
     space = k.space
     members = [cx.node(i) for i in k.nodes]
@@ -101,24 +130,7 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
         for j, i in enumerate(loads):
             dt = cx.node(i).type.dtype
             vals[i] = load_value(b, accesses[n_out + j].at(b, offs[n_out + j]), dt)
-        for n in members:
-            if n.op in ("random_uniform", "random_normal"):
-                vals[n.id] = _random(b, n.op, offs[0], n.attrs["stream"], keys[n.inputs[0].id],
-                                     n.type.dtype)
-                continue
-            args = []
-            for x in n.inputs:
-                if x.id in vals:
-                    args.append(vals[x.id])
-                elif is_scalar_const(x):
-                    args.append(const(x.type.dtype, x.attrs["value"].reshape(())))
-                else:
-                    raise cx.fail("operand not available in a fused kernel", n)
-            if n.op == "broadcast_to":  # its operand was loaded broadcast to the space
-                vals[n.id] = args[0]
-                continue
-            vals[n.id] = ELEMENTWISE[n.op](b, args, n.attrs, [x.type.dtype for x in n.inputs],
-                                           n.type.dtype)
+        evaluate(cx, b, members, vals, offs[0], keys)
         for j, i in enumerate(k.outputs):
             store_value(b, vals[i], accesses[j].at(b, offs[j]), cx.node(i).type.dtype)
 

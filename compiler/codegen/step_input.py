@@ -33,8 +33,9 @@ from ..ir import Graph, Node
 from ..passes.common import RANDOM
 from ..passes.kernel_graph import Kernel
 from ..passes.plan_memory import ALIGN, ArenaPlan
-from ..pipeline import disabled_stages, optimize
+from ..pipeline import optimize
 from .kernels_dense import fit_conv, fit_matmul
+from .kernels_shape import reduce_prologue
 from .lower_elementwise import ELEMENTWISE
 
 HEADER = 64 * 4  # barrier state, seed, step, loss accumulators (see step.py)
@@ -47,10 +48,6 @@ def nbytes(n: Node) -> int:
     return int(np.prod(n.type.shape, dtype=np.int64)) * _ITEMSIZE[n.type.dtype]
 
 
-def is_scalar_const(n: Node) -> bool:
-    return n.op == "const" and int(np.prod(n.type.shape, dtype=np.int64)) == 1
-
-
 def jit_fit(g: Graph, k: Kernel) -> set[int]:
     """The nodes of kernel `k` the JIT's emitters emit as one kernel (passes/legalize.py)."""
     if k.main is None:
@@ -59,6 +56,8 @@ def jit_fit(g: Graph, k: Kernel) -> set[int]:
         return fit_matmul(g, k)
     if k.kind == "conv":
         return fit_conv(g, k)
+    if k.kind == "reduction":
+        return {k.main, *reduce_prologue(g, k)}
     return {k.main}
 
 
@@ -76,6 +75,18 @@ class StepPlan:
     fed: dict[str, int] = field(default_factory=dict)  # input name -> node id (inputs read)
     commits: list[tuple[int, int]] = field(default_factory=list)  # (update id, leaf id): copies
     rng_key: int | None = None  # the rng_key leaf, filled from the header by the step
+
+    def key_text(self) -> str:
+        """Everything of this plan the emitted code depends on, for the compile cache key: the
+        optimized graph, the kernels and every address (the passes that made them are not part
+        of the code generator's fingerprint, and NETC_DISABLE changes them)."""
+        lines = [self.graph.to_text()]
+        lines += [f"{k.kind} {k.main} {k.nodes} {k.stages} {k.recomputed} {k.inputs} {k.outputs}"
+                  for k in self.kernels]
+        lines += [repr(x) for x in (sorted(self.offset.items()), sorted(self.persistent.items()),
+                                    self.names, self.commits, self.fed, self.rng_key, self.size,
+                                    self.wanted)]
+        return "\n".join(lines)
 
     def buffer_of(self, i: int) -> int:
         return self.arena.storage[i]
@@ -134,8 +145,3 @@ def plan_step(g: Graph, wanted: dict[str, Node], updates: dict[str, Node] | None
     return StepPlan(rg, opt.kernels.kernels, plan, {k: n.id for k, n in rg.outputs.items()},
                     offset, persistent, names, consts, -(-size // ALIGN) * ALIGN, fed, commits,
                     key.id if key is not None and key.id in plan.storage else None)
-
-
-def cache_text(disable: set[str] | None = None) -> str:
-    """What besides the graph and the request decides the code: the switched-off stages."""
-    return "disable=" + ",".join(sorted(disabled_stages(disable)))
