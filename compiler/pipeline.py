@@ -1,11 +1,15 @@
 """The optimizer pipeline: graph passes, then fusion, then the memory plan, as one readable list.
 
 Takes: a verified graph (forward, forward + gradients, or a step graph) whose live roots are its
-outputs, losses and updates. Gives: `Optimized(graph, kernels, plan)`. The graph passes rewrite
-the graph IN PLACE (pass a copy if the original is still needed); fusion and planning are analyses.
+outputs, losses and updates, and optionally a backend's `fit` (see passes/legalize.py): then the
+kernel graph is legalized for that backend between fusion and planning, so the plan has a buffer
+for every value the backend stores. Gives: `Optimized(graph, kernels, plan)`. The graph passes
+rewrite the graph IN PLACE (pass a copy if the original is still needed); fusion, legalization
+and planning are analyses.
 
 Debugging: `verify` runs after every graph stage. `NETC_DUMP_IR=dir` writes the text of each stage
-(`00-input.txt`, `01-simplify.txt`, ... `05-plan_memory.txt`). Every stage can be switched off for
+(`00-input.txt`, `01-simplify.txt`, ... `04-fuse_kernels.txt`, `04-legalize.txt` with a backend,
+`05-plan_memory.txt`). Every stage can be switched off for
 bisecting, by name or alias, with `optimize(g, disable={...})` or `NETC_DISABLE=simplify,cse`:
 simplify, eliminate_common (cse), eliminate_dead (dce), fuse_kernels (fuse: one kernel per node),
 inplace (no in-place buffer reuse), reuse (no arena reuse at all: the naive plan). With
@@ -26,6 +30,7 @@ from .passes.eliminate_common import eliminate_common
 from .passes.eliminate_dead import eliminate_dead
 from .passes.fuse_kernels import fuse_kernels
 from .passes.kernel_graph import KernelGraph
+from .passes.legalize import Fit, legalize
 from .passes.plan_memory import ArenaPlan, plan_memory
 from .passes.simplify import simplify
 from .verify import verify
@@ -68,8 +73,9 @@ def _dump(dump_dir: Path | None, index: int, name: str, text: str) -> None:
 
 
 def optimize(g: Graph, *, disable: set[str] | None = None, check: bool | None = None,
-             dump_dir: str | os.PathLike | None = None) -> Optimized:
-    """Run every enabled stage on `g` (in place) and return graph, kernel graph and plan."""
+             dump_dir: str | os.PathLike | None = None, fit: Fit | None = None) -> Optimized:
+    """Run every enabled stage on `g` (in place) and return graph, kernel graph and plan;
+    with a backend's `fit`, the kernels are legalized for it before planning."""
     off = disabled_stages(disable)
     dump = dump_dir if dump_dir is not None else os.environ.get("NETC_DUMP_IR") or None
     dump_path = Path(dump) if dump else None
@@ -86,6 +92,9 @@ def optimize(g: Graph, *, disable: set[str] | None = None, check: bool | None = 
         _dump(dump_path, i, name, g.to_text() + ("\n(stage disabled)" if name in off else ""))
     kernels = fuse_kernels(g, fuse="fuse_kernels" not in off)
     _dump(dump_path, 4, "fuse_kernels", kernels.to_text())
+    if fit is not None:
+        kernels = legalize(kernels, fit)
+        _dump(dump_path, 4, "legalize", kernels.to_text())
     plan = plan_memory(kernels, inplace="inplace" not in off, reuse="reuse" not in off)
     if check:
         check_plan(plan)

@@ -45,8 +45,8 @@ def step_module(path_or_built: Any, request: str | None = None) -> StepModule:
             wanted.update({k: add_penalties(g, n, built.train) for k, n in g.losses.items()})
     else:
         raise UsageError(f"emit: unknown request {request!r} (train or predict)")
-    plan = plan_step(g, list(wanted.values()), updates)
-    losses = [n.id for n in wanted.values()] if loop else []
+    plan = plan_step(g, wanted, updates)
+    losses = list(plan.wanted.values()) if loop else []
     return build_step_module(plan, get_target(), loop=loop, losses=losses, name=g.name)
 
 

@@ -5,8 +5,11 @@ reported losses and a thread count. Gives: `JitEngine.run(kind, feeds)` for "pre
 "evaluate", "gradients", "train_step" (the Engine protocol of engine.py) and
 `train_steps(data, index)`: many steps in one native call, batches gathered natively.
 
-Each request kind gets its own plan (codegen.step_input), module (codegen.step) and 64-byte
-aligned arena, compiled through the on-disk cache (jit_cache). Parameters, model state and
+Each request kind gets its own plan (codegen.step_input: the request's graph through the
+optimizer pipeline -- fusion legalized for the emitters, liveness-based arena plan), module
+(codegen.step) and 64-byte aligned arena, compiled through the on-disk cache (jit_cache; the key
+holds the graph and each request's plan: kernels and addresses, so NETC_DISABLE or an edited pass
+never loads code made for another plan). Parameters, model state and
 optimizer state stay in the Store's own arrays: the arena's pointer table holds their addresses,
 so `m.params[...]` views are the tensors the native code reads and updates in place (always live,
 bitwise what the step wrote). Threads: the step function runs on the process pool with
@@ -28,7 +31,7 @@ import numpy as np
 from llvmlite import ir
 
 from netc.compiler.codegen.step import KEY_OFFSET, LOSS_OFFSET, StepModule, build_step_module
-from netc.compiler.codegen.step_input import plan_step
+from netc.compiler.codegen.step_input import StepPlan, plan_step
 from netc.compiler.codegen.target import get_target
 from netc.compiler.errors import InternalCompilerError
 from netc.compiler.ir import Graph, Node, np_dtype
@@ -62,7 +65,7 @@ class _Compiled:
     step: Any
     loop: Any
     keep: Any
-    wanted: dict[str, Node]
+    plan: StepPlan
 
 
 class JitEngine:
@@ -105,9 +108,9 @@ class JitEngine:
         self._request(kind)  # an unknown or unservable kind fails here
         kinds = ["train_step", "gradients"] if self.info is not None else ["predict", "evaluate"]
         requests = {k: self._request(k) for k in kinds}
-        plans = {k: plan_step(self.g, list(w.values()), u) for k, (w, u) in requests.items()}
-        losses = {k: [n.id for n in w.values()] if k == "train_step" else []
-                  for k, (w, u) in requests.items()}
+        plans = {k: plan_step(self.g, w, u) for k, (w, u) in requests.items()}
+        losses = {k: list(plans[k].wanted.values()) if k == "train_step" else []
+                  for k in kinds}
 
         def build_all() -> dict[str, StepModule]:
             module = ir.Module(name=self.g.name)
@@ -120,8 +123,7 @@ class JitEngine:
             meta = {k: [sm.scratch_per_thread, sm.split_calls] for k, sm in sms.items()}
             return next(iter(sms.values())).module, meta
 
-        key = "\n".join([self.g.to_text(), *kinds, *(repr(sorted(u)) + repr(list(w)) for w, u in
-                                                      requests.values())])
+        key = "\n".join([self.g.to_text(), *kinds, *(plans[k].key_text() for k in kinds)])
         comp, meta, hit = compile_cached(key, build, self.target)
         self.compiled_from_cache = hit
         sms = {k: StepModule.layout(plans[k], int(meta[k][0]), losses[k], int(meta[k][1]))
@@ -132,7 +134,7 @@ class JitEngine:
             self._init_arena(sm, arena)
             step = _STEP(comp.address(f"{k}_netc_step"))
             loop_fn = _LOOP(comp.address(f"{k}_netc_train_steps")) if k == "train_step" else None
-            self._kinds[k] = _Compiled(sm, arena, step, loop_fn, comp, requests[k][0])
+            self._kinds[k] = _Compiled(sm, arena, step, loop_fn, comp, plans[k])
         return self._kinds[kind]
 
     def _init_arena(self, sm: StepModule, arena: np.ndarray) -> None:
@@ -183,7 +185,8 @@ class JitEngine:
             self._view(c.arena, plan.graph.node(i), plan.offset[i])[...] = feeds[name]
         self._set_step(c)
         self._launch(c, c.step, c.arena.ctypes.data)
-        return {k: self._value(c, n) for k, n in c.wanted.items()}
+        g = c.plan.graph
+        return {k: self._value(c, g.node(i)) for k, i in c.plan.wanted.items()}
 
     def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
         """Run len(index) // batch steps natively over rows `index` of `data` (inputs and
@@ -211,7 +214,7 @@ class JitEngine:
         acc[:] = 0
         self._set_step(c)
         self._launch(c, c.loop, c.arena.ctypes.data, ptrs.ctypes.data, index.ctypes.data, n_steps)
-        names = list(c.wanted)
+        names = list(c.plan.wanted)
         return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
 
 

@@ -14,6 +14,7 @@ Invariants: emitters never allocate; a kernel writes only the nodes in `writes`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from llvmlite import ir
@@ -21,8 +22,10 @@ from llvmlite import ir
 from ..errors import InternalCompilerError
 from ..ir import Node
 from .lower_elementwise import mem_type
-from .step_input import StepPlan
 from .target import Target
+
+if TYPE_CHECKING:  # step_input imports the emitters' fusion rules, which import this module
+    from .step_input import StepPlan
 
 SPLIT_MIN = 1 << 15  # elements (or flops / 16) below which a kernel runs on one thread
 

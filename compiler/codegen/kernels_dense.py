@@ -1,8 +1,11 @@
 """Codegen stage, dense kernels: matmul (the generated GEMM, batched and broadcast), conv2d and its
 two gradients (the generated conv kernels), pooling and its gradients, max_pool2d_select.
 
-Takes: an emission context and a one-node kernel. Gives: `DENSE_EMITTERS[op](cx, kernel)` ->
-calls. float32 products use gemm.emit_gemm / conv.emit_conv_* / pool.emit_pool_* (register-blocked
+Takes: an emission context and a kernel of the legalized kernel graph (one node, except a matmul
+with its `fit_matmul` fusions -- operand transposes and the bias/activation epilogue -- and a
+conv2d with its `fit_conv` bias/activation epilogue). Gives: `DENSE_EMITTERS[op](cx, kernel)` ->
+calls, and `fit_matmul` / `fit_conv` (what legalization keeps).
+float32 products use gemm.emit_gemm / conv.emit_conv_* / pool.emit_pool_* (register-blocked
 SIMD micro-kernels, per-thread scratch in the arena); other dtypes use a plain triple loop.
 
 Invariants: the GEMM splits rows or columns of C only (each element's k-order is fixed), conv
@@ -14,14 +17,17 @@ from __future__ import annotations
 
 from llvmlite import ir
 
+from ..ir import Graph
+from ..passes.common import live_roots
+from ..passes.kernel_graph import Kernel
 from .conv import emit_conv_forward, emit_conv_grad_input, emit_conv_grad_weight
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .gemm import GemmSpec, emit_gemm
 from .im2col import ConvSpec
 from .loops import F32P, for_range, i64
 from .lower_elementwise import reg_type
+from .microkernel import Epilogue
 from .pool import PoolSpec, emit_pool_backward, emit_pool_forward
-from .step_input import Kernel
 from .strided import Access, broadcast_strides, new_kernel_fn, strided_loop
 
 I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -31,6 +37,91 @@ def _mm_shapes(a, b):
     a_sh = a.type.shape if a.type.rank >= 2 else (1,) + a.type.shape
     b_sh = b.type.shape if b.type.rank >= 2 else b.type.shape + (1,)
     return a_sh, b_sh
+
+
+def _bias_axis(shape: tuple[int, ...], m: int, n: int) -> str | None:
+    """How a bias of `shape` broadcasts over an M x N product: one value per column or row."""
+    if len(shape) > 2 or any(d != 1 for d in shape[:-2]):
+        return None
+    a, b = ((1, 1) + tuple(shape))[-2:]
+    if (a, b) == (1, n):
+        return "cols"
+    if (a, b) == (m, 1):
+        return "rows"
+    return None
+
+
+def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | None, list[int]]:
+    """The prefix of kernel k's epilogue a generated kernel applies to its output tile:
+    `act(acc + bias)`, each part optional, with a bias `bias_axis(shape)` accepts (its axis) and
+    relu/sigmoid/tanh. Every value before the last one of the chain has no other reader (the
+    kernel stores only the last). Gives (Epilogue, bias node id or None, chain node ids)."""
+    n = g.node(k.main)
+    epi = {i for i in k.nodes if k.stages[i] == "epilogue"}
+    roots = {r.id for r in live_roots(g)}
+
+    def next_user(v):
+        users = g.users(v)
+        if v.id in roots or len(users) != 1 or users[0].id not in epi:
+            return None
+        return users[0]
+
+    chain: list[int] = []
+    bias, axis, act = None, None, None
+    v, u = n, next_user(n)
+    if u is not None and u.op == "add" and u.type == v.type:
+        other = u.inputs[1] if u.inputs[0] is v else u.inputs[0]
+        if other is not v and other.id not in k.nodes and other.type.dtype == "f32":
+            axis = bias_axis(other.type.shape)
+            if axis is not None:
+                bias = other.id
+                chain.append(u.id)
+                v, u = u, next_user(u)
+    if u is not None and u.op in ("relu", "sigmoid", "tanh") and u.type == v.type:
+        act = u.op
+        chain.append(u.id)
+    return Epilogue(axis, act), bias, chain
+
+
+def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
+    """`_epilogue_chain` of a 2-D matmul: bias per row or column of C. A residual add is not
+    fused: the plan may put the sum in the residual's buffer, which the GEMM overwrites with
+    partial sums before its last K block."""
+    m, n = g.node(k.main).type.shape
+    return _epilogue_chain(g, k, lambda shape: _bias_axis(shape, m, n))
+
+
+def conv_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
+    """`_epilogue_chain` of conv2d: a bias per output channel, shaped to broadcast over NCHW."""
+    co = g.node(k.main).type.shape[1]
+
+    def axis(shape):
+        return "rows" if len(shape) <= 4 and (1,) * (4 - len(shape)) + shape == (1, co, 1, 1) \
+            else None
+    return _epilogue_chain(g, k, axis)
+
+
+def fit_conv(g: Graph, k: Kernel) -> set[int]:
+    """What the generated forward convolution emits with kernel k: the `conv_epilogue` chain."""
+    n = g.node(k.main)
+    if n.op != "conv2d" or n.type.dtype != "f32":
+        return {n.id}
+    return {n.id, *conv_epilogue(g, k)[2]}
+
+
+def _gemm_ready(n) -> bool:
+    return n.type.dtype == "f32" and all(x.type.rank == 2 for x in n.inputs)
+
+
+def fit_matmul(g: Graph, k: Kernel) -> set[int]:
+    """What the generated GEMM emits with kernel k's matmul: operand transposes read as op(A)ᵀ,
+    op(B)ᵀ (2-D float32 only) and the `gemm_epilogue` chain."""
+    n = g.node(k.main)
+    keep = {n.id}
+    if not _gemm_ready(n):
+        return keep
+    keep |= {x.id for x in n.inputs if x.id in k.recomputed and x.op == "transpose"}
+    return keep | set(gemm_epilogue(g, k)[2])
 
 
 def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
@@ -44,10 +135,14 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     flops = 2 * m * nn * kk * nb
     if n.type.dtype != "f32":
         return _naive_matmul(cx, n, a, bb, ids, batch, m, kk, nn)
-    ta, tb = a.id in cx.plan.folded, bb.id in cx.plan.folded
+    folded = set(k.recomputed) if _gemm_ready(n) else set()
+    ta, tb = a.id in folded, bb.id in folded
     a_src, b_src = (a.inputs[0] if ta else a), (bb.inputs[0] if tb else bb)
-    ids = [n.id] + list(dict.fromkeys([a_src.id, b_src.id]))
-    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb), cx.target)
+    epi, bias, chain = (gemm_epilogue(cx.plan.graph, k) if _gemm_ready(n)
+                        else (Epilogue(), None, []))
+    out = chain[-1] if chain else n.id
+    ids = [out] + list(dict.fromkeys([a_src.id, b_src.id] + ([bias] if bias is not None else [])))
+    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb, epilogue=epi), cx.target)
     cx.need_scratch(gk.scratch_per_thread)
     fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("matmul"),
                                          [cx.ptr_type(i) for i in ids] + [F32])
@@ -55,8 +150,9 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     scr = ptrs[-1]
     a, bb = a_src, b_src
     null = ir.Constant(F32P, None)
+    bias_p = ptrs[ids.index(bias)] if bias is not None else null
     if nb == 1:
-        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, null, null, null, scr])
+        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, bias_p, null, null, scr])
         mode = "split" if flops >= 16 * (1 << 15) else "single"
     else:
         a_st = broadcast_strides(a_sh[:-2], batch) if a_sh[:-2] else (0,) * len(batch)
@@ -74,7 +170,8 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
         strided_loop(b, batch, acc, body, tid, nt)
         mode = "split" if flops >= 16 * (1 << 15) and nb > 1 else "single"
     b.ret_void()
-    return [Call(fn, ids + ["scratch"], {a.id, bb.id}, {n.id}, mode,
+    reads = {a.id, bb.id} | ({bias} if bias is not None else set())
+    return [Call(fn, ids + ["scratch"], reads, {out}, mode,
                  scratch_stride=gk.scratch_per_thread)]
 
 
@@ -120,10 +217,15 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
     n = cx.node(k.main)
     if n.type.dtype != "f32":
         raise cx.fail("convolution is generated for float32 only", n)
+    out = n.id
     if n.op == "conv2d":
         x, w = n.inputs
-        ck = emit_conv_forward(cx.module, _spec(x.type.shape, w.type.shape, n.attrs), cx.target)
-        args, reads = [x.id, w.id, n.id, "null", "scratch"], {x.id, w.id}
+        epi, bias, chain = conv_epilogue(cx.plan.graph, k)
+        out = chain[-1] if chain else n.id
+        ck = emit_conv_forward(cx.module, _spec(x.type.shape, w.type.shape, n.attrs), cx.target,
+                               bias=bias is not None, activation=epi.activation)
+        args = [x.id, w.id, out, "null" if bias is None else bias, "scratch"]
+        reads = {x.id, w.id} | ({bias} if bias is not None else set())
     elif n.op == "conv2d_grad_input":
         ct, w = n.inputs
         spec = _spec(n.type.shape, w.type.shape, n.attrs)
@@ -136,7 +238,7 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
         args, reads = [x.id, ct.id, n.id, "barrier", "scratch"], {x.id, ct.id}
     shared = n.op == "conv2d_grad_weight"
     cx.need_scratch(ck.scratch_per_thread, shared=shared)
-    return [Call(ck.fn, args, reads, {n.id}, "split", shares_scratch=shared,
+    return [Call(ck.fn, args, reads, {out}, "split", shares_scratch=shared,
                  scratch_stride=ck.scratch_per_thread)]
 
 

@@ -1,27 +1,29 @@
 """Codegen stage, fused elementwise kernels (with counter-based random numbers inside).
 
-Takes: an emission context and an "elementwise" kernel of the step plan (a group of elementwise,
-random and scalar-constant nodes whose root is stored). Gives: `emit_elementwise` -> the calls
-running it, and `emit_rng_key`. The loop is `strided.strided_loop` over the root's shape: external
-operands are read through broadcast strides, every member is evaluated in registers with the
-primitive's scalar body (lower_elementwise), only the root is stored.
+Takes: an emission context and an "elementwise" kernel of the legalized kernel graph (elementwise
+and random nodes over one iteration space, reading scalar constants inline). Gives:
+`emit_elementwise` -> the calls running it, `emit_rng_key` and `emit_copy`. The loop is
+`strided.strided_loop` over the kernel's space: external operands are read through broadcast
+strides (so `broadcast_to` is just its operand), every member is evaluated in registers with the
+primitive's scalar body (lower_elementwise), and every value in the kernel's `outputs` is stored.
 
 Random nodes draw Philox4x32-10 at counter (flat element index, stream, step, 0) keyed by the
 seed, exactly like ops/random.py (uniform: w0 >> 8 scaled; normal: Box-Muller with the exact
 float32 log/cos sequences), so dropout masks cost no extra pass and replay bit for bit.
 
-Invariants: an operand sharing storage with the root (an in-place update) is passed once and read
-at the element being written; float work is exact IEEE (no fast-math).
+Invariants: an operand sharing a buffer with an output (in-place reuse or update) is passed once
+and read at the element being written, before it is written; float work is exact IEEE (no
+fast-math).
 """
 
 from __future__ import annotations
 
 from llvmlite import ir
 
+from ..passes.kernel_graph import Kernel
 from . import mathfn as M
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .lower_elementwise import ELEMENTWISE, const, load_value, mem_type, store_value
-from .step_input import Kernel, is_scalar_const
 from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
 
 I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -63,72 +65,88 @@ def _random(b: ir.IRBuilder, op: str, index: ir.Value, stream: int,
     return b.fpext(v, ir.DoubleType()) if dtype == "f64" else v
 
 
-def storage_key(cx: Ctx, i: int) -> tuple:
-    p = cx.plan
-    return ("p", p.persistent[i]) if i in p.persistent else ("a", p.offset[i])
+def is_scalar_const(n) -> bool:
+    """A one-element constant: inlined into the loop body, never loaded."""
+    return n.op == "const" and n.type.size == 1
+
+
+def evaluate(cx: Ctx, b: ir.IRBuilder, members: list, vals: dict[int, ir.Value],
+             index: ir.Value | None = None, keys: dict | None = None) -> None:
+    """Compute `members` (elementwise nodes, in order) in registers from `vals` (their loaded
+    operands, by node id) into `vals`; scalar constants are inlined, `broadcast_to` is its
+    operand (loaded broadcast already), random nodes draw at flat element `index`."""
+    for n in members:
+        if n.op in ("random_uniform", "random_normal"):
+            vals[n.id] = _random(b, n.op, index, n.attrs["stream"], keys[n.inputs[0].id],
+                                 n.type.dtype)
+            continue
+        args = []
+        for x in n.inputs:
+            if x.id in vals:
+                args.append(vals[x.id])
+            elif is_scalar_const(x):
+                args.append(const(x.type.dtype, x.attrs["value"].reshape(())))
+            else:
+                raise cx.fail("operand not available in a fused kernel", n)
+        if n.op == "broadcast_to":
+            vals[n.id] = args[0]
+            continue
+        vals[n.id] = ELEMENTWISE[n.op](b, args, n.attrs, [x.type.dtype for x in n.inputs],
+                                       n.type.dtype)
 
 
 def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
-    root = cx.node(k.main)
-    space = root.type.shape
+    space = k.space
     members = [cx.node(i) for i in k.nodes]
-    # distinct storages become distinct noalias arguments; the root's comes first
-    arg_nodes: list[int] = [root.id]
-    slot = {storage_key(cx, root.id): 0}
+    plan = cx.plan
+    # distinct buffers become distinct noalias arguments (an output written in place over an
+    # input shares its argument); the stored outputs come first
+    arg_nodes: list[int] = []
+    slot: dict[int, int] = {}
     ext_slot: dict[int, int] = {}
-    for i in k.inputs:
-        key = storage_key(cx, i)
-        if key not in slot:
-            slot[key] = len(arg_nodes)
+    data = [i for i in k.inputs if not is_scalar_const(cx.node(i))]
+    for i in [*k.outputs, *data]:
+        buf = plan.buffer_of(i)
+        if buf not in slot:
+            slot[buf] = len(arg_nodes)
             arg_nodes.append(i)
-        ext_slot[i] = slot[key]
-    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name(root.op),
+        ext_slot[i] = slot[buf]
+    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name(cx.node(k.outputs[-1]).op),
                                          [cx.ptr_type(i) for i in arg_nodes])
     keys: dict[int, list[ir.Value]] = {}
-    for i in k.inputs:
+    for i in data:
         if cx.node(i).op == "rng_key":
             p = ptrs[ext_slot[i]]
             keys[i] = [b.load(b.gep(p, [ir.Constant(I64, w)]), align=4) for w in range(3)]
-    data = [i for i in k.inputs if cx.node(i).op != "rng_key"]
-    accesses = [Access(ptrs[0], contiguous_strides(space))]
+    loads = [i for i in data if cx.node(i).op != "rng_key"]
+    accesses = [Access(ptrs[ext_slot[i]], contiguous_strides(space)) for i in k.outputs]
     accesses += [Access(ptrs[ext_slot[i]], broadcast_strides(cx.node(i).type.shape, space))
-                 for i in data]
+                 for i in loads]
+    n_out = len(k.outputs)
 
     def body(b: ir.IRBuilder, offs: list[ir.Value], _idx: list[ir.Value]) -> None:
         vals: dict[int, ir.Value] = {}
-        for j, i in enumerate(data):
+        # every load of an element comes before any store of it (in-place outputs)
+        for j, i in enumerate(loads):
             dt = cx.node(i).type.dtype
-            vals[i] = load_value(b, accesses[j + 1].at(b, offs[j + 1]), dt)
-        for n in members:
-            if n.op in ("random_uniform", "random_normal"):
-                vals[n.id] = _random(b, n.op, offs[0], n.attrs["stream"], keys[n.inputs[0].id],
-                                     n.type.dtype)
-                continue
-            args = []
-            for x in n.inputs:
-                if x.id in vals:
-                    args.append(vals[x.id])
-                elif is_scalar_const(x):
-                    args.append(const(x.type.dtype, x.attrs["value"].reshape(())))
-                else:
-                    raise cx.fail("operand not available in a fused kernel", n)
-            vals[n.id] = ELEMENTWISE[n.op](b, args, n.attrs, [x.type.dtype for x in n.inputs],
-                                           n.type.dtype)
-        store_value(b, vals[root.id], accesses[0].at(b, offs[0]), root.type.dtype)
+            vals[i] = load_value(b, accesses[n_out + j].at(b, offs[n_out + j]), dt)
+        evaluate(cx, b, members, vals, offs[0], keys)
+        for j, i in enumerate(k.outputs):
+            store_value(b, vals[i], accesses[j].at(b, offs[j]), cx.node(i).type.dtype)
 
     strided_loop(b, space, accesses, body, tid, nt)
     b.ret_void()
-    return [Call(fn, list(arg_nodes), set(k.inputs), {root.id}, mode_for(size_of(space)))]
+    return [Call(fn, list(arg_nodes), set(data), set(k.outputs), mode_for(size_of(space)))]
 
 
-def emit_rng_key(cx: Ctx, k: Kernel, header: int) -> list[Call]:
+def emit_rng_key(cx: Ctx, key: int, header: int) -> list[Call]:
     """The key i32[3] = (seed_lo, seed_hi, step) from the arena header (see step.py)."""
     fn, b, tid, nt, (out, head) = new_kernel_fn(cx.module, cx.name("rng_key"), [I32, I32])
     for w in range(3):
         v = b.load(b.gep(head, [ir.Constant(I64, header // 4 + w)]), align=4)
         b.store(v, b.gep(out, [ir.Constant(I64, w)]), align=4)
     b.ret_void()
-    return [Call(fn, [k.main, "arena"], set(), {k.main}, "single")]
+    return [Call(fn, [key, "arena"], set(), {key}, "single")]
 
 
 def emit_copy(cx: Ctx, src: int, dst: int, stem: str = "copy") -> list[Call]:

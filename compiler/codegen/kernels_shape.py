@@ -1,11 +1,13 @@
 """Codegen stage, data-movement and reduction kernels: sum/max/min over axes, argmax, transpose,
 broadcast_to, slice, slice_grad, pad, concat, one_hot, gather, scatter_add.
 
-Takes: an emission context and a one-node kernel of the step plan. Gives: `SHAPE_EMITTERS[op]`
-(cx, kernel) -> calls. Every kernel is a `strided_loop` (or a small explicit nest) over static
-shapes; reductions iterate the input row-major with the output's strides 0 on reduced axes, so
-their inner loops are contiguous and each output element is accumulated in input order by the one
-thread owning it (splits only cut kept axes): results do not depend on the thread count.
+Takes: an emission context and a one-node kernel of the legalized kernel graph, or a sum/max/min
+with its elementwise prologue (`reduce_prologue`: computed as the input is read, its values other
+kernels need stored on the way). Gives: `SHAPE_EMITTERS[op](cx, kernel)` -> calls. Every kernel is
+a `strided_loop` (or a small explicit nest) over static shapes; reductions iterate the input row-
+major with the output's strides 0 on reduced axes, so their inner loops are contiguous and each
+output element is accumulated in input order by the one thread owning it (splits only cut kept
+axes): results do not depend on the thread count.
 
 Invariants: a kernel initialises every element it owns before accumulating into it; out-of-range
 indices of gather/scatter_add are clamped into range (the interpreter reports them; native code
@@ -18,10 +20,12 @@ import math
 
 from llvmlite import ir
 
+from ..ir import Graph
+from ..passes.kernel_graph import Kernel
 from .emit_ctx import Call, Ctx, mode_for, size_of
+from .kernels_elementwise import evaluate, is_scalar_const
 from .loops import for_range, i64
-from .lower_elementwise import const, load_value, reg_type, store_value
-from .step_input import Kernel
+from .lower_elementwise import ELEMENTWISE, const, load_value, reg_type, store_value
 from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
 from .strided import thread_range as split_range
 
@@ -55,6 +59,26 @@ def _identity(op: str, dtype: str) -> float:
     return -math.inf if op == "max" else math.inf
 
 
+def reduce_prologue(g: Graph, k: Kernel) -> list[int]:
+    """The prologue of a sum/max/min kernel the reduction loop evaluates as it reads its input
+    (all of it or none): elementwise nodes over the input's shape with a cheap scalar body, no
+    random draws (their index would be the input's, not the value's own). The accumulation runs
+    in input order, one element at a time, so a polynomial (exp, log, tanh...) there would run
+    on one lane: in its own vectorized loop it is cheaper than the memory pass it saves
+    (measured: softmax's sum(exp(x - m)) fused made the tiny MLP's step ~20% slower)."""
+    pro = [i for i in k.nodes if k.stages[i] == "prologue"]
+    main = g.node(k.main)
+    if main.op not in ("sum", "max", "min") or not pro or any(
+            g.node(i).op not in CHEAP_BODIES or g.node(i).type.shape != main.inputs[0].type.shape
+            for i in pro):
+        return []
+    return pro
+
+
+CHEAP_BODIES = (frozenset(ELEMENTWISE) | {"broadcast_to"}) - {
+    "exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "pow"}
+
+
 def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     n = cx.node(k.main)
     x = n.inputs[0]
@@ -64,13 +88,33 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     kstr = contiguous_strides(kept)
     out_strides = tuple(0 if i in axes else s for i, s in enumerate(kstr))
     splittable = [i not in axes for i in range(len(shape))]
-    fn, b, tid, nt, (y, xp) = _fn(cx, op, [n.id, x.id])
+    pro = [cx.node(i) for i in reduce_prologue(cx.plan.graph, k)]
+    inside = {p.id for p in pro}
+    stored = [i for i in k.outputs if i in inside]
+    loads = list(dict.fromkeys([x.id] * (x.id not in inside) + [
+        a.id for p in pro for a in p.inputs if a.id not in inside and not is_scalar_const(a)]))
+    # one noalias argument per buffer: y, the stored prologue values, the operands
+    arg_nodes, slot = [n.id], {cx.plan.buffer_of(n.id): 0}
+    for i in [*stored, *loads]:
+        if cx.plan.buffer_of(i) not in slot:
+            slot[cx.plan.buffer_of(i)] = len(arg_nodes)
+            arg_nodes.append(i)
+    fn, b, tid, nt, ptrs = _fn(cx, op, arg_nodes)
+    y = ptrs[0]
     _fill(b, y, kept, _identity(op, dt), dt, tid, nt, out_strides, splittable)
-    acc = [Access(y, out_strides), Access(xp, contiguous_strides(shape))]
+    acc = [Access(y, out_strides)]
+    acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], contiguous_strides(shape)) for i in stored]
+    acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], broadcast_strides(cx.node(i).type.shape,
+                                                                         shape)) for i in loads]
 
     def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
         yp = acc[0].at(b, offs[0])
-        a, v = b.load(yp), b.load(acc[1].at(b, offs[1]))
+        vals = {i: load_value(b, acc[1 + len(stored) + j].at(b, offs[1 + len(stored) + j]),
+                              cx.node(i).type.dtype) for j, i in enumerate(loads)}
+        evaluate(cx, b, pro, vals)
+        for j, i in enumerate(stored):
+            store_value(b, vals[i], acc[1 + j].at(b, offs[1 + j]), cx.node(i).type.dtype)
+        a, v = b.load(yp), vals[x.id]
         if op == "sum":
             r = b.fadd(a, v) if dt != "i32" else b.add(a, v)
         elif dt == "i32":
@@ -82,7 +126,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
 
     strided_loop(b, shape, acc, body, tid, nt, splittable)
     b.ret_void()
-    return [Call(fn, [n.id, x.id], {x.id}, {n.id}, mode_for(size_of(shape)))]
+    return [Call(fn, arg_nodes, set(loads), {n.id, *stored}, mode_for(size_of(shape)))]
 
 
 def emit_argmax(cx: Ctx, k: Kernel) -> list[Call]:

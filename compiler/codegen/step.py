@@ -1,16 +1,20 @@
 """Codegen stage, the whole-step module: one LLVM module per compiled graph and request, with every
 shape and arena offset baked in.
 
-Takes: a `StepPlan` (step_input) and a target. Gives: `build_step_module(plan, target, loop=...)`
+Takes: a `StepPlan` (step_input: the optimizer's legalized kernels and arena plan, addressed) and
+a target. Gives: `build_step_module(plan, target, loop=...)`
 -> `StepModule` (the llvmlite module and the layout the runtime needs). Entry points:
-  `void netc_step(i32 tid, i32 nt, i8* arena)`: every kernel of the plan in order;
+  `void netc_step(i32 tid, i32 nt, i8* arena)`: the RNG key leaf filled from the header, every
+  kernel of the plan in order, then the copies of updates the plan commits at the end;
   `void netc_train_steps(i32 tid, i32 nt, i8* arena, i8** data, i64* index, i64 n_steps)`
   (with loop=True): n steps, each gathering its batch rows `index[s*B + r]` of the full data
   arrays (in `fed` order) into the input slots itself, running the step, adding the reported
   losses into the header's f64 accumulators and advancing the header's RNG step.
 Every kernel is `f(tid, nt, pointers...)` and splits work by (tid, nt) only; threads meet at the
-native barrier before a kernel that reads or writes what another thread may have touched since
-the last barrier (kernels run by thread 0 alone need no barrier between them).
+native barrier before a kernel that reads or writes bytes another thread may have written or read
+since the last barrier (kernels run by thread 0 alone need no barrier between them). Hazards are
+found on byte ranges of the plan's buffers, not on values: with liveness-based reuse, buffers of
+different values overlap over time.
 
 Arena layout (bytes): [0, 64) barrier state; 64: i32 seed_lo, seed_hi, step (the RNG key words);
 [128, 256): f64 loss accumulators; the plan's buffers (64-byte aligned) up to `plan.size`; the
@@ -24,18 +28,20 @@ only on inputs and nt (never on timing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
 from ..errors import InternalCompilerError
+from ..passes.kernel_graph import Kernel
+from ..passes.plan_memory import ALIGN
 from .barrier import call_barrier
 from .emit_ctx import Call, Ctx
 from .kernels_dense import DENSE_EMITTERS
-from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key, storage_key
+from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key
 from .kernels_shape import SHAPE_EMITTERS
 from .loops import for_range, i64
-from .step_input import ALIGN, StepPlan, nbytes
+from .step_input import LOOP_OPS, StepPlan, nbytes
 from .strided import thread_range
 from .target import Target
 
@@ -72,18 +78,33 @@ def scratch_offset(plan: StepPlan) -> int:
     return -(-(plan.size + 8 * len(plan.names)) // ALIGN) * ALIGN
 
 
-def _emit_kernel(cx: Ctx, k) -> list[Call]:
+def _emit_kernel(cx: Ctx, k: Kernel) -> list[Call]:
+    if k.kind == "view":
+        return []  # a row-major reshape: its output is its input's buffer
     if k.kind == "elementwise":
-        return emit_elementwise(cx, k)
-    if k.kind == "rng_key":
-        return emit_rng_key(cx, k, KEY_OFFSET)
-    if k.kind == "copy_update":
-        leaf = {**cx.plan.graph.params, **cx.plan.graph.states}[k.update_of]
-        return emit_copy(cx, k.main, leaf.id, "update")
-    emit = SHAPE_EMITTERS.get(k.kind) or DENSE_EMITTERS.get(k.kind)
+        if all(cx.node(i).op in LOOP_OPS for i in k.nodes):
+            return emit_elementwise(cx, k)
+        if len(k.nodes) != 1:
+            raise InternalCompilerError("jit: an elementwise kernel mixes loop ops with "
+                                        f"{[cx.node(i).op for i in k.nodes]}")
+        k = replace(k, main=k.nodes[0])  # one_hot: a kernel of its own
+    op = cx.node(k.main).op
+    emit = SHAPE_EMITTERS.get(op) or DENSE_EMITTERS.get(op)
     if emit is None:
-        raise InternalCompilerError(f"jit: no lowering for primitive {k.kind!r}")
+        raise InternalCompilerError(f"jit: no lowering for primitive {op!r}")
     return emit(cx, k)
+
+
+def _overlap(a: set[tuple], b: set[tuple]) -> bool:
+    """Do two sets of spans (step_input.StepPlan.span) share a byte?"""
+    for x in a:
+        for y in b:
+            if x[0] == "p" or y[0] == "p":
+                if x == y:
+                    return True
+            elif x[1] < y[2] and y[1] < x[2]:
+                return True
+    return False
 
 
 class _Body:
@@ -132,9 +153,9 @@ class _Body:
         self.barriers += 1
 
     def call(self, c: Call) -> None:
-        key = self.cx
-        reads = {storage_key(key, i) for i in c.reads}
-        writes = {storage_key(key, i) for i in c.writes}
+        plan = self.cx.plan
+        reads = {plan.span(i) for i in c.reads}
+        writes = {plan.span(i) for i in c.writes}
         uses_scratch = "scratch" in c.args
         for r, w, mode, shared in self.pending:
             # a kernel that read other threads' scratch must be done before anyone reuses it
@@ -143,7 +164,7 @@ class _Body:
                 break
             if mode == "single" and c.mode == "single":
                 continue
-            if w & (reads | writes) or r & writes:
+            if _overlap(w, reads | writes) or _overlap(r, writes):
                 self.barrier()
                 break
         self.pending.append((reads, writes, c.mode, c.shares_scratch))
@@ -168,8 +189,12 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
     module = module if module is not None else ir.Module(name=name)
     cx = Ctx(module, target, plan, prefix=prefix)
     calls: list[Call] = []
+    if plan.rng_key is not None:
+        calls.extend(emit_rng_key(cx, plan.rng_key, KEY_OFFSET))
     for k in plan.kernels:
         calls.extend(_emit_kernel(cx, k))
+    for src, dst in plan.commits:  # updates the plan could not write in place
+        calls.extend(emit_copy(cx, src, dst, "update"))
     table_offset = plan.size
     scratch_at = scratch_offset(plan)
 

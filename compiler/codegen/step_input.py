@@ -1,33 +1,46 @@
-"""Codegen stage, step input: the kernels and the arena plan the whole-step emitter consumes.
+"""Codegen stage, step input: the optimizer's kernels and arena plan for one request, addressed the
+way the whole-step module reads them.
 
-Takes: a graph, the nodes a request wants (outputs, losses, gradients) and the updates to apply
-(name -> node). Gives: `StepPlan` with `kernels` (`Kernel`: kind, nodes in order, external inputs,
-the stored `main` node, iteration `space` -- the field names of the optimizer's KernelGraph, so
-its plan can replace this one when it lands) and the storage of every value: an arena byte offset,
-a persistent Store tensor (params, state, optimizer state: by name), or an alias (views).
+Takes: a graph, the values a request wants (name -> node: outputs, losses, gradients) and the
+updates to apply (name -> node). Gives: `plan_step(...)` -> `StepPlan`. The request graph (a copy
+of the graph whose live roots are exactly the wanted values and the updates) goes through
+`pipeline.optimize` (simplify, CSE, DCE, fusion, legalization with `jit_fit` -- what the kernel
+emitters can fuse -- and the memory plan); this module only maps the resulting `ArenaPlan` onto
+native addresses:
+  [0, HEADER)      barrier state, RNG key words, loss accumulators (see step.py);
+  [HEADER, size)   the plan's const, input and arena regions at their planned offsets, shifted
+                   by HEADER - (base of the const region): buffers shared over time stay shared;
+  params, state    not in the arena: they are the model Store's arrays, one slot each of the
+                   pointer table at `size` (`names`), written by the runtime; values planned into
+                   a param/state buffer (in-place updates, views of params) use that slot.
+Updates the plan could not write in place (`commits`) are copied into their param/state after the
+last kernel.
 
-This is the local fallback of the passes work: elementwise chains are fused when a producer has
-the consumer's shape and no other reader; every other node is its own kernel; every stored value
-gets its own 64-byte aligned arena range (a correct plan without reuse).
-
-Invariants: kernels are in a topological order; an update is written in place into its persistent
-tensor only when no later kernel (nor the caller, reading reported values) reads the old value and
-its kernel reads that tensor at the same element it writes; other updates are copied at the end.
+Invariants: node ids in the plan refer to `graph` (the optimized request graph), not to the
+caller's graph: `wanted` gives the id of each wanted value after the passes. Two values share
+bytes only if the plan says so (`check_plan` proves it safe), so barrier placement and noalias
+arguments key on buffers (`buffer_of`, `span`), never on node ids.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..ir import Graph, Node
+from ..passes.common import RANDOM
+from ..passes.kernel_graph import Kernel
+from ..passes.plan_memory import ALIGN, ArenaPlan
+from ..pipeline import optimize
+from .kernels_dense import fit_conv, fit_matmul
+from .kernels_shape import reduce_prologue
 from .lower_elementwise import ELEMENTWISE
 
-ALIGN = 64
 HEADER = 64 * 4  # barrier state, seed, step, loss accumulators (see step.py)
-VIEWS = ("reshape", "stop_gradient")
-FUSIBLE = (set(ELEMENTWISE) - set(VIEWS)) | {"random_uniform", "random_normal", "const"}
+# ops an elementwise loop evaluates in registers (broadcast_to: its operand is a broadcast load)
+LOOP_OPS = frozenset(ELEMENTWISE) | RANDOM | {"broadcast_to"}
 _ITEMSIZE = {"f32": 4, "f64": 8, "i32": 4, "bool": 1}
 
 
@@ -35,159 +48,100 @@ def nbytes(n: Node) -> int:
     return int(np.prod(n.type.shape, dtype=np.int64)) * _ITEMSIZE[n.type.dtype]
 
 
-def is_scalar_const(n: Node) -> bool:
-    return n.op == "const" and int(np.prod(n.type.shape, dtype=np.int64)) == 1
-
-
-@dataclass
-class Kernel:
-    kind: str  # elementwise | leaf | copy_update | the primitive name of a single node
-    nodes: list[int]
-    inputs: list[int]
-    main: int
-    space: tuple[int, ...]
-    update_of: str | None = None  # copy_update: the persistent tensor written
+def jit_fit(g: Graph, k: Kernel) -> set[int]:
+    """The nodes of kernel `k` the JIT's emitters emit as one kernel (passes/legalize.py)."""
+    if k.main is None:
+        return {i for i in k.nodes if g.node(i).op in LOOP_OPS}
+    if k.kind == "gemm":
+        return fit_matmul(g, k)
+    if k.kind == "conv":
+        return fit_conv(g, k)
+    if k.kind == "reduction":
+        return {k.main, *reduce_prologue(g, k)}
+    return {k.main}
 
 
 @dataclass
 class StepPlan:
-    graph: Graph
-    kernels: list[Kernel]
-    offset: dict[int, int]  # node id -> arena byte offset
-    persistent: dict[int, str]  # node id -> Store name (leaves and in-place updates)
+    graph: Graph  # the optimized request graph
+    kernels: list[Kernel]  # the legalized kernel graph, in schedule order
+    arena: ArenaPlan
+    wanted: dict[str, int]  # request name -> node id in `graph`
+    offset: dict[int, int]  # node id -> native arena byte offset (const, input, arena values)
+    persistent: dict[int, str]  # node id -> Store name (values in a param/state buffer)
     names: list[str]  # persistent names, index = slot of the pointer table
-    consts: dict[int, np.ndarray]  # arena-resident constants written once
-    size: int  # arena bytes before scratch
-    fed: dict[str, int] = field(default_factory=dict)  # input name -> node id
-    folded: set[int] = field(default_factory=set)  # 2-D transposes read by GEMMs as op(A)ᵀ
+    consts: dict[int, np.ndarray]  # const leaf id -> value, written once at load time
+    size: int  # native bytes up to the pointer table
+    fed: dict[str, int] = field(default_factory=dict)  # input name -> node id (inputs read)
+    commits: list[tuple[int, int]] = field(default_factory=list)  # (update id, leaf id): copies
+    rng_key: int | None = None  # the rng_key leaf, filled from the header by the step
+
+    def key_text(self) -> str:
+        """Everything of this plan the emitted code depends on, for the compile cache key: the
+        optimized graph, the kernels and every address (the passes that made them are not part
+        of the code generator's fingerprint, and NETC_DISABLE changes them)."""
+        lines = [self.graph.to_text()]
+        lines += [f"{k.kind} {k.main} {k.nodes} {k.stages} {k.recomputed} {k.inputs} {k.outputs}"
+                  for k in self.kernels]
+        lines += [repr(x) for x in (sorted(self.offset.items()), sorted(self.persistent.items()),
+                                    self.names, self.commits, self.fed, self.rng_key, self.size,
+                                    self.wanted)]
+        return "\n".join(lines)
+
+    def buffer_of(self, i: int) -> int:
+        return self.arena.storage[i]
+
+    def span(self, i: int) -> tuple:
+        """What value `i` occupies: ("p", name) for a Store tensor, else ("a", lo, hi) bytes."""
+        if i in self.persistent:
+            return ("p", self.persistent[i])
+        b = self.arena.buffer_of(i)
+        return ("a", self.offset[i], self.offset[i] + max(b.size, 1))
 
 
-def _foldable(n: Node, readers: list[Node], keep: set[int]) -> bool:
-    """A float32 2-D transpose only ever multiplied (unbatched): the GEMM reads it transposed."""
-    return (n.op == "transpose" and n.type.rank == 2 and n.type.dtype == "f32"
-            and n.id not in keep and bool(readers)
-            and all(r.op == "matmul" and all(x.type.rank == 2 for x in r.inputs)
-                    for r in readers))
+def request_graph(g: Graph, wanted: dict[str, Node], updates: dict[str, Node]) -> Graph:
+    """A copy of `g` whose live roots are exactly `wanted` (as outputs) and `updates`."""
+    rg = copy.deepcopy(g)
+    rg.outputs = {name: rg.node(n.id) for name, n in wanted.items()}
+    rg.losses = {}
+    rg.updates = {name: rg.node(n.id) for name, n in updates.items()}
+    return rg
 
 
-def _storage_root(g: Graph, n: Node) -> Node:
-    while n.op in VIEWS:
-        n = n.inputs[0]
-    return n
-
-
-def plan_step(g: Graph, wanted: list[Node], updates: dict[str, Node] | None = None,
-              header: int = HEADER) -> StepPlan:
-    """Kernels and storage computing `wanted` and applying `updates`."""
-    updates = updates or {}
-    roots = [*wanted, *updates.values()]
-    needed = g.ancestors(roots)
-    order = [n for n in g.nodes_in_order() if n.id in needed]
-    users: dict[int, int] = {}
-    for n in order:
-        for x in n.inputs:
-            users[x.id] = users.get(x.id, 0) + 1
-    keep = {n.id for n in roots}
-    nodes = {n.id: n for n in order}
-    readers: dict[int, list[Node]] = {}
-    for n in order:
-        for x in n.inputs:
-            readers.setdefault(x.id, []).append(n)
-    folded = {n.id for n in order if _foldable(n, readers.get(n.id, []), keep)}
-
-    # fuse: a fusible producer with the consumer's shape and exactly one reader joins it
-    group_of: dict[int, int] = {}
-    for n in reversed(order):
-        if n.op not in FUSIBLE or n.op == "const":
-            continue
-        gid = group_of.setdefault(n.id, n.id)
-        for x in n.inputs:
-            if (x.op in FUSIBLE and x.op != "const" and x.id not in keep
-                    and users.get(x.id) == 1 and x.type.shape == n.type.shape
-                    and x.id not in group_of):
-                group_of[x.id] = gid
-    kernels: list[Kernel] = []
-    members: dict[int, list[int]] = {}
-    for n in order:
-        if n.id in group_of:
-            members.setdefault(group_of[n.id], []).append(n.id)
-    for n in order:
-        if n.op in ("input", "param", "state", "const") or n.op in VIEWS or n.id in folded:
-            continue
-        if n.id in group_of:
-            if group_of[n.id] != n.id:
-                continue
-            ids = members[n.id]
-            inside = set(ids)
-            ext: list[int] = []
-            for i in ids:
-                for x in nodes[i].inputs:
-                    if x.id not in inside and x.id not in ext and not is_scalar_const(x):
-                        ext.append(x.id)
-            kernels.append(Kernel("elementwise", ids, ext, n.id, n.type.shape))
-        else:
-            ext = list(dict.fromkeys(x.inputs[0].id if x.id in folded else x.id
-                                     for x in n.inputs))
-            kernels.append(Kernel(n.op, [n.id], ext, n.id, n.type.shape))
-
-    # storage
+def plan_step(g: Graph, wanted: dict[str, Node], updates: dict[str, Node] | None = None,
+              disable: set[str] | None = None) -> StepPlan:
+    """Optimize the request (`wanted` values, `updates` applied) and address its plan."""
+    rg = request_graph(g, wanted, updates or {})
+    opt = optimize(rg, disable=disable, fit=jit_fit)
+    plan, rg = opt.plan, opt.graph
+    base = plan.regions["const"][0]
+    offset: dict[int, int] = {}
     persistent: dict[int, str] = {}
     names: list[str] = []
-    for name, leaf in [*g.params.items(), *g.states.items()]:
-        if leaf.id in needed or name in updates:
-            persistent[leaf.id] = name
-            names.append(name)
-    leaf_of = {**{k: v for k, v in g.params.items()}, **{k: v for k, v in g.states.items()}}
-
-    def root_id(i: int) -> int:
-        return _storage_root(g, nodes[i]).id
-
-    pos = {k.main: j for j, k in enumerate(kernels)}
-    reads_after: dict[int, int] = {}  # storage root -> last kernel position reading it
-    for j, k in enumerate(kernels):
-        for i in k.inputs:
-            reads_after[root_id(i)] = j
-    final_reads = {root_id(n.id) for n in wanted}
-    inplace: dict[int, str] = {}
-    counts: dict[int, int] = {}
-    for u in updates.values():
-        counts[u.id] = counts.get(u.id, 0) + 1
-    for name, u in updates.items():
-        t = leaf_of[name]
-        if u.id == t.id:
-            continue
-        j = pos.get(u.id)
-        if (j is not None and kernels[j].kind == "elementwise" and counts[u.id] == 1
-                and u.id not in {n.id for n in wanted}
-                and u.type == t.type and reads_after.get(t.id, -1) <= j
-                and t.id not in final_reads):
-            inplace[u.id] = name
-    for name, u in updates.items():
-        t = leaf_of[name]
-        if u.id != t.id and u.id not in inplace:
-            kernels.append(Kernel("copy_update", [], [u.id], u.id, u.type.shape, name))
-    persistent.update(inplace)
-
-    offset: dict[int, int] = {}
-    consts: dict[int, np.ndarray] = {}
-    fed: dict[str, int] = {}
-    at = header
-    for n in order:
-        if n.id in persistent or n.op in VIEWS or n.id in folded:
-            continue
-        at = -(-at // ALIGN) * ALIGN
-        offset[n.id] = at
-        at += max(nbytes(n), 1)
-        if n.op == "const":
-            consts[n.id] = np.asarray(n.attrs["value"])
-        if n.op == "input":
-            fed[n.attrs["name"]] = n.id
-    for n in order:  # views share their root's storage
-        if n.op in VIEWS:
-            r = _storage_root(g, n)
-            if r.id in persistent:
-                persistent[n.id] = persistent[r.id]
-            else:
-                offset[n.id] = offset[r.id]
-    return StepPlan(g, kernels, offset, persistent, names, consts, -(-at // ALIGN) * ALIGN, fed,
-                    folded)
+    slot_name: dict[int, str] = {}
+    for b in plan.buffers:
+        if b.region in ("param", "state"):
+            leaf = rg.node(b.values[0])
+            slot_name[b.id] = leaf.attrs["name"]
+            names.append(leaf.attrs["name"])
+    for nid, bid in plan.storage.items():
+        b = plan.buffers[bid]
+        if b.id in slot_name:
+            persistent[nid] = slot_name[b.id]
+        else:
+            offset[nid] = HEADER + b.offset - base
+    consts = {b.values[0]: np.asarray(rg.node(b.values[0]).attrs["value"])
+              for b in plan.buffers if b.region == "const"}
+    read = {x for k in opt.kernels.kernels for x in k.inputs} | {n.id for n in rg.outputs.values()}
+    read |= {u.id for u in rg.updates.values()}
+    fed = {name: n.id for name, n in rg.inputs.items() if n.id in read}
+    commits = []
+    for name, u in rg.updates.items():
+        leaf = rg.params.get(name) or rg.states[name]
+        if plan.storage[u.id] != plan.storage[leaf.id]:
+            commits.append((u.id, leaf.id))
+    key = rg.rng_key_node
+    size = HEADER + plan.total - base
+    return StepPlan(rg, opt.kernels.kernels, plan, {k: n.id for k, n in rg.outputs.items()},
+                    offset, persistent, names, consts, -(-size // ALIGN) * ALIGN, fed, commits,
+                    key.id if key is not None and key.id in plan.storage else None)

@@ -50,7 +50,7 @@ def test_transcendental_loops_vectorize():
         g = Graph("t", float_dtype="f32")
         x = g.input("x", TensorType((4096,), "f32"), loc)
         g.outputs["y"] = y = g.add(op, [x], None, loc)
-        asm = asm_of(build_step_module(plan_step(g, [y]), target).module, target)
+        asm = asm_of(build_step_module(plan_step(g, {"y": y}), target).module, target)
         assert re.search(r"\bv\w+ps\s+.*[yz]mm", asm), op
         calls = [c for c in re.findall(r"call\w*\s+(\S+)", asm)
                  if "netc" not in c and "k1_" not in c]

@@ -1,0 +1,133 @@
+"""The JIT runs the optimizer's kernel graph and arena plan: GEMMs carry their bias/activation
+epilogues, the arena is the plan's (liveness reuse, in-place updates), and the switches of the
+pipeline (NETC_DISABLE) change the code, the cache key, never the results."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import netc
+from netc import jit_cache
+from netc.compiler.build_ir import build
+from netc.compiler.codegen.step_input import HEADER, plan_step
+from netc.compiler.passes.check_plan import check_plan
+from netc.compiler.train import build_step
+
+ROOT = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir)
+MLP = os.path.join(ROOT, "examples", "digits_mlp.net")
+LENET = os.path.join(ROOT, "examples", "lenet.net")
+
+
+def _train_plan(path, **over):
+    b = build(path, mode="train", overrides=over)
+    info = build_step(b.graph, b.train, steps_per_epoch=1)
+    return plan_step(b.graph, dict(info.losses), dict(b.graph.updates))
+
+
+def _ops(plan, k, stage):
+    return [plan.graph.node(i).op for i in k.nodes if k.stages[i] == stage]
+
+
+def test_mlp_gemms_carry_bias_and_relu():
+    plan = _train_plan(MLP)
+    g = plan.graph
+    gemms = [k for k in plan.kernels if k.kind == "gemm"]
+    assert ["add", "relu"] in [_ops(plan, k, "epilogue") for k in gemms]  # fc1
+    assert ["add"] in [_ops(plan, k, "epilogue") for k in gemms]  # fc2 (the logits)
+    biases = {g.params[name].id for name in g.params if name.endswith(".b")}
+    for k in plan.kernels:  # no kernel of its own adds a bias to a product
+        if k.kind == "gemm":
+            continue
+        for i in k.nodes:
+            n = g.node(i)
+            assert not (n.op == "add" and {x.id for x in n.inputs} & biases
+                        and any(x.op == "matmul" for x in n.inputs)), k.description
+    # the weight-gradient products read activations transposed in place (no transpose kernel)
+    assert sum(bool(k.recomputed) for k in gemms) >= 3
+    assert not [k for k in plan.kernels if k.main is not None
+                and g.node(k.main).op == "transpose"]
+
+
+@pytest.mark.parametrize("path", [MLP, LENET], ids=["mlp", "lenet"])
+def test_train_step_arena_is_the_plan(path):
+    plan = _train_plan(path)
+    check_plan(plan.arena)
+    a = plan.arena
+    assert a.arena_peak < a.naive_arena  # values share bytes over time
+    assert a.inplace  # and elementwise kernels write over dying inputs
+    const_base = a.regions["const"][0]
+    assert plan.size == -(-(HEADER + a.total - const_base) // 64) * 64
+    # every value the kernels touch lies inside the native arena or is a Store tensor
+    for k in plan.kernels:
+        for i in (*k.inputs, *k.outputs):
+            if i not in plan.persistent:
+                assert HEADER <= plan.offset[i] < plan.size
+    # the optimizer updates are written in place into the Store's arrays, no copies
+    assert not plan.commits
+    assert {plan.persistent[u.id] for u in plan.graph.updates.values()} == set(plan.graph.updates)
+
+
+def test_engine_arena_has_the_plan_size():
+    m = netc.compile(MLP, backend="jit", seed=1)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, m.inputs["x"][0]).astype(np.float32)
+    y = rng.integers(0, 10, m.targets["y"][0]).astype(np.int32)
+    m.train_step(x=x, y=y)
+    engine, _ = m._engine("train", None)
+    c = engine.compiled("train_step")
+    assert c.arena.nbytes == c.sm.arena_bytes(engine.threads)
+    assert c.sm.scratch_offset - c.plan.size < c.plan.arena.naive_arena - c.plan.arena.arena_peak
+
+
+def _run(disable, threads=1, steps=3):
+    old = os.environ.get("NETC_DISABLE")
+    os.environ["NETC_DISABLE"] = disable
+    try:
+        out = []
+        for backend in ("interpret", "jit"):
+            m = netc.compile(MLP, backend=backend, seed=3, threads=threads, batch=32, hidden=48)
+            rng = np.random.default_rng(0)
+            x = rng.uniform(0, 1, (32, 64)).astype(np.float32)
+            y = rng.integers(0, 10, 32).astype(np.int32)
+            losses = [m.train_step(x=x, y=y) for _ in range(steps)]
+            grads = m.gradients(x=x, y=y)
+            out.append((losses, grads, {k: np.array(m.params[k]) for k in m.params},
+                        m.predict(x=x)))
+            if backend == "jit":
+                engine, _ = m._engine("train", None)
+                out.append(engine.compiled_from_cache)
+        return out
+    finally:
+        if old is None:
+            os.environ.pop("NETC_DISABLE", None)
+        else:
+            os.environ["NETC_DISABLE"] = old
+
+
+@pytest.mark.parametrize("disable", ["", "inplace", "reuse", "inplace,reuse", "fuse"])
+def test_jit_equals_interpreter_under_every_switch(disable):
+    (li, gi, pi, yi), (lj, gj, pj, yj), _ = _run(disable)
+    np.testing.assert_allclose(lj, li, rtol=1e-4)
+    for k in gi:
+        np.testing.assert_allclose(gj[k], gi[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for k in pi:
+        np.testing.assert_allclose(pj[k], pi[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(yj, yi, rtol=1e-4, atol=1e-6)
+
+
+def test_switches_are_part_of_the_cache_key(tmp_path, monkeypatch):
+    """The code depends on the plan, so the plan is in the key: another switch is another plan."""
+    monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(jit_cache, "_memory", {})  # this process's earlier compiles too
+    hits = [_run(disable, steps=1)[2] for disable in ("reuse", "reuse", "inplace", "")]
+    assert hits == [False, True, False, False]
+
+
+def test_lenet_convolutions_carry_their_bias():
+    plan = _train_plan(LENET)
+    convs = [k for k in plan.kernels if k.kind == "conv"
+             and plan.graph.node(k.main).op == "conv2d"]
+    assert convs and all(_ops(plan, k, "epilogue")[:1] == ["add"] for k in convs)
