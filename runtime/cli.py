@@ -143,6 +143,7 @@ def _stage_graph(path: str, stage: str, model: str | None, overrides: dict, mode
 
 def cmd_plan(args) -> int:
     from .compiler.build_ir import build
+    from .compiler.codegen.step_input import jit_fit
     from .compiler.passes.report import plan_png, plan_report
     from .compiler.train import build_step
 
@@ -150,9 +151,9 @@ def cmd_plan(args) -> int:
                   mode="eval" if args.eval else "train")
     if not args.eval:
         build_step(built.graph, built.train, steps_per_epoch=1)
-    print(plan_report(built.graph))
+    print(plan_report(built.graph, fit=jit_fit))
     if args.png:
-        if not plan_png(built.graph, args.png):
+        if not plan_png(built.graph, args.png, fit=jit_fit):
             raise NetError("--png needs matplotlib: pip install 'netc[plot]' (or matplotlib)")
         print(f"lifetime chart written to {args.png}")
     return EXIT_OK

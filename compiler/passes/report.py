@@ -8,6 +8,9 @@ step or group of steps, like a Gantt chart); `plan_text` -> the buffer table of 
 pipeline's `05-plan_memory.txt`); `plan_png` -> the same chart as a PNG when matplotlib is
 installed (returns False and writes nothing when it is not).
 
+`fit` is a backend's legalization (`optimize(fit=...)`): `netc plan` passes the JIT's, so the
+report shows the kernels and the plan the native code runs.
+
 Invariants: the caller's graph is never modified (the report optimizes a deep copy); the plan
 shown has passed `check_plan`.
 """
@@ -26,11 +29,11 @@ CHART_COLUMNS = 64
 MIB = 1 << 20
 
 
-def _optimized(built_or_graph, disable: set[str] | None = None):
+def _optimized(built_or_graph, disable: set[str] | None = None, fit=None):
     from ..pipeline import optimize  # the pipeline imports this module lazily too
 
     g = built_or_graph if isinstance(built_or_graph, Graph) else built_or_graph.graph
-    return optimize(copy.deepcopy(g), disable=disable, check=True)
+    return optimize(copy.deepcopy(g), disable=disable, check=True, fit=fit)
 
 
 def _mib(n: int) -> str:
@@ -78,9 +81,10 @@ def lifetime_chart(plan: ArenaPlan, top: int = 16, columns: int = CHART_COLUMNS)
     return "\n".join(lines)
 
 
-def plan_report(built_or_graph, *, disable: set[str] | None = None, top: int = 16) -> str:
+def plan_report(built_or_graph, *, disable: set[str] | None = None, top: int = 16,
+                fit=None) -> str:
     """The `netc plan` text: kernels, arena figures and the lifetime chart."""
-    opt = _optimized(built_or_graph, disable)
+    opt = _optimized(built_or_graph, disable, fit)
     kg, plan = opt.kernels, opt.plan
     kinds: dict[str, int] = {}
     for k in kg.kernels:
@@ -106,7 +110,7 @@ def plan_report(built_or_graph, *, disable: set[str] | None = None, top: int = 1
     return "\n".join(lines)
 
 
-def plan_png(built_or_graph_or_plan, path: str | os.PathLike) -> bool:
+def plan_png(built_or_graph_or_plan, path: str | os.PathLike, *, fit=None) -> bool:
     """Draw the arena (x: schedule step, y: offset) to `path`; False if matplotlib is absent."""
     try:
         import matplotlib
@@ -115,7 +119,7 @@ def plan_png(built_or_graph_or_plan, path: str | os.PathLike) -> bool:
     except ImportError:
         return False
     plan = (built_or_graph_or_plan if isinstance(built_or_graph_or_plan, ArenaPlan)
-            else _optimized(built_or_graph_or_plan).plan)
+            else _optimized(built_or_graph_or_plan, fit=fit).plan)
     base = plan.regions["arena"][0]
     fig, ax = plt.subplots(figsize=(10, 5))
     for b in plan.buffers:
