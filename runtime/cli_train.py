@@ -111,15 +111,16 @@ class _Progress:
 
 
 def _stall_hook(progress):
-    """NETC_TEST_STALL_AT_EPOCH=k (tests only): after the first batch of epoch k+1 (epochs 1..k
-    checkpointed), sleep, so a test can kill the process mid-epoch at a known point."""
+    """NETC_TEST_STALL_AT_EPOCH=k (tests only): after the first progress report of epoch k+1
+    (epochs 1..k checkpointed; a report follows each native chunk of steps), sleep, so a test can
+    kill the process mid-epoch at a known point."""
     at = os.environ.get("NETC_TEST_STALL_AT_EPOCH")
     if not at:
         return progress
 
     def hooked(event: str, info: dict) -> None:
         progress(event, info)
-        if event == "batch" and info["epoch"] == int(at) and info["step"] == 1:
+        if event == "batch" and info["epoch"] == int(at) and info["step"] < info["steps"]:
             time.sleep(600)
     return hooked
 
