@@ -46,12 +46,12 @@ def test_microkernel_assembly(name):
     kern = emit_gemm(module, GemmSpec(m, n, k, epilogue=EPILOGUE), target)
     blk = choose_blocking(target, m, n, k)
     asm = asm_of(module, target)
-    prefix = microkernel_name(target, blk.mr, blk.nv, n, EPILOGUE, blk.mr, blk.nr)
-    prefix = prefix[:prefix.rindex("_s")]  # store variants and full-tile shape follow
-    full = [ln[:-1] for ln in asm.splitlines()
-            if ln.startswith(prefix) and ln.endswith(f"_r{blk.mr}c{blk.nr}:")]
-    assert len(full) == 1, full
-    body = function_body(asm, full[0])
+    prefix = microkernel_name(target, blk.mr, blk.nv, EPILOGUE)
+    prefix = prefix[:prefix.rindex("_s")]  # the store variants follow
+    # one micro-kernel serves every tile (strides and edges are arguments)
+    kernels = [ln[:-1] for ln in asm.splitlines() if ln.startswith(prefix) and ln.endswith(":")]
+    assert len(kernels) == 1, kernels
+    body = function_body(asm, kernels[0])
     reg = WIDTH_REG[name]
     if target.has_fma:
         loop = hot_loop(body, "vfmadd")
