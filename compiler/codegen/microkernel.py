@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .loops import (
-    F32,
     F32P,
     I32,
     I64,
@@ -214,20 +213,22 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
         shift = b.sub(i64(mr), rows)
         ap = gep(b, ap, b.sub(i64(0), shift if a_direct else b.mul(shift, ld)))
 
-    def step(accs: list[ir.Value], k: ir.Value) -> list[ir.Value]:
-        brow = b.mul(k, ld) if b_direct else b.mul(k, i64(nr))
-        bvec = [load_vec(b, bp, b.add(brow, i64(j * w)), w, align=4 if b_direct else 4 * w)
-                for j in range(nv)]
+    # Addresses in the k loop: one base per operand and iteration (k times the step between
+    # consecutive k), every element at a loop-invariant offset from it, so the loop passes (LSR,
+    # instcombine) have few induction-variable users to rewrite.
+    a_step = i64(mr) if a_direct is None else ld if a_direct else i64(1)
+    b_step = ld if b_direct else i64(nr)
+    u_a = [b.mul(i64(u), a_step) for u in range(UNROLL)]  # k + u, relative to k
+    u_b = [b.mul(i64(u), b_step) for u in range(UNROLL)]
+    r_a = [i64(r) if a_direct is not False else b.mul(i64(r), ld) for r in range(mr)]
+
+    def step(accs: list[ir.Value], a_base: ir.Value, b_base: ir.Value, u: int
+             ) -> list[ir.Value]:
+        bvec = [load_vec(b, b_base, b.add(u_b[u], i64(j * w)), w,
+                         align=4 if b_direct else 4 * w) for j in range(nv)]
         out = list(accs)
-        krow = b.mul(k, ld) if a_direct else None
         for r in range(mr):
-            if a_direct is None:
-                idx = b.add(b.mul(k, i64(mr)), i64(r))
-            elif a_direct:
-                idx = b.add(krow, i64(r))
-            else:
-                idx = b.add(b.mul(i64(r), ld), k)
-            av = splat(b, b.load(gep(b, ap, idx), align=4), w)
+            av = splat(b, b.load(gep(b, a_base, b.add(u_a[u], r_a[r])), align=4), w)
             for j in range(nv):
                 out[r * nv + j] = b.call(fma, [av, bvec[j], accs[r * nv + j]])
         return out
@@ -247,8 +248,9 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
         for p, a in zip(phis, accs):
             p.add_incoming(a, pre)
         cur: list[ir.Value] = list(phis)
+        a_base, b_base = gep(b, ap, b.mul(k, a_step)), gep(b, bp, b.mul(k, b_step))
         for u in range(unroll):
-            cur = step(cur, b.add(k, i64(u)) if u else k)
+            cur = step(cur, a_base, b_base, u)
         knext = b.add(k, i64(unroll))
         k.add_incoming(knext, b.block)
         for p, a in zip(phis, cur):
@@ -313,7 +315,6 @@ class _Store:
         self.b, self.module, self.target, self.epi = b, module, target, epi
         self.cp, self.base, self.ldc, self.row0, self.col0 = cp, base, ldc, row0, col0
         self.bias, self.resid = bias, resid
-        self._tmp: ir.Value | None = None
 
     def variants(self, flags: ir.Value, stores: frozenset[tuple[bool, bool]], emit,
                  exit_bb: ir.Block) -> None:
@@ -365,9 +366,10 @@ class _Store:
                 v = b.fadd(v, self.load(self.resid, off, left))
         self.store(v, off, left)
 
-    # Partial vectors of edge tiles: AVX-512 has cheap lane masks. Elsewhere masked moves are
-    # slow (AVX2 vmaskmov is microcoded on AMD parts, SSE has none), so a vector that is not
-    # whole goes through a stack vector, `left` floats copied one by one.
+    # Partial vectors of edge tiles are lane-masked moves (llvm.masked.load/store). AVX-512 masks
+    # are cheap; AVX2's vmaskmov is slow on some parts (microcoded on older AMD), so there a
+    # vector that is whole (all but the last of a row) takes a plain move. (A lane-by-lane copy
+    # runs about as fast but costs ~3x the compile time of the whole micro-kernel.)
 
     def _lane_mask(self, left: ir.Value) -> ir.Value:
         w = self.target.lanes
@@ -378,36 +380,31 @@ class _Store:
                               ir.Constant(ir.VectorType(I32, w), [0] * w))
         return b.icmp_signed("<", ir.Constant(vt, list(range(w))), lv)
 
-    def _bounce(self) -> ir.Value:
-        if self._tmp is None:
-            with self.b.goto_entry_block():
-                self._tmp = self.b.alloca(F32, size=ir.Constant(I32, self.target.lanes),
-                                          name="part")
-        return self._tmp
+    def _masked_load(self, ptr: ir.Value, off: ir.Value, left: ir.Value) -> ir.Value:
+        b, w = self.b, self.target.lanes
+        p = b.bitcast(gep(b, ptr, off), vec_type(w).as_pointer())
+        return b.call(masked_load_fn(self.module, w),
+                      [p, ir.Constant(I32, 4), self._lane_mask(left), const_vec(w, 0.0)])
+
+    def _masked_store(self, v: ir.Value, off: ir.Value, left: ir.Value) -> None:
+        b, w = self.b, self.target.lanes
+        p = b.bitcast(gep(b, self.cp, off), vec_type(w).as_pointer())
+        b.call(masked_store_fn(self.module, w), [v, p, ir.Constant(I32, 4), self._lane_mask(left)])
 
     def load(self, ptr: ir.Value, off: ir.Value, left: ir.Value | None) -> ir.Value:
         b, w = self.b, self.target.lanes
-        vt = vec_type(w)
         if left is None:
             return load_vec(b, ptr, off, w)
         if self.target.name == "avx512":
-            p = b.bitcast(gep(b, ptr, off), vt.as_pointer())
-            return b.call(masked_load_fn(self.module, w),
-                          [p, ir.Constant(I32, 4), self._lane_mask(left), const_vec(w, 0.0)])
-        tmp = self._bounce()
-        whole = b.icmp_signed(">=", left, i64(w))
-        with b.if_else(whole, likely=True) as (then, other):
+            return self._masked_load(ptr, off, left)
+        with b.if_else(b.icmp_signed(">=", left, i64(w)), likely=True) as (then, other):
             with then:
-                full_v = load_vec(b, ptr, off, w)
-                full_bb = b.block
+                whole, whole_bb = load_vec(b, ptr, off, w), b.block
             with other:
-                store_vec(b, const_vec(w, 0.0), tmp, i64(0))
-                self._copy_lanes(ptr, off, tmp, i64(0), left)
-                part_v = load_vec(b, tmp, i64(0), w)
-                part_bb = b.block
-        phi = b.phi(vt)
-        phi.add_incoming(full_v, full_bb)
-        phi.add_incoming(part_v, part_bb)
+                part, part_bb = self._masked_load(ptr, off, left), b.block
+        phi = b.phi(vec_type(w))
+        phi.add_incoming(whole, whole_bb)
+        phi.add_incoming(part, part_bb)
         return phi
 
     def store(self, v: ir.Value, off: ir.Value, left: ir.Value | None) -> None:
@@ -415,31 +412,10 @@ class _Store:
         if left is None:
             store_vec(b, v, self.cp, off)
         elif self.target.name == "avx512":
-            p = b.bitcast(gep(b, self.cp, off), vec_type(w).as_pointer())
-            b.call(masked_store_fn(self.module, w),
-                   [v, p, ir.Constant(I32, 4), self._lane_mask(left)])
+            self._masked_store(v, off, left)
         else:
-            tmp = self._bounce()
             with b.if_else(b.icmp_signed(">=", left, i64(w)), likely=True) as (then, other):
                 with then:
                     store_vec(b, v, self.cp, off)
                 with other:
-                    store_vec(b, v, tmp, i64(0))
-                    self._copy_lanes(tmp, i64(0), self.cp, off, left)
-
-    def _copy_lanes(self, src: ir.Value, src_off: ir.Value, dst: ir.Value, dst_off: ir.Value,
-                    left: ir.Value) -> None:
-        """Copy the first `left` (< lanes) floats as its binary digits: a 4-, 2- and 1-float
-        move for AVX2, each guarded (straight-line; a loop would be turned into a memcpy call)."""
-        b = self.b
-        width = self.target.lanes // 2
-        while width >= 1:
-            with b.if_then(b.icmp_signed("!=", b.and_(left, i64(width)), i64(0))):
-                at = b.and_(left, i64(-2 * width))  # the floats the larger moves copied
-                if width == 1:
-                    x = b.load(gep(b, src, b.add(src_off, at)), align=4)
-                    b.store(x, gep(b, dst, b.add(dst_off, at)), align=4)
-                else:
-                    x = load_vec(b, src, b.add(src_off, at), width)
-                    store_vec(b, x, dst, b.add(dst_off, at))
-            width //= 2
+                    self._masked_store(v, off, left)

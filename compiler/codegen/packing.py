@@ -92,7 +92,7 @@ def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, cou
         return
     loader = src.sliver(b, o0, count)
     zero = f32(0.0)
-    with for_range(b, i64(0), kc, name="pkk", vectorize=False) as k:
+    with for_range(b, i64(0), kc, name="pkk", unroll=False) as k:
         vals = loader(b, b.add(k0, k))
         row = b.mul(k, i64(width))
         for lane in range(width):
