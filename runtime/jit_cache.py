@@ -8,11 +8,11 @@ from the cache when present, else optimising at O3, emitting the object and stor
 `cache_dir()`.
 
 Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version,
-the netc version and the code generator's own source (so an edited checkout never loads objects
-of an older code generator); entries are stored through `netc.compiler.disk_cache` (the
-cache directory, atomic checksummed writes: concurrent writers never leave a torn entry); an entry
-that is corrupt or fails to load is rebuilt and rewritten, never an error; an unwritable cache
-directory only costs the cache.
+the netc version and the code generator's and the JIT's own source (so an edited checkout never
+loads objects of an older code generator or pass pipeline); entries are stored through
+`netc.compiler.disk_cache` (the cache directory, atomic checksummed writes: concurrent writers
+never leave a torn entry); an entry that is corrupt or fails to load is rebuilt and rewritten,
+never an error; an unwritable cache directory only costs the cache.
 """
 
 from __future__ import annotations
@@ -44,15 +44,18 @@ _fingerprint: list[str] = []
 
 
 def codegen_fingerprint() -> str:
-    """A hash of the code generator's source files (computed once per process)."""
+    """A hash of the code generator's source files and of the JIT's (its pass pipeline decides
+    the object code too), computed once per process."""
     if not _fingerprint:
+        from netc import jit
         from netc.compiler import codegen
         h = hashlib.sha256()
         folder = os.path.dirname(codegen.__file__)
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".py"):
-                with open(os.path.join(folder, name), "rb") as f:
-                    h.update(name.encode() + b"\0" + f.read())
+        paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                 if name.endswith(".py")]
+        for path in [*paths, jit.__file__]:
+            with open(path, "rb") as f:
+                h.update(os.path.basename(path).encode() + b"\0" + f.read())
         _fingerprint.append(h.hexdigest())
     return _fingerprint[0]
 

@@ -65,6 +65,8 @@ def test_microkernel_assembly(name):
         assert sum(x.startswith("addps") for x in loop) == blk.mr * blk.nv * UNROLL, loop
         assert not any("vfmadd" in x or "call" in x for x in body)
     assert blk.mr * blk.nv + blk.nv + 1 <= target.n_vregs
+    # no calls at all (edge tiles included: no memcpy, no libm)
+    assert not [x for x in body if "call" in x], [x for x in body if "call" in x]
     # no spills or reloads: the loop never addresses the stack
     assert not [x for x in loop if "rsp" in x or "rbp" in x], loop
     # wider registers than the target's must not appear anywhere in the kernel
