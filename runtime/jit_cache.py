@@ -106,11 +106,15 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
         except Exception:  # noqa: BLE001 - a bad entry is rebuilt below
             pass
     module, meta = build()
+    text = str(module)
+    del module  # peak memory: the Python IR is not needed past its text, nor LLVM's past the object
     tm = target_machine(target)
-    mod = _parse(module, target)
+    mod = _parse(text, target)
+    del text
     mod.data_layout = str(tm.target_data)
     optimize(mod, tm)
     obj = tm.emit_object(mod)
+    mod.close()
     write_entry(path, _pack(obj, meta))
     compiled = _load(obj, target)
     _memory[key] = (compiled, meta)
