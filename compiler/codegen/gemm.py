@@ -10,8 +10,10 @@ Algorithm (BLIS): for each NC block of columns, each KC block of K: pack B into 
 for each MC block of rows: pack A into MR-row slivers (the prologue mask is applied here); run the
 MR x NR register-blocked micro-kernel over the block. The last K block applies the epilogue
 `C = act(C_old? + A·B + bias + residual)` while the tile is still in registers (residual before
-the activation, as in a ResNet block). When N spans at most two B slivers, A is read in place
-(packing it would cost as much as the product). Blocks are balanced so no block is a sliver.
+the activation, as in a ResNet block). When N spans at most two B slivers (and M has at least
+MR rows), A is read in place (packing it would cost as much as the product). Blocks are balanced
+so no block is a sliver. Every tile of every GEMM of a module calls one shared micro-kernel per
+(epilogue, store variants, operand reading): strides and the tile's real size are arguments.
 
 Invariants: threads split C by whole slivers along one dimension (chosen from the static shape),
 so every element of C is produced by exactly one thread with a fixed K order: the result is
