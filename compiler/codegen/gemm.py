@@ -32,6 +32,8 @@ from .microkernel import Epilogue, emit_microkernel
 from .packing import Dense, Source, pack_block
 from .target import Target
 
+ROW_WASTE = 0.05  # see emit_gemm_tiles: when the last row tile gets a micro-kernel of its own
+
 
 @dataclass(frozen=True)
 class Blocking:
@@ -200,6 +202,12 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     else:
         stores = frozenset({(lc, False) for lc in first_lc} | {(True, False), (True, True)})
     kernel = emit_microkernel(module, target, mr, blk.nv, epi, b_direct, a_dir, stores)
+    # The last row tile of an M that is not a multiple of MR: the shared kernel computes MR rows
+    # there (stores the real ones); when those extra rows are more than 5% of M (small M, e.g.
+    # conv channels), a kernel of its own computes only the real rows.
+    waste = (mr - m % mr) % mr
+    row_edge = emit_microkernel(module, target, mr, blk.nv, epi, b_direct, a_dir, stores,
+                                m % mr) if waste > ROW_WASTE * m else None
     if isinstance(load_c, bool):
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)
@@ -237,9 +245,17 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                             asl = gep(b, a_src.ptr, b.add(b.mul(pc, ld), ir_))
                         else:
                             asl = gep(b, a_src.ptr, b.add(b.mul(ir_, ld), pc))
-                        nrows = _clamp(b, b.sub(i64(m), ir_), mr)
-                        b.call(kernel, [kc, asl, bsl, c, ir_, jr, flags, bias, resid, i64(ldc),
-                                        nrows, ncols, ld])
+                        args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid, i64(ldc)]
+                        if row_edge is None:
+                            nrows = _clamp(b, b.sub(i64(m), ir_), mr)
+                            b.call(kernel, [*args, nrows, ncols, ld])
+                        else:
+                            last_rows = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
+                            with b.if_else(last_rows, likely=False) as (then, other):
+                                with then:
+                                    b.call(row_edge, [*args, i64(m % mr), ncols, ld])
+                                with other:
+                                    b.call(kernel, [*args, i64(mr), ncols, ld])
 
 
 def _clamp(b: ir.IRBuilder, left: ir.Value, width: int) -> ir.Value:
