@@ -10,6 +10,13 @@ single source of truth), but its pure-Python lexer and tree builder run at ~8 s 
 regex and a tight shift/reduce loop over the same tables run at ~2.5 s per MB (linear: callers pause
 the cyclic GC). Keywords are reserved everywhere (the lexer is not contextual).
 
+The tables are derived by lark on first use and kept in the netc cache directory (`disk_cache`:
+atomic, checksummed), keyed by hashes of the grammar text, lark's version and this module's own
+source; later processes load that JSON (a few ms) instead of importing lark and running its LALR
+construction (~0.25 s), and a corrupt entry is rebuilt. Why a cache rather than tables generated
+into the package at build time: the grammar stays the one source of truth with no build step that
+an editable install or an edited grammar could skip, so stale tables cannot exist.
+
 Newlines: a newline inside ( ) or [ ], or after a token that cannot end an expression, does not
 end a statement; the grammar's _NL terminal already refuses to match before a line that starts
 with an operator (its twin _CONTINUATION is ignored like a space). Brackets are matched here so
@@ -19,12 +26,17 @@ that an unclosed or mismatched bracket is reported where it was opened.
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import NamedTuple
 
-from lark import Lark
-from lark.parsers.lalr_analysis import Shift
+from .disk_cache import cache_dir, read_entry, write_entry
+from .errors import InternalCompilerError
 
 OPENERS = {"LPAR": ("RPAR", ")"), "LSQB": ("RSQB", "]"), "LBRACE": ("RBRACE", "}")}
 CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB", "RBRACE": "LBRACE"}
@@ -82,55 +94,91 @@ class ParseFailure(Exception):
     column: int = 1
 
 
-class _Tables:
-    """Everything derived once from the grammar: lexer regex, parse table, reduce recipes."""
+class Terminal(NamedTuple):
+    """A terminal of the grammar: `kind` "str" (a literal `value`) or "re" (a regex `value`)."""
 
-    def __init__(self, lark: Lark):
-        pt = lark.parser.parser.parser.parse_table
-        # plain-str keys: lark's Token keys compare through a Python-level __eq__ (slow)
-        self.states = {s: {str(k): v for k, v in row.items()} for s, row in pt.states.items()}
-        self.start = pt.start_states["start"]
-        self.end = pt.end_states["start"]
-        self.terminals = {str(t.name): t for t in lark.terminals}
-        ignore = set(lark.lexer_conf.ignore)
-        words, strings, regexes = {}, [], []
-        for t in lark.terminals:
-            if t.pattern.type == "str" and re.fullmatch(r"[A-Za-z_]\w*", t.pattern.value):
-                words[t.pattern.value] = str(t.name)  # keywords: lexed as names, looked up
-            elif t.pattern.type == "str":
-                strings.append(t)
-            else:
-                regexes.append(t)
-        self.keywords = words
-        # One alternation, first match wins. Names and operators never start alike, so the order
-        # only has to give longest-match among numbers and operators (multi-character operators,
-        # then comparisons, then one-character ones); frequent tokens come first for speed.
-        def rank(t):
-            if t.name in ignore and t.name != "_CONTINUATION" and t.name != "COMMENT":
-                return (0, 0)  # plain white space: the most frequent match
-            if t.name == "NAME":
-                return (1, 0)
-            if t.name in ("_NL", "_CONTINUATION"):
-                return (2, 0)
-            if t.name in ("FLOAT", "INT"):
-                return (3, t.name != "FLOAT")
-            if t.pattern.type == "str":
-                return (4, 0) if len(t.pattern.value) > 1 else (6, 0)
-            return (5, 0) if t.name == "COMP_OP" else (7, 0)
-        ordered = sorted(regexes + strings, key=lambda t: (rank(t), -len(t.pattern.value)))
-        groups, self.group_type = [], {}
-        for i, t in enumerate(ordered):
-            src = re.escape(t.pattern.value) if t.pattern.type == "str" else t.pattern.to_regexp()
-            groups.append(f"(?P<g{i}>{src})")  # named: the patterns have groups of their own
-            self.group_type[f"g{i}"] = None if t.name in ignore else str(t.name)
-        groups.append("(?P<error>.)")  # anything else: reported as an unexpected character
+    kind: str
+    value: str
+
+
+class _Tables:
+    """Everything derived once from the grammar: lexer regex, parse table, reduce recipes.
+
+    `states[s][symbol]` is an action: a state number >= 0 (shift a terminal, or the goto after a
+    reduction to a rule's origin) or `~i` < 0 (reduce by rule i, built by `recipes[i]`). Built
+    from plain JSON-able data (`from_lark` derives it, `load` caches it on disk)."""
+
+    def __init__(self, data: dict):
+        self.states = data["states"]
+        self.start, self.end = data["start"], data["end"]
+        self.terminals = {name: Terminal(kind, value) for name, kind, value in data["terminals"]}
+        self.keywords = data["keywords"]
+        self.friendly = data["friendly"]
+        self.recipes = [(size, origin, name, [tuple(x) for x in include], trailing, expand1, unit)
+                        for size, origin, name, include, trailing, expand1, unit
+                        in data["recipes"]]
+        self.group_type = {f"g{i}": kind for i, (_, kind) in enumerate(data["groups"])}
         self.group_type["error"] = "error"
+        groups = [f"(?P<g{i}>{src})" for i, (src, _) in enumerate(data["groups"])]
+        groups.append("(?P<error>.)")  # anything else: reported as an unexpected character
         self.master = re.compile("|".join(groups), re.DOTALL)
-        self.recipes = {}
-        for rule in lark.rules:
-            self.recipes[rule] = _recipe(rule)
-        self.friendly = {t.name: _FRIENDLY.get(t.pattern.value, t.name) for t in lark.terminals
-                         if t.pattern.type == "str"}
+
+
+def _derive(grammar: str) -> dict:
+    """The tables of `grammar` as JSON-able data, computed by lark (the slow part: ~0.2 s)."""
+    from lark import Lark
+    from lark.parsers.lalr_analysis import Shift
+
+    lark = Lark(grammar, parser="lalr", lexer="basic", maybe_placeholders=True)
+    pt = lark.parser.parser.parser.parse_table
+    rules = list(lark.rules)
+    rule_index = {rule: i for i, rule in enumerate(rules)}
+    if sorted(pt.states) != list(range(len(pt.states))):
+        raise InternalCompilerError("lark's LALR states are not numbered 0..n-1")
+    # plain-str keys: lark's Token keys compare through a Python-level __eq__ (slow)
+    states = [{str(k): (arg if action is Shift else ~rule_index[arg])
+               for k, (action, arg) in pt.states[s].items()} for s in range(len(pt.states))]
+    ignore = set(lark.lexer_conf.ignore)
+    words, strings, regexes = {}, [], []
+    for t in lark.terminals:
+        if t.pattern.type == "str" and re.fullmatch(r"[A-Za-z_]\w*", t.pattern.value):
+            words[t.pattern.value] = str(t.name)  # keywords: lexed as names, looked up
+        elif t.pattern.type == "str":
+            strings.append(t)
+        else:
+            regexes.append(t)
+
+    # One alternation, first match wins. Names and operators never start alike, so the order
+    # only has to give longest-match among numbers and operators (multi-character operators,
+    # then comparisons, then one-character ones); frequent tokens come first for speed.
+    def rank(t):
+        if t.name in ignore and t.name != "_CONTINUATION" and t.name != "COMMENT":
+            return (0, 0)  # plain white space: the most frequent match
+        if t.name == "NAME":
+            return (1, 0)
+        if t.name in ("_NL", "_CONTINUATION"):
+            return (2, 0)
+        if t.name in ("FLOAT", "INT"):
+            return (3, t.name != "FLOAT")
+        if t.pattern.type == "str":
+            return (4, 0) if len(t.pattern.value) > 1 else (6, 0)
+        return (5, 0) if t.name == "COMP_OP" else (7, 0)
+    ordered = sorted(regexes + strings, key=lambda t: (rank(t), -len(t.pattern.value)))
+    # named groups: the patterns have groups of their own
+    groups = [(re.escape(t.pattern.value) if t.pattern.type == "str"
+               else t.pattern.to_regexp(), None if t.name in ignore else str(t.name))
+              for t in ordered]
+    return {
+        "states": states,
+        "start": pt.start_states["start"],
+        "end": pt.end_states["start"],
+        "terminals": [(str(t.name), t.pattern.type, t.pattern.value) for t in lark.terminals],
+        "keywords": words,
+        "groups": groups,
+        "recipes": [_recipe(rule) for rule in rules],
+        "friendly": {str(t.name): _FRIENDLY.get(t.pattern.value, str(t.name))
+                     for t in lark.terminals if t.pattern.type == "str"},
+    }
 
 
 def _recipe(rule):
@@ -153,14 +201,62 @@ def _recipe(rule):
     name = str(rule.alias or rule.origin.name)
     expand1 = bool(opts.expand1) and not rule.alias  # an aliased alternative is always a node
     unit = len(expansion) == 1 and expand1 and include == [(0, False, 0)] and not trailing
-    return len(expansion), str(rule.origin.name), name, include, trailing, expand1, unit
+    return (len(expansion), str(rule.origin.name), name, include, trailing, expand1,
+            unit)
+
+
+# Bump when the layout of the derived data changes (the key also hashes this module's source).
+_FORMAT = 1
+
+
+def _lark_version() -> str:
+    """lark's version, read from its package source without importing it (importing lark costs
+    more than loading the cached tables)."""
+    spec = importlib.util.find_spec("lark")
+    try:
+        with open(spec.origin, encoding="utf-8") as f:
+            head = f.read()
+    except (OSError, TypeError, AttributeError):
+        return "unknown"
+    m = re.search(r"^__version__\s*(?::\s*str\s*)?=\s*[\"']([^\"']+)", head, re.M)
+    return m.group(1) if m else hashlib.sha256(head.encode()).hexdigest()
+
+
+def tables_key(grammar: str) -> str:
+    """What the tables depend on: the grammar text, lark's version and this module's code."""
+    h = hashlib.sha256()
+    with open(__file__, "rb") as f:
+        own = f.read()
+    for part in (str(_FORMAT).encode(), grammar.encode(), _lark_version().encode(), own):
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def tables_path(grammar: str) -> str:
+    return os.path.join(cache_dir(), "parser", f"net-{tables_key(grammar)[:32]}.json")
+
+
+def load_tables(grammar: str) -> _Tables:
+    """The tables of `grammar`: from the disk cache when a valid entry is there, else derived
+    by lark and stored (atomically) for the next process. A corrupt or unusable entry is
+    rebuilt and overwritten."""
+    path = tables_path(grammar)
+    data = read_entry(path)
+    if data is not None:
+        try:
+            return _Tables(json.loads(data))
+        except (ValueError, KeyError, TypeError, IndexError, re.error):
+            pass  # written by a buggy or foreign writer: rebuild it below
+    derived = _derive(grammar)
+    tb = _Tables(json.loads(json.dumps(derived)))  # exactly what a later load will see
+    write_entry(path, json.dumps(derived, separators=(",", ":")).encode())
+    return tb
 
 
 @functools.cache
 def tables() -> _Tables:
     text = resources.files("netc.grammar").joinpath("net.lark").read_text(encoding="utf-8")
-    lark = Lark(text, parser="lalr", lexer="basic", maybe_placeholders=True)
-    return _Tables(lark)
+    return load_tables(text)
 
 
 def tokens(text: str):
@@ -236,15 +332,14 @@ def parse(text: str) -> PNode:
                     raise ParseFailure("token", token=tok, accepts=_accepts(tb, state_stack),
                                        prev=prev, pos=tok.start_pos, line=tok.line,
                                        column=tok.column)
-                action, arg = act
-                if action is Shift:
-                    state_stack.append(arg)
+                if act >= 0:  # shift
+                    state_stack.append(act)
                     values.append(tok)
                     spans.append((tok, tok))
                     break
-                size, origin, name, include, trailing, expand1, unit = recipes[arg]
+                size, origin, name, include, trailing, expand1, unit = recipes[~act]
                 if unit:  # `?a: b` passes its one child through: only the state changes
-                    state_stack[-1] = states[state_stack[-2]][origin][1]
+                    state_stack[-1] = states[state_stack[-2]][origin]
                     if tok.type == "$END" and state_stack[-1] == tb.end:
                         return values[-1]
                     continue
@@ -279,7 +374,7 @@ def parse(text: str) -> PNode:
                     node = children[0]
                 else:
                     node = PNode(name, children, first, last)
-                state_stack.append(states[state_stack[-1]][origin][1])
+                state_stack.append(states[state_stack[-1]][origin])
                 values.append(node)
                 spans.append(None if first is None else (first, last))
                 if tok.type == "$END" and state_stack[-1] == tb.end:
@@ -317,13 +412,12 @@ def _would_shift(tb: _Tables, stack: list[int], term: str) -> bool:
         act = tb.states[stack[-1]].get(term)
         if act is None:
             return False
-        action, arg = act
-        if action is Shift:
+        if act >= 0:
             return True
-        size, origin = tb.recipes[arg][0], tb.recipes[arg][1]
+        size, origin = tb.recipes[~act][0], tb.recipes[~act][1]
         if size:
             del stack[-size:]
         if origin == "start":
             return term == "$END"
-        stack.append(tb.states[stack[-1]][origin][1])
+        stack.append(tb.states[stack[-1]][origin])
     return False

@@ -37,8 +37,8 @@ def _word(term: str) -> str:
     if term in _WORDS:
         return _WORDS[term]
     t = tables().terminals.get(term)
-    if t is not None and t.pattern.type == "str":
-        return f"'{t.pattern.value}'"
+    if t is not None and t.kind == "str":
+        return f"'{t.value}'"
     return term.lower()
 
 
@@ -147,7 +147,7 @@ def _token_diag(f: ParseFailure, file: str, text: str) -> Diagnostic:
     # A misspelt keyword: the word itself is unexpected where a keyword is expected, or it was
     # taken as a name and the token after it is unexpected ("inptu x: f32[3]").
     if tok.type == "NAME":
-        near = did_you_mean(tok.value, [tables().terminals[t].pattern.value
+        near = did_you_mean(tok.value, [tables().terminals[t].value
                                         for t in f.accepts if _is_keyword(t)])
         if near:
             return Diagnostic(f"unknown word '{tok.value}' — did you mean '{near}'?", loc)
@@ -161,7 +161,7 @@ def _token_diag(f: ParseFailure, file: str, text: str) -> Diagnostic:
 
 def _is_keyword(term: str) -> bool:
     t = tables().terminals.get(term)
-    return t is not None and t.pattern.type == "str" and t.pattern.value in KEYWORDS
+    return t is not None and t.kind == "str" and t.value in KEYWORDS
 
 
 def _char_diag(f: ParseFailure, file: str, text: str) -> Diagnostic:

@@ -8,11 +8,11 @@ from the cache when present, else optimising at O3, emitting the object and stor
 `cache_dir()`.
 
 Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version,
-the netc version and the code generator's own source (so an edited checkout never loads objects
-of an older code generator); `NETC_CACHE_DIR` overrides `$XDG_CACHE_HOME/netc` (default
-`~/.cache/netc`); entries are written to a temporary file and renamed into place, so
-concurrent writers never leave a torn entry; an entry that fails to load is rebuilt and
-rewritten, never an error; an unwritable cache directory only costs the cache.
+the netc version and the code generator's and the JIT's own source (so an edited checkout never
+loads objects of an older code generator or pass pipeline); entries are stored through
+`netc.compiler.disk_cache` (the cache directory, atomic checksummed writes: concurrent writers
+never leave a torn entry); an entry that is corrupt or fails to load is rebuilt and rewritten,
+never an error; an unwritable cache directory only costs the cache.
 """
 
 from __future__ import annotations
@@ -20,51 +20,44 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
-from importlib import metadata
 
 import llvmlite
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 from netc.compiler.codegen.target import Target
+from netc.compiler.disk_cache import cache_dir, read_entry, write_entry
 from netc.jit import Compiled, _parse, optimize, target_machine
 
-_MAGIC = b"netc-obj-2\n"
 _memory: dict[str, tuple[Compiled, dict]] = {}
 
 
 def _version() -> str:
-    try:
-        return metadata.version("netc")
-    except metadata.PackageNotFoundError:  # pragma: no cover - source checkout without install
-        return "0"
+    # the package's own attribute: importlib.metadata would scan every installed distribution
+    # (tens of ms on each start)
+    import netc
+    return netc.__version__
 
 
 _fingerprint: list[str] = []
 
 
 def codegen_fingerprint() -> str:
-    """A hash of the code generator's source files (computed once per process)."""
+    """A hash of the code generator's source files and of the JIT's (its pass pipeline decides
+    the object code too), computed once per process."""
     if not _fingerprint:
+        from netc import jit
         from netc.compiler import codegen
         h = hashlib.sha256()
         folder = os.path.dirname(codegen.__file__)
-        for name in sorted(os.listdir(folder)):
-            if name.endswith(".py"):
-                with open(os.path.join(folder, name), "rb") as f:
-                    h.update(name.encode() + b"\0" + f.read())
+        paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                 if name.endswith(".py")]
+        for path in [*paths, jit.__file__]:
+            with open(path, "rb") as f:
+                h.update(os.path.basename(path).encode() + b"\0" + f.read())
         _fingerprint.append(h.hexdigest())
     return _fingerprint[0]
-
-
-def cache_dir() -> str:
-    env = os.environ.get("NETC_CACHE_DIR")
-    if env:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "netc")
 
 
 def cache_key(key_text: str, target: Target) -> str:
@@ -96,34 +89,6 @@ def _unpack(data: bytes) -> tuple[bytes, dict]:
     return data[4 + n:], json.loads(data[4:4 + n].decode())
 
 
-def _write(path: str, data: bytes) -> None:
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_MAGIC + hashlib.sha256(data).digest() + data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass  # a read-only or full disk only costs the cache
-
-
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    head = len(_MAGIC) + 32
-    if not raw.startswith(_MAGIC) or len(raw) < head:
-        return None
-    digest, data = raw[len(_MAGIC):head], raw[head:]
-    return data if hashlib.sha256(data).digest() == digest else None
-
-
 def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], target: Target
                    ) -> tuple[Compiled, dict, bool]:
     """(compiled, meta, hit): from memory, the disk cache, or a fresh O3 compile stored on disk."""
@@ -131,7 +96,7 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
     if key in _memory:
         return *_memory[key], True
     path = os.path.join(cache_dir(), key[:2], key + ".o")
-    data = _read(path)
+    data = read_entry(path)
     if data is not None:
         try:
             obj, meta = _unpack(data)
@@ -141,12 +106,16 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
         except Exception:  # noqa: BLE001 - a bad entry is rebuilt below
             pass
     module, meta = build()
+    text = str(module)
+    del module  # peak memory: the Python IR is not needed past its text, nor LLVM's past the object
     tm = target_machine(target)
-    mod = _parse(module, target)
+    mod = _parse(text, target)
+    del text
     mod.data_layout = str(tm.target_data)
     optimize(mod, tm)
     obj = tm.emit_object(mod)
-    _write(path, _pack(obj, meta))
+    mod.close()
+    write_entry(path, _pack(obj, meta))
     compiled = _load(obj, target)
     _memory[key] = (compiled, meta)
     return compiled, meta, False

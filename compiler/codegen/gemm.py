@@ -10,8 +10,10 @@ Algorithm (BLIS): for each NC block of columns, each KC block of K: pack B into 
 for each MC block of rows: pack A into MR-row slivers (the prologue mask is applied here); run the
 MR x NR register-blocked micro-kernel over the block. The last K block applies the epilogue
 `C = act(C_old? + A·B + bias + residual)` while the tile is still in registers (residual before
-the activation, as in a ResNet block). When N spans at most two B slivers, A is read in place
-(packing it would cost as much as the product). Blocks are balanced so no block is a sliver.
+the activation, as in a ResNet block). When N spans at most two B slivers (and M has at least
+MR rows), A is read in place (packing it would cost as much as the product). Blocks are balanced
+so no block is a sliver. Every tile of every GEMM of a module calls one shared micro-kernel per
+(epilogue, store variants, operand reading): strides and the tile's real size are arguments.
 
 Invariants: threads split C by whole slivers along one dimension (chosen from the static shape),
 so every element of C is produced by exactly one thread with a fixed K order: the result is
@@ -29,6 +31,8 @@ from .loops import F32P, I32, I64, for_range, gep, i64
 from .microkernel import Epilogue, emit_microkernel
 from .packing import Dense, Source, pack_block
 from .target import Target
+
+ROW_WASTE = 0.05  # see emit_gemm_tiles: when the last row tile gets a micro-kernel of its own
 
 
 @dataclass(frozen=True)
@@ -174,18 +178,20 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     row-major `Dense` the micro-kernel reads in place (no B packing pass); the caller guarantees
     NR - 1 readable floats past the end of B's last row. `a_packed`: the A buffer already holds
     all of A packed (`prepack_a`; only when A is a single cache block), e.g. conv weights packed
-    once for every image. `a_direct`: A (a `Dense` without mask) is read in place, unpacked.
+    once for every image. `a_direct`: A (a `Dense` without mask, at least MR rows) is read in
+    place, unpacked.
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
-    ldb = None
+    ld = i64(0)
     if b_direct:
         assert isinstance(b_src, Dense) and not b_src.outer_major and b_src.mask is None
-        ldb = b_src.ld
+        ld = i64(b_src.ld)
     a_dir = None
     if a_direct:
-        assert isinstance(a_src, Dense) and a_src.mask is None and not a_packed
-        a_dir = (a_src.ld, not a_src.outer_major)
+        assert isinstance(a_src, Dense) and a_src.mask is None and not a_packed and m >= mr
+        a_dir = not a_src.outer_major
+        ld = i64(a_src.ld)
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
     # The store variants the flags below can select: a single K block is always the last one;
@@ -195,14 +201,13 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
         stores = frozenset((lc, True) for lc in first_lc)
     else:
         stores = frozenset({(lc, False) for lc in first_lc} | {(True, False), (True, True)})
-    kernels = {}
-    for re in (False, True):
-        for ce in (False, True):
-            if (re and m % mr == 0) or (ce and n % nr == 0):
-                continue
-            kernels[(re, ce)] = emit_microkernel(module, target, mr, blk.nv, ldc, epi,
-                                                 m % mr if re else mr, n % nr if ce else nr,
-                                                 ldb, a_dir, stores)
+    kernel = emit_microkernel(module, target, mr, blk.nv, epi, b_direct, a_dir, stores)
+    # The last row tile of an M that is not a multiple of MR: the shared kernel computes MR rows
+    # there (stores the real ones); when those extra rows are more than 5% of M (small M, e.g.
+    # conv channels), a kernel of its own computes only the real rows.
+    waste = (mr - m % mr) % mr
+    row_edge = emit_microkernel(module, target, mr, blk.nv, epi, b_direct, a_dir, stores,
+                                m % mr) if waste > ROW_WASTE * m else None
     if isinstance(load_c, bool):
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)
@@ -218,7 +223,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             flags = b.select(first, load_c32, ir.Constant(I32, 1))
             last = b.icmp_signed("==", kc_end, i64(k))
             flags = b.or_(flags, b.shl(b.zext(last, I32), ir.Constant(I32, 1)))
-            if ldb is None:
+            if not b_direct:
                 pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
             with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
                 iend = b.add(ic, i64(blk.mc))
@@ -226,23 +231,36 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                 if not (a_packed or a_direct):
                     pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
                 with for_range(b, jc, jend, nr, name="jr", unroll=False) as jr:
-                    if ldb is None:
+                    if not b_direct:
                         bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
                                                b.mul(kc, i64(nr))))
                     else:
-                        bsl = gep(b, b_src.ptr, b.add(b.mul(pc, i64(ldb)), jr))
-                    ce = b.icmp_signed(">", b.add(jr, i64(nr)), i64(n))
+                        bsl = gep(b, b_src.ptr, b.add(b.mul(pc, ld), jr))
+                    ncols = _clamp(b, b.sub(i64(n), jr), nr)
                     with for_range(b, ic, iend, mr, name="ir", unroll=False) as ir_:
                         if a_dir is None:
                             asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
                                                    b.mul(kc, i64(mr))))
-                        elif a_dir[1]:  # stored K x M: element (i, k) at k*lda + i
-                            asl = gep(b, a_src.ptr, b.add(b.mul(pc, i64(a_dir[0])), ir_))
+                        elif a_dir:  # stored K x M: element (i, k) at k*lda + i
+                            asl = gep(b, a_src.ptr, b.add(b.mul(pc, ld), ir_))
                         else:
-                            asl = gep(b, a_src.ptr, b.add(b.mul(ir_, i64(a_dir[0])), pc))
-                        args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid]
-                        re = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
-                        _dispatch(b, kernels, re, ce, args)
+                            asl = gep(b, a_src.ptr, b.add(b.mul(ir_, ld), pc))
+                        args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid, i64(ldc)]
+                        if row_edge is None:
+                            nrows = _clamp(b, b.sub(i64(m), ir_), mr)
+                            b.call(kernel, [*args, nrows, ncols, ld])
+                        else:
+                            last_rows = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
+                            with b.if_else(last_rows, likely=False) as (then, other):
+                                with then:
+                                    b.call(row_edge, [*args, i64(m % mr), ncols, ld])
+                                with other:
+                                    b.call(kernel, [*args, i64(mr), ncols, ld])
+
+
+def _clamp(b: ir.IRBuilder, left: ir.Value, width: int) -> ir.Value:
+    """min(left, width): the real rows/cols of a tile that starts `left` before the end."""
+    return b.select(b.icmp_signed("<", left, i64(width)), left, i64(width))
 
 
 def a_fits_one_block(blk: Blocking, m: int, k: int) -> bool:
@@ -257,30 +275,12 @@ def prepack_a(b: ir.IRBuilder, blk: Blocking, a_src: Source, m: int, k: int,
     pack_block(b, a_src, scratch, i64(0), i64(m), m, blk.mr, i64(0), i64(k))
 
 
-def _dispatch(b: ir.IRBuilder, kernels: dict, re: ir.Value, ce: ir.Value, args: list) -> None:
-    """Call the micro-kernel variant for (row edge?, col edge?); full tiles are the hot path."""
-    full = kernels[(False, False)]
-    if len(kernels) == 1:
-        b.call(full, args)
-        return
-    edge = b.or_(re, ce)
-    with b.if_else(edge, likely=False) as (then, other):
-        with then:
-            rest = [(key, fn) for key, fn in kernels.items() if key != (False, False)]
-            for (kre, kce), fn in rest:
-                cond = b.and_(b.icmp_unsigned("==", re, ir.Constant(re.type, int(kre))),
-                              b.icmp_unsigned("==", ce, ir.Constant(ce.type, int(kce))))
-                with b.if_then(cond):
-                    b.call(fn, args)
-        with other:
-            b.call(full, args)
-
-
 def use_a_direct(blk: Blocking, spec: GemmSpec) -> bool:
     """Read A unpacked when each of its elements meets at most two B slivers (N <= 2*NR): then
     packing A would cost about as much as the product. A masked A is always packed (the mask is
-    applied while packing)."""
-    return not spec.mask and -(-spec.n // blk.nr) <= 2
+    applied while packing), and so is an A of fewer than MR rows (an edge tile read in place
+    reads the MR rows ending at its last one)."""
+    return not spec.mask and -(-spec.n // blk.nr) <= 2 and spec.m >= blk.mr
 
 
 def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,

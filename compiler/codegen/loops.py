@@ -46,27 +46,35 @@ def as_i64(b: ir.IRBuilder, v: ir.Value | int) -> ir.Value:
     return b.sext(v, I64)
 
 
-def no_unroll_md(module: ir.Module) -> ir.MDValue:
+def no_unroll_md(module: ir.Module, vectorize: bool = True) -> ir.MDValue:
     """A fresh loop-ID node `!N = !{!N, !{"llvm.loop.unroll.disable"}}` (self-referential, as
-    loop IDs must be; llvmlite has no `distinct`, so the self operand is patched in)."""
-    dis = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    loop IDs must be; llvmlite has no `distinct`, so the self operand is patched in). With
+    `vectorize=False` it also carries `!{"llvm.loop.vectorize.enable", i1 0}`: the loop
+    vectorizer then skips the loop at once (for loops whose body is vector code already)."""
+    hints = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
+    if not vectorize:
+        hints.append(module.add_metadata([ir.MetaDataString(module,
+                                                            "llvm.loop.vectorize.enable"),
+                                          ir.Constant(I1, 0)]))
     count = getattr(module, "_netc_loop_ids", 0)
     module._netc_loop_ids = count + 1  # unique operands, so add_metadata's cache never merges
-    node = module.add_metadata([dis, ir.MetaDataString(module, f"netc.loop.{count}")])
-    node.operands = (node, dis)
+    node = module.add_metadata([*hints, ir.MetaDataString(module, f"netc.loop.{count}")])
+    node.operands = (node, *hints)
     return node
 
 
 @contextmanager
 def for_range(b: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
-              step: int = 1, name: str = "i", unroll: bool = True) -> Iterator[ir.Value]:
+              step: int = 1, name: str = "i", unroll: bool = True,
+              vectorize: bool = True) -> Iterator[ir.Value]:
     """`for i in range(start, stop, step)` with `step > 0`; yields the i64 index.
 
     The loop is bottom-tested behind an entry guard, the shape LLVM's loop passes expect; the body
     may create blocks freely (the latch is wherever the builder is when the body ends).
     `unroll=False` forbids LLVM to unroll it: for outer loops of generated kernels whose static
     trip counts would otherwise be fully unrolled into code that costs compile time, not speed
-    (vectorisation of the loop is still allowed).
+    (vectorisation of the loop is still allowed unless `vectorize=False`, which also implies
+    `unroll=False`).
     """
     assert step > 0
     start, stop = as_i64(b, start), as_i64(b, stop)
@@ -81,8 +89,8 @@ def for_range(b: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
     nxt = b.add(idx, i64(step), name=f"{name}.next", flags=["nsw"])
     idx.add_incoming(nxt, b.block)
     br = b.cbranch(b.icmp_signed("<", nxt, stop), body, done)
-    if not unroll:
-        br.set_metadata("llvm.loop", no_unroll_md(b.module))
+    if not (unroll and vectorize):
+        br.set_metadata("llvm.loop", no_unroll_md(b.module, vectorize))
     b.position_at_end(done)
 
 

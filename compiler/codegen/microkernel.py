@@ -1,20 +1,27 @@
 """Codegen stage, GEMM micro-kernel: one MR x NR tile of C from packed A and B slivers.
 
 Takes: a `Target` (vector lanes, FMA or not), the register block (MR rows, NR = nv * lanes cols),
-the static `ldc`, the epilogue (bias along rows/cols, activation, residual) and the edge shape
-(how many rows/cols of the tile are real).
+the epilogue (bias along rows/cols, activation, residual), the store variants callers need and
+how A and B are read (packed, or in place).
 Gives: `emit_microkernel(...)` -> an internal LLVM function
-`uk(kc, ap, bp, c, row0, col0, flags, bias, resid)` computing
+`uk(kc, ap, bp, c, row0, col0, flags, bias, resid, ldc, rows, cols, ld)` computing
 `acc = sum_k ap[k*MR + r] * bp[k*NR + j]` in MR*nv vector registers (accumulators live in phis, the
 k loop unrolled by 4), then writing the tile: `flags & 1` adds the existing C, `flags & 2` (the last
 K block) applies `C = act(acc + C_old + bias + residual)`. Also `emit_activation` (vector relu,
 sigmoid, tanh with an inline exp, no libm calls).
 
+Why strides and edges are arguments: a variant baked per (ldc, lda/ldb, edge rows, edge cols)
+made the micro-kernels ~half of a training step's LLVM IR (and of its compile time); the address
+arithmetic they save is outside the k loop or strength-reduced in it, so one variant per
+(block, epilogue, stores, operand reading) now serves every GEMM of a module (emitted once, by
+name).
+
 Invariants: packed slivers are zero-padded, so the k loop never branches on edges; only the store
-of an edge tile is partial (fewer rows; the last vector k-masked on AVX-512, lane by lane
-elsewhere), so there is no scalar fallback for the arithmetic. A is read with scalar broadcasts,
-B with full-width vector loads (aligned when packed); both can instead be read in place from an
-unpacked operand (`a_direct`, `ldb`) when packing would cost as much as the product. The C tile is
+of an edge tile is partial: a full tile (rows == MR, cols == NR, the hot path) stores whole
+vectors, an edge tile spills the accumulators and stores `rows` rows with lane-masked vectors
+(there is no scalar fallback for the arithmetic). A is read with scalar broadcasts, B with
+full-width vector loads (aligned when packed); both can instead be read in place from an unpacked
+operand (`a_direct`, `b_direct`) when packing would cost as much as the product. The C tile is
 prefetched before the k loop when it will be read.
 """
 
@@ -30,12 +37,13 @@ from .loops import (
     I64,
     const_vec,
     fma_fn,
+    for_range,
     gep,
     i64,
-    lane_mask,
     load_vec,
     masked_load_fn,
     masked_store_fn,
+    no_unroll_md,
     prefetch_fn,
     splat,
     store_vec,
@@ -125,84 +133,115 @@ def emit_activation(b: ir.IRBuilder, v: ir.Value, act: str | None, lanes: int,
 
 ALL_STORES = frozenset((lc, la) for lc in (False, True) for la in (False, True))
 
+# The micro-kernel's parameters, in order (see emit_microkernel).
+UK_ARGS = ("kc", "ap", "bp", "c", "row0", "col0", "flags", "bias", "resid", "ldc", "rows", "cols",
+           "ld")
 
-def microkernel_name(target: Target, mr: int, nv: int, ldc: int, epi: Epilogue, rows: int,
-                     cols: int, ldb: int | None = None,
-                     a_direct: tuple[int, bool] | None = None,
-                     stores: frozenset[tuple[bool, bool]] = ALL_STORES) -> str:
+
+def microkernel_name(target: Target, mr: int, nv: int, epi: Epilogue,
+                     b_direct: bool = False, a_direct: bool | None = None,
+                     stores: frozenset[tuple[bool, bool]] = ALL_STORES,
+                     rows_static: int | None = None) -> str:
+    """The variant's name: everything that is static in it (the register block, the epilogue,
+    the store variants, how A and B are read). Strides and the tile's real size are arguments,
+    so GEMMs of one module with other shapes share it."""
     tag = (f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_"
            f"{int(epi.residual) + int(epi.residual and epi.residual_after)}")
     tag += "_s" + "".join(str(2 * la + lc) for lc, la in sorted(stores))
-    direct = f"_ldb{ldb}" if ldb else ""
-    if a_direct:
-        direct += f"_lda{a_direct[0]}{'t' if a_direct[1] else 'n'}"
-    return (f"netc_uk_{target.name}_{mr}x{nv * target.lanes}_ldc{ldc}_{tag}_r{rows}c{cols}"
-            f"{direct}")
+    direct = "_bd" if b_direct else ""
+    if a_direct is not None:
+        direct += f"_ad{'t' if a_direct else 'n'}"
+    direct += f"_r{rows_static}" if rows_static else ""
+    return f"netc_uk_{target.name}_{mr}x{nv * target.lanes}_{tag}{direct}"
 
 
-def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: int,
-                     epi: Epilogue, rows: int, cols: int, ldb: int | None = None,
-                     a_direct: tuple[int, bool] | None = None,
-                     stores: frozenset[tuple[bool, bool]] = ALL_STORES) -> ir.Function:
-    """The MR x (nv*lanes) micro-kernel writing a `rows` x `cols` tile (edges: rows<MR, cols<NR).
+def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: Epilogue,
+                     b_direct: bool = False, a_direct: bool | None = None,
+                     stores: frozenset[tuple[bool, bool]] = ALL_STORES,
+                     rows_static: int | None = None) -> ir.Function:
+    """The MR x NR (NR = nv*lanes) micro-kernel: `uk(kc, ap, bp, c, row0, col0, flags, bias,
+    resid, ldc, rows, cols, ld)` writes the `rows` x `cols` tile of C at (row0, col0), C's rows
+    `ldc` floats apart (all i64 but `flags`, i32).
 
-    `ldb`: None reads B from a packed sliver (rows NR floats apart, aligned); an int reads an
-    unpacked row-major B directly, rows `ldb` floats apart (unaligned loads; lanes past the edge
+    `b_direct`: False reads B from a packed sliver (rows NR floats apart, aligned); True reads an
+    unpacked row-major B in place, rows `ld` floats apart (unaligned loads; lanes past the edge
     read neighbouring memory the caller guarantees exists and are never stored).
-    `a_direct`: (lda, trans) reads an unpacked A in place instead of a packed sliver: element
-    (r, k) at `ap[r*lda + k]`, or `ap[k*lda + r]` when transposed (worth it when each A element
-    meets only one or two B slivers, so packing would cost as much as the arithmetic).
-    Rows past `rows` are never loaded nor computed (they would never be stored). `stores`: the
-    (load C?, last K block?) flag pairs callers may pass; only those store variants are emitted."""
+    `a_direct`: None reads A from a packed MR-row sliver (zero-padded past `rows`); False/True
+    read an unpacked A in place, element (r, k) at `ap[r*ld + k]` / `ap[k*ld + r]` (transposed):
+    worth it when each A element meets only one or two B slivers; an edge tile then reads the MR
+    rows ending at its last real row (the caller guarantees M >= MR: never out of bounds).
+    `stores`: the (load C?, last K block?) flag pairs callers may pass; only those store variants
+    are emitted. `rows_static` (< MR): a kernel for the last row tile of a GEMM whose M is not a
+    multiple of MR, computing only that many rows (`rows` must equal it; the shift above is then
+    not needed); computing MR rows there cost up to 12% on GEMMs of a few row tiles.
+    A full tile (rows == MR, cols == NR) stores whole vectors; an edge tile takes a compact path
+    with lane-masked loads and stores, so one function serves every tile of every shape."""
+    if b_direct and a_direct is not None:
+        raise ValueError("one micro-kernel reads at most one operand in place (one `ld`)")
     w = target.lanes
     nr = nv * w
-    b_stride = ldb or nr
-    b_align = 4 if ldb else 4 * w
-    name = microkernel_name(target, mr, nv, ldc, epi, rows, cols, ldb, a_direct, stores)
+    name = microkernel_name(target, mr, nv, epi, b_direct, a_direct, stores, rows_static)
+    nrows = rows_static or mr
     if name in module.globals:
         return module.globals[name]
-    fnty = ir.FunctionType(ir.VoidType(), [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P])
+    fnty = ir.FunctionType(ir.VoidType(),
+                           [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P, I64, I64, I64, I64])
     fn = ir.Function(module, fnty, name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")  # kept whole so its assembly can be inspected and scheduled
     fn.attributes.add("nounwind")
+    for arg, arg_name in zip(fn.args, UK_ARGS):
+        arg.name = arg_name
     for a in fn.args[1:4]:
         a.add_attribute("noalias")
-    kc, ap, bp, cp, row0, col0, flags, bias, resid = fn.args
+    kc, ap, bp, cp, row0, col0, flags, bias, resid, ldc, rows, cols, ld = fn.args
     vt = vec_type(w)
     fma = fma_fn(module, w, target.has_fma)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = ir.Constant(vt, [0.0] * w)
+    base = b.add(b.mul(row0, ldc), col0)
     if any(lc for lc, _ in stores) or epi.residual:
         # The tile of C (rows ldc apart, often a page apart) is read after the k loop: start
-        # fetching it now so its misses overlap the arithmetic.
+        # fetching it now so its misses overlap the arithmetic (a prefetch never faults, so
+        # the rows and columns past an edge tile's end are harmless).
         pf = prefetch_fn(module)
         i8p = ir.IntType(8).as_pointer()
-        base = b.add(b.mul(row0, i64(ldc)), col0)
-        for r in range(rows):
-            for off in sorted({0, min(cols, nr) - 1}):
-                p = b.bitcast(gep(b, cp, b.add(base, i64(r * ldc + off))), i8p)
+        for r in range(nrows):
+            row = b.add(base, b.mul(i64(r), ldc))
+            for off in (0, nr - 1):
+                p = b.bitcast(gep(b, cp, b.add(row, i64(off))), i8p)
                 b.call(pf, [p, ir.Constant(I32, 1), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+    shift = i64(0)
+    if a_direct is not None and not rows_static:
+        # An edge tile of an in-place A reads the MR rows ending at its last real row (the
+        # caller guarantees M >= MR), so the k loop never reads past A and needs no per-row
+        # clamp; its results sit `shift` rows down the accumulators.
+        shift = b.sub(i64(mr), rows)
+        ap = gep(b, ap, b.sub(i64(0), shift if a_direct else b.mul(shift, ld)))
 
-    def step(accs: list[ir.Value], k: ir.Value) -> list[ir.Value]:
-        bvec = [load_vec(b, bp, b.add(b.mul(k, i64(b_stride)), i64(j * w)), w, align=b_align)
-                for j in range(nv)]
+    # Addresses in the k loop: one base per operand and iteration (k times the step between
+    # consecutive k), every element at a loop-invariant offset from it, so the loop passes (LSR,
+    # instcombine) have few induction-variable users to rewrite.
+    a_step = i64(mr) if a_direct is None else ld if a_direct else i64(1)
+    b_step = ld if b_direct else i64(nr)
+    u_a = [b.mul(i64(u), a_step) for u in range(UNROLL)]  # k + u, relative to k
+    u_b = [b.mul(i64(u), b_step) for u in range(UNROLL)]
+    r_a = [i64(r) if a_direct is not False else b.mul(i64(r), ld) for r in range(nrows)]
+
+    def step(accs: list[ir.Value], a_base: ir.Value, b_base: ir.Value, u: int
+             ) -> list[ir.Value]:
+        bvec = [load_vec(b, b_base, b.add(u_b[u], i64(j * w)), w,
+                         align=4 if b_direct else 4 * w) for j in range(nv)]
         out = list(accs)
-        for r in range(rows):
-            if a_direct is None:
-                idx = b.add(b.mul(k, i64(mr)), i64(r))
-            elif a_direct[1]:
-                idx = b.add(b.mul(k, i64(a_direct[0])), i64(r))
-            else:
-                idx = b.add(i64(r * a_direct[0]), k)
-            av = splat(b, b.load(gep(b, ap, idx), align=4), w)
+        for r in range(nrows):
+            av = splat(b, b.load(gep(b, a_base, b.add(u_a[u], r_a[r])), align=4), w)
             for j in range(nv):
                 out[r * nv + j] = b.call(fma, [av, bvec[j], accs[r * nv + j]])
         return out
 
     # Main loop: kc // UNROLL iterations with the body unrolled; accumulators carried in phis.
     kmain = b.mul(b.sdiv(kc, i64(UNROLL)), i64(UNROLL))
-    accs = [zero] * (mr * nv)
+    accs = [zero] * (nrows * nv)
     for stage, (lo, hi, unroll) in enumerate(((i64(0), kmain, UNROLL), (kmain, kc, 1))):
         pre = b.block
         body = b.append_basic_block(f"k{stage}.body")
@@ -211,105 +250,178 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, ldc: i
         b.position_at_end(body)
         k = b.phi(I64, name=f"k{stage}")
         k.add_incoming(lo, pre)
-        phis = [b.phi(vt, name=f"acc{i}") for i in range(mr * nv)]
+        phis = [b.phi(vt, name=f"acc{i}") for i in range(nrows * nv)]
         for p, a in zip(phis, accs):
             p.add_incoming(a, pre)
         cur: list[ir.Value] = list(phis)
+        a_base, b_base = gep(b, ap, b.mul(k, a_step)), gep(b, bp, b.mul(k, b_step))
         for u in range(unroll):
-            cur = step(cur, b.add(k, i64(u)) if u else k)
+            cur = step(cur, a_base, b_base, u)
         knext = b.add(k, i64(unroll))
         k.add_incoming(knext, b.block)
         for p, a in zip(phis, cur):
             p.add_incoming(a, b.block)
         latch = b.block
-        b.cbranch(b.icmp_signed("<", knext, hi), body, done)
+        br = b.cbranch(b.icmp_signed("<", knext, hi), body, done)
+        br.set_metadata("llvm.loop", no_unroll_md(module, vectorize=False))  # vectorized already
         b.position_at_end(done)
-        merged = [b.phi(vt) for _ in range(mr * nv)]
+        merged = [b.phi(vt) for _ in range(nrows * nv)]
         for mphi, before, after in zip(merged, accs, cur):
             mphi.add_incoming(before, pre)
             mphi.add_incoming(after, latch)
         accs = merged
 
-    _emit_store(b, module, target, mr, nv, ldc, epi, rows, cols, accs, cp, row0, col0, flags,
-                bias, resid, stores)
+    st = _Store(b, module, target, epi, cp, base, ldc, row0, col0, bias, resid)
+    full = b.and_(b.icmp_signed("==", rows, i64(nrows)), b.icmp_signed("==", cols, i64(nr)))
+    full_bb = fn.append_basic_block("tile.full")
+    edge_bb = fn.append_basic_block("tile.edge")
+    exit_bb = fn.append_basic_block("tile.done")
+    br = b.cbranch(full, full_bb, edge_bb)
+    br.set_weights([64, 1])  # full tiles are the hot path
+    b.position_at_end(full_bb)
+
+    def full_rows(load_c: bool, last: bool) -> None:
+        for r in range(nrows):
+            rb = st.row_bias(i64(r), last)
+            for j in range(nv):
+                st.vector(accs[r * nv + j], i64(r), i64(j * w), None, load_c, last, rb)
+
+    st.variants(flags, stores, full_rows, exit_bb)
+
+    # Edge tile: the accumulators go to a stack tile; rows and vectors are loops (compact code
+    # for the rare case), the columns of a vector past the edge are masked.
+    b.position_at_end(edge_bb)
+    with b.goto_entry_block():
+        tile = b.alloca(vt, size=ir.Constant(I32, nrows * nv), name="tile")
+    for i, v in enumerate(accs):
+        b.store(v, gep(b, tile, i64(i)))
+    nvec = b.sdiv(b.add(cols, i64(w - 1)), i64(w))
+
+    def edge_rows(load_c: bool, last: bool) -> None:
+        with for_range(b, i64(0), rows, name="er", vectorize=False) as r:
+            first = b.mul(b.add(r, shift), i64(nv))
+            rb = st.row_bias(r, last)
+            with for_range(b, i64(0), nvec, name="ej", vectorize=False) as j:
+                v = b.load(gep(b, tile, b.add(first, j)))
+                col = b.mul(j, i64(w))
+                st.vector(v, r, col, b.sub(cols, col), load_c, last, rb)
+
+    st.variants(flags, stores, edge_rows, exit_bb)
+    b.position_at_end(exit_bb)
     b.ret_void()
     return fn
 
 
-def _emit_store(b: ir.IRBuilder, module: ir.Module, target: Target, mr: int, nv: int, ldc: int,
-                epi: Epilogue, rows: int, cols: int, accs: list[ir.Value], cp: ir.Value,
-                row0: ir.Value, col0: ir.Value, flags: ir.Value, bias: ir.Value,
-                resid: ir.Value, stores: frozenset[tuple[bool, bool]]) -> None:
-    """Write the tile: one straight-line variant per (load C?, last K block?) pair the caller can
-    pass (`stores`), chosen by `flags`; pairs that emit the same code share a block."""
-    w = target.lanes
-    vt = vec_type(w)
-    zero = ir.Constant(vt, [0.0] * w)
-    # Partial vectors of edge tiles: AVX-512 has cheap lane masks; elsewhere masked moves are
-    # slow (AVX2 vmaskmov is microcoded on some parts, SSE has none), so go lane by lane.
-    masked = target.name == "avx512"
-    base = b.add(b.mul(row0, i64(ldc)), col0)
-    fn = b.function
-    exit_bb = fn.append_basic_block("store.done")
-    # Without an epilogue the last K block stores like any other.
-    code = {v: (v[0], v[1] and not epi.trivial) for v in sorted(stores)}
-    variants = sorted(set(code.values()))
-    blocks = [fn.append_basic_block(f"store.{int(lc)}{int(la)}") for lc, la in variants]
-    if len(variants) == 1:
-        b.branch(blocks[0])
-    else:
-        sw = b.switch(b.and_(flags, ir.Constant(I32, 3)), exit_bb)
-        for (load_c, last), key in code.items():
-            sw.add_case(ir.Constant(I32, int(load_c) | (int(last) << 1)),
-                        blocks[variants.index(key)])
-    for (load_c, last), blk in zip(variants, blocks):
-        b.position_at_end(blk)
-        for r in range(rows):
-            row_off = b.add(base, i64(r * ldc))
-            rb = None
-            if last and epi.bias_axis == "rows":
-                rb = splat(b, b.load(gep(b, bias, b.add(row0, i64(r)))), w)
-            for j in range(nv):
-                valid = min(w, cols - j * w)
-                if valid <= 0:
-                    break
-                off = b.add(row_off, i64(j * w))
-                v = accs[r * nv + j]
+class _Store:
+    """Writes rows of a tile: `C = acc (+ C_old)` or, in the last K block, the epilogue."""
 
-                def load(ptr: ir.Value, offset: ir.Value, valid: int = valid) -> ir.Value:
-                    if valid == w:
-                        return load_vec(b, ptr, offset, w)
-                    if masked:
-                        p = b.bitcast(gep(b, ptr, offset), vt.as_pointer())
-                        return b.call(masked_load_fn(module, w),
-                                      [p, ir.Constant(I32, 4), lane_mask(w, valid), zero])
-                    out = zero
-                    for lane in range(valid):
-                        x = b.load(gep(b, ptr, b.add(offset, i64(lane))), align=4)
-                        out = b.insert_element(out, x, ir.Constant(I32, lane))
-                    return out
+    def __init__(self, b: ir.IRBuilder, module: ir.Module, target: Target, epi: Epilogue,
+                 cp: ir.Value, base: ir.Value, ldc: ir.Value, row0: ir.Value, col0: ir.Value,
+                 bias: ir.Value, resid: ir.Value):
+        self.b, self.module, self.target, self.epi = b, module, target, epi
+        self.cp, self.base, self.ldc, self.row0, self.col0 = cp, base, ldc, row0, col0
+        self.bias, self.resid = bias, resid
 
-                if load_c:
-                    v = b.fadd(v, load(cp, off))
-                if last:
-                    if rb is not None:
-                        v = b.fadd(v, rb)
-                    elif epi.bias_axis == "cols":
-                        v = b.fadd(v, load(bias, b.add(col0, i64(j * w))))
-                    if epi.residual and not epi.residual_after:
-                        v = b.fadd(v, load(resid, off))
-                    v = emit_activation(b, v, epi.activation, w, target.has_fma)
-                    if epi.residual and epi.residual_after:
-                        v = b.fadd(v, load(resid, off))
-                if valid == w:
-                    store_vec(b, v, cp, off)
-                elif masked:
-                    p = b.bitcast(gep(b, cp, off), vt.as_pointer())
-                    b.call(masked_store_fn(module, w),
-                           [v, p, ir.Constant(I32, 4), lane_mask(w, valid)])
-                else:
-                    for lane in range(valid):
-                        b.store(b.extract_element(v, ir.Constant(I32, lane)),
-                                gep(b, cp, b.add(off, i64(lane))), align=4)
-        b.branch(exit_bb)
-    b.position_at_end(exit_bb)
+    def variants(self, flags: ir.Value, stores: frozenset[tuple[bool, bool]], emit,
+                 exit_bb: ir.Block) -> None:
+        """One straight-line variant per (load C?, last K block?) pair the caller can pass,
+        chosen by `flags`; pairs that emit the same code share a block. `emit(load_c, last)`
+        writes the rows; every variant then branches to `exit_bb`."""
+        b = self.b
+        fn = b.function
+        # Without an epilogue the last K block stores like any other.
+        code = {v: (v[0], v[1] and not self.epi.trivial) for v in sorted(stores)}
+        variants = sorted(set(code.values()))
+        blocks = [fn.append_basic_block(f"store.{int(lc)}{int(la)}") for lc, la in variants]
+        if len(variants) == 1:
+            b.branch(blocks[0])
+        else:
+            sw = b.switch(b.and_(flags, ir.Constant(I32, 3)), exit_bb)
+            for (load_c, last), key in code.items():
+                sw.add_case(ir.Constant(I32, int(load_c) | (int(last) << 1)),
+                            blocks[variants.index(key)])
+        for (load_c, last), blk in zip(variants, blocks):
+            b.position_at_end(blk)
+            emit(load_c, last)
+            b.branch(exit_bb)
+
+    def row_bias(self, r: ir.Value, last: bool) -> ir.Value | None:
+        """Row `r`'s bias broadcast (a per-row bias in the last K block), else None."""
+        if not (last and self.epi.bias_axis == "rows"):
+            return None
+        return splat(self.b, self.b.load(gep(self.b, self.bias, self.b.add(self.row0, r))),
+                     self.target.lanes)
+
+    def vector(self, v: ir.Value, r: ir.Value, col: ir.Value, left: ir.Value | None,
+               load_c: bool, last: bool, rb: ir.Value | None) -> None:
+        """Store the vector `v` of the tile at row `r`, column `col`. `left` (an edge tile's
+        real lanes of it: <= 0 none, >= lanes all) limits the columns; None stores it whole."""
+        b, epi, w = self.b, self.epi, self.target.lanes
+        off = b.add(b.add(self.base, b.mul(r, self.ldc)), col)
+        if load_c:
+            v = b.fadd(v, self.load(self.cp, off, left))
+        if last:
+            if rb is not None:
+                v = b.fadd(v, rb)
+            elif epi.bias_axis == "cols":
+                v = b.fadd(v, self.load(self.bias, b.add(self.col0, col), left))
+            if epi.residual and not epi.residual_after:
+                v = b.fadd(v, self.load(self.resid, off, left))
+            v = emit_activation(b, v, epi.activation, w, self.target.has_fma)
+            if epi.residual and epi.residual_after:
+                v = b.fadd(v, self.load(self.resid, off, left))
+        self.store(v, off, left)
+
+    # Partial vectors of edge tiles are lane-masked moves (llvm.masked.load/store). AVX-512 masks
+    # are cheap; AVX2's vmaskmov is slow on some parts (microcoded on older AMD), so there a
+    # vector that is whole (all but the last of a row) takes a plain move. (A lane-by-lane copy
+    # runs about as fast but costs ~3x the compile time of the whole micro-kernel.)
+
+    def _lane_mask(self, left: ir.Value) -> ir.Value:
+        w = self.target.lanes
+        b = self.b
+        vt = ir.VectorType(I64, w)
+        lv = b.insert_element(ir.Constant(vt, ir.Undefined), left, ir.Constant(I32, 0))
+        lv = b.shuffle_vector(lv, ir.Constant(vt, ir.Undefined),
+                              ir.Constant(ir.VectorType(I32, w), [0] * w))
+        return b.icmp_signed("<", ir.Constant(vt, list(range(w))), lv)
+
+    def _masked_load(self, ptr: ir.Value, off: ir.Value, left: ir.Value) -> ir.Value:
+        b, w = self.b, self.target.lanes
+        p = b.bitcast(gep(b, ptr, off), vec_type(w).as_pointer())
+        return b.call(masked_load_fn(self.module, w),
+                      [p, ir.Constant(I32, 4), self._lane_mask(left), const_vec(w, 0.0)])
+
+    def _masked_store(self, v: ir.Value, off: ir.Value, left: ir.Value) -> None:
+        b, w = self.b, self.target.lanes
+        p = b.bitcast(gep(b, self.cp, off), vec_type(w).as_pointer())
+        b.call(masked_store_fn(self.module, w), [v, p, ir.Constant(I32, 4), self._lane_mask(left)])
+
+    def load(self, ptr: ir.Value, off: ir.Value, left: ir.Value | None) -> ir.Value:
+        b, w = self.b, self.target.lanes
+        if left is None:
+            return load_vec(b, ptr, off, w)
+        if self.target.name == "avx512":
+            return self._masked_load(ptr, off, left)
+        with b.if_else(b.icmp_signed(">=", left, i64(w)), likely=True) as (then, other):
+            with then:
+                whole, whole_bb = load_vec(b, ptr, off, w), b.block
+            with other:
+                part, part_bb = self._masked_load(ptr, off, left), b.block
+        phi = b.phi(vec_type(w))
+        phi.add_incoming(whole, whole_bb)
+        phi.add_incoming(part, part_bb)
+        return phi
+
+    def store(self, v: ir.Value, off: ir.Value, left: ir.Value | None) -> None:
+        b, w = self.b, self.target.lanes
+        if left is None:
+            store_vec(b, v, self.cp, off)
+        elif self.target.name == "avx512":
+            self._masked_store(v, off, left)
+        else:
+            with b.if_else(b.icmp_signed(">=", left, i64(w)), likely=True) as (then, other):
+                with then:
+                    store_vec(b, v, self.cp, off)
+                with other:
+                    self._masked_store(v, off, left)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import f32, for_range, gep, i64
+from .loops import F32, f32, for_range, gep, i64, load_vec, store_vec
 
 # A source gives, for a sliver starting at outer index o0 with `count` static lanes, a function
 # that at inner index k returns the `count` element values (the per-sliver and per-k setup is the
@@ -87,6 +87,9 @@ def pack_block(b: ir.IRBuilder, src: Source, dst: ir.Value, o_start: ir.Value,
 
 def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, count: int,
                  width: int, k0: ir.Value, kc: ir.Value) -> None:
+    if isinstance(src, Dense) and not src.outer_major:
+        _pack_rows(b, src, sdst, o0, count, width, k0, kc)
+        return
     loader = src.sliver(b, o0, count)
     zero = f32(0.0)
     with for_range(b, i64(0), kc, name="pkk", unroll=False) as k:
@@ -95,3 +98,20 @@ def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, cou
         for lane in range(width):
             v = vals[lane] if lane < count else zero
             b.store(v, gep(b, sdst, b.add(row, i64(lane))), align=4)
+
+
+def _pack_rows(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, count: int,
+               width: int, k0: ir.Value, kc: ir.Value) -> None:
+    """A sliver whose lanes are consecutive in memory (a row-major B, a transposed A): one vector
+    load (times the mask's) per k, stored with its zero padding; no lane-by-lane code for LLVM
+    to re-vectorize."""
+    with for_range(b, i64(0), kc, name="pkv", vectorize=False) as k:
+        at = b.add(b.mul(b.add(k0, k), i64(src.ld)), o0)
+        v = load_vec(b, src.ptr, at, count)
+        if src.mask is not None:
+            v = b.fmul(v, load_vec(b, src.mask, at, count))
+        row = b.mul(k, i64(width))
+        store_vec(b, v, sdst, row)
+        if count < width:
+            store_vec(b, ir.Constant(ir.VectorType(F32, width - count), [0.0] * (width - count)),
+                      sdst, b.add(row, i64(count)))

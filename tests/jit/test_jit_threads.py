@@ -123,14 +123,22 @@ def test_cache_concurrent_writers_leave_a_whole_entry(tmp_path):
     import threading
 
     import netc.jit_cache as jc
+    from netc.compiler.disk_cache import read_entry, write_entry
     path = str(tmp_path / "ab" / "entry.o")
     blobs = [bytes([i]) * (50_000 + i) for i in range(8)]
-    threads = [threading.Thread(target=jc._write, args=(path, jc._pack(b, {"i": i})))
+    threads = [threading.Thread(target=write_entry, args=(path, jc._pack(b, {"i": i})))
                for i, b in enumerate(blobs)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    obj, meta = jc._unpack(jc._read(path))
+    obj, meta = jc._unpack(read_entry(path))
     assert obj == blobs[meta["i"]]
     assert os.listdir(tmp_path / "ab") == ["entry.o"]  # no temporary files left behind
+
+
+def test_cache_key_version_is_the_installed_one():
+    import importlib.metadata
+
+    import netc.jit_cache as jc
+    assert jc._version() == importlib.metadata.version("netc")
