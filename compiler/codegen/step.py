@@ -28,6 +28,7 @@ only on inputs and nt (never on timing).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from llvmlite import ir
@@ -76,6 +77,30 @@ class StepModule:
 
 def scratch_offset(plan: StepPlan) -> int:
     return -(-(plan.size + 8 * len(plan.names)) // ALIGN) * ALIGN
+
+
+_METADATA_REF = re.compile(r"!\d+")
+
+
+def share_identical_kernels(module: ir.Module, calls: list[Call]) -> None:
+    """Call one function for kernels whose code is identical (the same loop over the same shapes
+    with other pointers: every time step of an unrolled recurrence, every layer of equal width)
+    and drop the copies from `module`, so LLVM optimizes and emits each once. Functions are
+    compared by their IR text with their own name and metadata numbering (loop hints) taken out;
+    several plans sharing a module share their kernels too."""
+    seen: dict[str, ir.Function] = module.__dict__.setdefault("_netc_kernels", {})
+    keys: dict[int, str] = {}
+    for c in calls:
+        fn = c.fn
+        key = keys.get(id(fn))
+        if key is None:
+            text = str(fn)
+            key = _METADATA_REF.sub("!", text.replace(f'@"{fn.name}"', "@F", 1))
+            keys[id(fn)] = key
+        first = seen.setdefault(key, fn)
+        if first is not fn:
+            c.fn = first
+            module.globals.pop(fn.name, None)
 
 
 def _emit_kernel(cx: Ctx, k: Kernel) -> list[Call]:
@@ -168,6 +193,10 @@ class _Body:
                 self.barrier()
                 break
         self.pending.append((reads, writes, c.mode, c.shares_scratch))
+        # kernels stay functions: inlined, hundreds of them (an unrolled recurrence) make one
+        # huge step function whose O3 time grows faster than its size; a call costs ~ns
+        if "noinline" not in c.fn.attributes:
+            c.fn.attributes.add("noinline")
         b = self.b
         types = [p.type for p in c.fn.args[2:]]
         if c.mode == "single":
@@ -193,6 +222,7 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
         calls.extend(emit_rng_key(cx, plan.rng_key, KEY_OFFSET))
     for k in plan.kernels:
         calls.extend(_emit_kernel(cx, k))
+    share_identical_kernels(module, calls)
     for src, dst in plan.commits:  # updates the plan could not write in place
         calls.extend(emit_copy(cx, src, dst, "update"))
     table_offset = plan.size
