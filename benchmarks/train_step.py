@@ -120,7 +120,7 @@ def measure(case: str, threads: int, cpus: list[int], fws: list[str], steps: int
         for w in live:
             for name in w.info["contenders"]:
                 blocks[name] = (lambda w=w, name=name: w.block(name))
-        samples = alternate(blocks, rounds, pause=0.02)
+        samples = alternate(blocks, rounds, pause=0.1)
         load = os.getloadavg()[0]
     finally:
         for w in workers:

@@ -17,6 +17,8 @@ Rewrites (applied to a fixpoint, each only when the result type is exactly the n
   same result type (so broadcast constants never get materialised);
 - constant folding: an op whose inputs are all consts (not random, not broadcast_to) is evaluated
   with its primitive's reference when the result has at most FOLD_LIMIT elements;
+- slices: a slice or slice_grad of the whole tensor is the tensor; the sum of the slice_grads of
+  two neighbouring slices is one slice_grad of their concat (the gates of an LSTM);
 - gt(z, 0) -> gt(relu(z), 0) when relu(z) exists (the same mask, read from the activation);
 - stop_gradient(x) -> x: the optimized graph is for evaluation, so its gradient cut is spent.
   Do not differentiate an optimized graph (autodiff runs before this pass in the pipeline).
@@ -81,6 +83,8 @@ def _identity(g: Graph, n: Node) -> Node | None:
             return _new(g, "sqrt", [ins[0]], None, n)
     if op == "neg" and ins[0].op == "neg":
         return ins[0].inputs[0]
+    if op in ("slice", "slice_grad") and ins[0].type == n.type:  # the whole tensor
+        return ins[0]
     if op == "stop_gradient" or (op == "cast" and ins[0].type.dtype == n.type.dtype):
         return ins[0]
     if op == "where" and ins[1] is ins[2] and ins[1].type == n.type:
@@ -158,7 +162,38 @@ def _strip_broadcasts(g: Graph, n: Node) -> bool:
     return True
 
 
-RULES = (_identity, _shape_chain, _fold, _uniform_const)
+def _adjacent_slice_grads(g: Graph, n: Node) -> Node | None:
+    """slice_grad(a, [s:m]) + slice_grad(b, [m:e]) -> slice_grad(concat([a, b]), [s:e]): the
+    gradients of neighbouring slices of one tensor (an LSTM's four gates) are placed side by
+    side once instead of each filling a zero tensor and being added up."""
+    if n.op != "add":
+        return None
+    x, y = n.inputs
+    if x.op != "slice_grad" or y.op != "slice_grad" or x is y:
+        return None
+    ax_, ay = x.attrs, y.attrs
+    if (ax_["in_shape"] != ay["in_shape"] or x.type != n.type or y.type != n.type
+            or any(st != 1 for st in (*ax_["steps"], *ay["steps"]))):
+        return None
+    differ = [k for k in range(len(ax_["starts"]))
+              if (ax_["starts"][k], ax_["stops"][k]) != (ay["starts"][k], ay["stops"][k])]
+    if len(differ) != 1:
+        return None
+    k = differ[0]
+    if ax_["stops"][k] == ay["starts"][k]:
+        first, second = x, y
+    elif ay["stops"][k] == ax_["starts"][k]:
+        first, second = y, x
+    else:
+        return None
+    joined = _new(g, "concat", [first.inputs[0], second.inputs[0]], {"axis": k}, n)
+    starts, stops = list(first.attrs["starts"]), list(first.attrs["stops"])
+    stops[k] = second.attrs["stops"][k]
+    return _new(g, "slice_grad", [joined], {"in_shape": ax_["in_shape"], "starts": tuple(starts),
+                                            "stops": tuple(stops), "steps": ax_["steps"]}, n)
+
+
+RULES = (_identity, _shape_chain, _fold, _uniform_const, _adjacent_slice_grads)
 
 
 def simplify(g: Graph) -> Graph:

@@ -123,3 +123,29 @@ def test_stable_softmax_shares_its_shift_with_cross_entropy_after_cse():
     maxes = sum(n.op == "max" for n in g.nodes_in_order())
     eliminate_dead(eliminate_common(simplify(g)))
     assert maxes == 2 and sum(n.op == "max" for n in g.nodes_in_order()) == 1
+
+
+def _gates(g, x, order):
+    """The gradient contributions of x's column blocks [0:1], [1:2], [2:3], added in `order`."""
+    parts = {i: g.add("slice_grad", [g.add("slice", [x], {"starts": (0, i), "stops": (2, i + 1)},
+                                           L)],
+                      {"in_shape": (2, 3), "starts": (0, i), "stops": (2, i + 1)}, L)
+             for i in range(3)}
+    total = parts[order[0]]
+    for i in order[1:]:
+        total = g.add("add", [total, parts[i]], None, L)
+    return total
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 0, 2)])
+def test_neighbouring_slice_grads_join_into_one(order):
+    g, x = _g()
+    out = _opt(g, _gates(g, x, order))
+    # every neighbour pair joins: one concat of the slices covers the tensor, no add is left
+    assert out.op == "concat" and all(v.op != "add" for v in g.nodes_in_order()), out.op
+
+
+def test_slice_grads_that_are_not_neighbours_stay():
+    g, x = _g()
+    out = _opt(g, _gates(g, x, (0, 2)))
+    assert out.op == "add"
