@@ -42,9 +42,9 @@ def cases(quick: bool) -> list[tuple[str, int, int, int, bool, bool]]:
             + mlp_cases(64, [400, 120, 84, 10], "LeNet fc b64"))
 
 
-def bench_many(fns: dict, flops: float, budget: float = 0.6) -> dict:
+def bench_many(fns: dict, flops: float, budget: float = 0.6, pause: float = 0.0) -> dict:
     """GFLOP/s of each callable, timed in alternation (see timing.timed_many)."""
-    return {name: flops / t / 1e9 for name, t in timed_many(fns, budget).items()}
+    return {name: flops / t / 1e9 for name, t in timed_many(fns, budget, pause=pause).items()}
 
 
 def fma_peak(threads: int) -> float:
@@ -135,7 +135,7 @@ def child(threads: int, quick: bool) -> None:
         if torch is not None:
             ta_, tb_, tc = torch.from_numpy(opa), torch.from_numpy(opb), torch.from_numpy(c)
             fns["torch"] = lambda x=ta_, y=tb_, z=tc: torch.matmul(x, y, out=z)
-        for who, gf in bench_many(fns, flops).items():
+        for who, gf in bench_many(fns, flops, pause=0.12 if threads > 1 else 0.0).items():
             row[f"{who}_gflops"] = gf
         ref = opa.astype(np.float64) @ opb.astype(np.float64)
         K.gemm(a, b, c, trans_a=ta, trans_b=tb, threads=threads)

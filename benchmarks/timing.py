@@ -12,7 +12,10 @@ from __future__ import annotations
 import time
 
 
-def timed_many(fns: dict, budget: float = 1.5, rounds: int = 7) -> dict:
+def timed_many(fns: dict, budget: float = 1.5, rounds: int = 7, pause: float = 0.0) -> dict:
+    """Best seconds per call of each callable. `pause` seconds before each batch let another
+    contender's spinning worker threads (OpenBLAS, OpenMP) go idle first: with several threads
+    they would otherwise take the cores of whoever runs next."""
     reps = {}
     for name, fn in fns.items():
         fn()
@@ -23,6 +26,8 @@ def timed_many(fns: dict, budget: float = 1.5, rounds: int = 7) -> dict:
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
         for name, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(reps[name]):
                 fn()
