@@ -4,8 +4,8 @@ determines it.
 Takes: a key text (graph text + request + options), a function building the llvmlite module and
 a small JSON-able `meta` (only called on a miss) and a Target. Gives: `compile_cached(key_text,
 build, target)` -> (`Compiled` (runtime/jit.py), meta, hit), loading the object file and its meta
-from the cache when present, else optimising at O3, emitting the object and storing both;
-`cache_dir()`.
+from the cache when present, else optimising at O3, emitting the object (`object_code`: in a
+forked child where the OS allows) and storing both; `cache_dir()`.
 
 Invariants: the key hashes the key text, the target's name, CPU and features, the LLVM version,
 the netc version and the code generator's and the JIT's own source (so an edited checkout never
@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import threading
 from collections.abc import Callable
 
 import llvmlite
@@ -28,6 +30,7 @@ from llvmlite import ir
 
 from netc.compiler.codegen.target import Target
 from netc.compiler.disk_cache import cache_dir, read_entry, write_entry
+from netc.compiler.errors import InternalCompilerError
 from netc.jit import Compiled, _parse, optimize, target_machine
 
 _memory: dict[str, tuple[Compiled, dict]] = {}
@@ -70,6 +73,11 @@ def cache_key(key_text: str, target: Target) -> str:
 
 
 def _load(obj: bytes, target: Target) -> Compiled:
+    with _llvm_lock:
+        return _load_locked(obj, target)
+
+
+def _load_locked(obj: bytes, target: Target) -> Compiled:
     tm = target_machine(target)
     empty = llvm.parse_assembly("")
     empty.triple = llvm.get_process_triple()
@@ -77,6 +85,59 @@ def _load(obj: bytes, target: Target) -> Compiled:
     engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
     engine.finalize_object()
     return Compiled(engine)
+
+
+_llvm_lock = threading.Lock()
+
+
+def _object_code_here(text: str, target: Target) -> bytes:
+    tm = target_machine(target)
+    mod = _parse(text, target)
+    mod.data_layout = str(tm.target_data)
+    optimize(mod, tm)
+    obj = tm.emit_object(mod)
+    mod.close()
+    return obj
+
+
+def object_code(text: str, target: Target) -> bytes:
+    """The object file of LLVM IR `text`, optimized at O3. Where the OS can fork, LLVM works in
+    a child process that sends the object back through a pipe: its optimizer's and code
+    generator's working memory (tens of MB, kept by the allocator afterwards) never counts
+    against the training process, and a crash inside LLVM is an error, not the end of the
+    user's process. NETC_COMPILE_IN_PROCESS=1 compiles in this process (for debuggers), as does
+    a process that has loaded JAX (its runtime threads make it warn against any fork)."""
+    if (not hasattr(os, "fork") or "jax" in sys.modules
+            or os.environ.get("NETC_COMPILE_IN_PROCESS", "") not in ("", "0")):
+        return _object_code_here(text, target)
+    with _llvm_lock:  # no other thread of ours is inside LLVM when the child is forked
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: compile, send, exit without running any Python cleanup
+            code = 1
+            try:
+                os.close(r)
+                try:
+                    payload, code = b"O" + _object_code_here(text, target), 0
+                except BaseException as e:  # noqa: BLE001 - reported by the parent
+                    payload = b"E" + f"{type(e).__name__}: {e}".encode(errors="replace")
+                with os.fdopen(w, "wb") as f:
+                    f.write(payload)
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+    if data[:1] == b"O" and status == 0:
+        return data[1:]
+    if data[:1] == b"E":
+        raise InternalCompilerError(f"LLVM could not compile the module: "
+                                    f"{data[1:].decode(errors='replace')}")
+    how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+           else f"exit status {os.WEXITSTATUS(status)}")
+    raise InternalCompilerError(f"the LLVM compile process ended with {how} before it sent "
+                                f"the object code")
 
 
 def _pack(obj: bytes, meta: dict) -> bytes:
@@ -107,14 +168,9 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
             pass
     module, meta = build()
     text = str(module)
-    del module  # peak memory: the Python IR is not needed past its text, nor LLVM's past the object
-    tm = target_machine(target)
-    mod = _parse(text, target)
+    del module  # peak memory: the Python IR is not needed past its text
+    obj = object_code(text, target)
     del text
-    mod.data_layout = str(tm.target_data)
-    optimize(mod, tm)
-    obj = tm.emit_object(mod)
-    mod.close()
     write_entry(path, _pack(obj, meta))
     compiled = _load(obj, target)
     _memory[key] = (compiled, meta)
