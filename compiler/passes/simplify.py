@@ -19,16 +19,21 @@ Rewrites (applied to a fixpoint, each only when the result type is exactly the n
   with its primitive's reference when the result has at most FOLD_LIMIT elements;
 - slices: a slice or slice_grad of the whole tensor is the tensor; the sum of the slice_grads of
   two neighbouring slices is one slice_grad of their concat (the gates of an LSTM);
+- stacked products: aᵀ·b + cᵀ·d (2-D, each product read only by the sum) becomes
+  concat([a, c])ᵀ · concat([b, d]): the weight gradient of a recurrence is one GEMM over all
+  steps (nested concats along the same axis are flattened, so a chain of T terms gives one
+  concat of T pieces);
 - gt(z, 0) -> gt(relu(z), 0) when relu(z) exists (the same mask, read from the activation);
 - stop_gradient(x) -> x: the optimized graph is for evaluation, so its gradient cut is spent.
   Do not differentiate an optimized graph (autodiff runs before this pass in the pipeline).
 
 Floating-point choices: x+0 -> x may keep a -0 that the addition would have made +0 (the values
 compare equal); pow(x, 0.5) -> sqrt(x) differs only at x = -0 (sqrt gives -0, pow +0) and x = -inf
-(sqrt gives NaN, pow +inf). Everything else here is bitwise exact. Softmax, log_softmax,
-logsumexp and cross-entropy need no fused rewrite: `ops/composites.py` already emits them in the
-max-shifted stable form, and `eliminate_common` merges the max/shift that softmax and
-cross-entropy of the same logits share.
+(sqrt gives NaN, pow +inf); stacked products reassociate a sum of products (rounding differs
+at the last bits, as between two GEMM blockings). Everything else here is bitwise exact.
+Softmax, log_softmax, logsumexp and cross-entropy need no fused rewrite: `ops/composites.py`
+already emits them in the max-shifted stable form, and `eliminate_common` merges the max/shift
+that softmax and cross-entropy of the same logits share.
 """
 
 from __future__ import annotations
@@ -162,6 +167,11 @@ def _strip_broadcasts(g: Graph, n: Node) -> bool:
     return True
 
 
+def _along(v: Node, axis: int) -> list[Node]:
+    """The pieces of v along `axis`: a concat's inputs (one level), else v itself."""
+    return list(v.inputs) if v.op == "concat" and v.attrs["axis"] == axis else [v]
+
+
 def _adjacent_slice_grads(g: Graph, n: Node) -> Node | None:
     """slice_grad(a, [s:m]) + slice_grad(b, [m:e]) -> slice_grad(concat([a, b]), [s:e]): the
     gradients of neighbouring slices of one tensor (an LSTM's four gates) are placed side by
@@ -186,14 +196,42 @@ def _adjacent_slice_grads(g: Graph, n: Node) -> Node | None:
         first, second = y, x
     else:
         return None
-    joined = _new(g, "concat", [first.inputs[0], second.inputs[0]], {"axis": k}, n)
+    joined = _new(g, "concat", _along(first.inputs[0], k) + _along(second.inputs[0], k),
+                  {"axis": k}, n)
     starts, stops = list(first.attrs["starts"]), list(first.attrs["stops"])
     stops[k] = second.attrs["stops"][k]
     return _new(g, "slice_grad", [joined], {"in_shape": ax_["in_shape"], "starts": tuple(starts),
                                             "stops": tuple(stops), "steps": ax_["steps"]}, n)
 
 
-RULES = (_identity, _shape_chain, _fold, _uniform_const, _adjacent_slice_grads)
+
+
+def _stacked_products(g: Graph, n: Node) -> Node | None:
+    """aᵀ·b + cᵀ·d -> concat([a, c])ᵀ · concat([b, d]) (2-D, each product read only by this
+    sum): a weight used at every step of a recurrence gets its gradient from one GEMM over all
+    steps instead of one thin GEMM per step. Reassociates the sum (see the module docstring)."""
+    if n.op != "add":
+        return None
+    x, y = n.inputs
+    roots = {r.id for r in live_roots(g)}
+    if x is y or any(m.op != "matmul" or m.type != n.type or m.type.rank != 2 or m.id in roots
+                     or [u.id for u in g.users(m)] != [n.id] for m in (x, y)):
+        return None
+    lhs, rhs = [], []
+    for m in (x, y):
+        a, b = m.inputs
+        if a.op != "transpose" or a.type.rank != 2 or a.attrs["perm"] != (1, 0):
+            return None
+        lhs += _along(a.inputs[0], 0)
+        rhs += _along(b, 0)
+    left = _new(g, "concat", lhs, {"axis": 0}, n)
+    right = _new(g, "concat", rhs, {"axis": 0}, n)
+    return _new(g, "matmul", [_new(g, "transpose", [left], {"perm": (1, 0)}, n), right], None,
+                n)
+
+
+RULES = (_identity, _shape_chain, _fold, _uniform_const, _adjacent_slice_grads,
+         _stacked_products)
 
 
 def simplify(g: Graph) -> Graph:

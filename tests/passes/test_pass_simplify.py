@@ -149,3 +149,34 @@ def test_slice_grads_that_are_not_neighbours_stay():
     g, x = _g()
     out = _opt(g, _gates(g, x, (0, 2)))
     assert out.op == "add"
+
+
+def test_sum_of_weight_gradient_products_becomes_one_product():
+    """sum_t h_tᵀ·d_t (a recurrence's weight gradient) -> one GEMM over the stacked steps."""
+    g = Graph("s", float_dtype="f64")
+    hs = [g.input(f"h{t}", TensorType((4, 3), "f64"), L) for t in range(4)]
+    ds = [g.input(f"d{t}", TensorType((4, 5), "f64"), L) for t in range(4)]
+    total = None
+    for h, d in zip(hs, ds):
+        p = g.add("matmul", [g.add("transpose", [h], {"perm": (1, 0)}, L), d], None, L)
+        total = p if total is None else g.add("add", [total, p], None, L)
+    g.outputs["out"] = total
+    rng = np.random.default_rng(0)
+    feeds = {f"{k}{t}": rng.normal(size=(4, n)) for t in range(4) for k, n in (("h", 3), ("d", 5))}
+    before = run(g, feeds, {}).outputs["out"]
+    eliminate_dead(simplify(g))
+    verify(g)
+    np.testing.assert_allclose(run(g, feeds, {}).outputs["out"], before, rtol=1e-12)
+    ops = [n.op for n in g.nodes_in_order()]
+    assert ops.count("matmul") == 1 and ops.count("concat") == 2 and "add" not in ops
+
+
+def test_products_read_elsewhere_are_not_stacked():
+    g = Graph("s", float_dtype="f64")
+    h, d = (g.input(n, TensorType((4, 4), "f64"), L) for n in ("h", "d"))
+    p1 = g.add("matmul", [g.add("transpose", [h], {"perm": (1, 0)}, L), d], None, L)
+    p2 = g.add("matmul", [g.add("transpose", [d], {"perm": (1, 0)}, L), h], None, L)
+    g.outputs["out"] = g.add("add", [p1, p2], None, L)
+    g.outputs["p1"] = p1
+    simplify(g)
+    assert g.outputs["out"].op == "add"
