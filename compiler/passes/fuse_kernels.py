@@ -31,7 +31,7 @@ import networkx as nx
 from ..errors import InternalCompilerError
 from ..ir import Graph
 from .common import ELEMENTWISE, GEMM, RANDOM, REDUCTION, live_roots, op_class
-from .kernel_graph import Kernel, KernelGraph, kernel_bytes, node_flops
+from .kernel_graph import Kernel, KernelGraph, assemble, make_kernel
 
 MAX_RECOMPUTE = 6
 _EPILOGUE_HOSTS = ("reduction", "gemm", "conv", "pool", "gather")
@@ -238,23 +238,8 @@ def fuse_kernels(g: Graph, fuse: bool = True) -> KernelGraph:
         _fuse_reduction_prologues(G, g)
     kernels = [_make_kernel(G, g, gid, pos) for gid in sorted(G.members, key=lambda i: G.lo[i])]
     kernels = _schedule(g, kernels, pos)
-    owner = {nid: k.id for k in kernels for nid in k.nodes if nid not in k.recomputed}
-    read_elsewhere: dict[int, set[int]] = {}
-    for k in kernels:
-        for x in k.inputs:
-            read_elsewhere.setdefault(x, set()).add(k.id)
-    for k in kernels:
-        k.outputs = [i for i in k.nodes if owner.get(i) == k.id
-                     and (i in roots or read_elsewhere.get(i, set()) - {k.id})]
-        k.bytes_moved = kernel_bytes(g, k)
-    for i, k in enumerate(kernels):
-        k.id = i
     leaves = [n.id for n in order if op_class(n.op) == "leaf"]
-    kg = KernelGraph(g, kernels, leaves, roots)
-    for r in roots:
-        if r not in kg.owner and op_class(g.node(r).op) != "leaf":
-            raise InternalCompilerError(f"root %{r} is not computed by any kernel")
-    return kg
+    return assemble(g, kernels, leaves, roots, "fuse_kernels")
 
 
 def _make_kernel(G: _Groups, g: Graph, gid: int, pos: dict[int, int]) -> Kernel:
@@ -262,45 +247,7 @@ def _make_kernel(G: _Groups, g: Graph, gid: int, pos: dict[int, int]) -> Kernel:
     extra = G.extra[gid] - owned
     nodes = sorted(owned | extra, key=pos.__getitem__)
     stages = {i: ("prologue" if i in extra else G.stage[i]) for i in nodes}
-    main = G.main[gid]
-    inputs: list[int] = []
-    for i in nodes:
-        for x in g.node(i).inputs:
-            if x.id not in owned and x.id not in extra and x.id not in inputs:
-                inputs.append(x.id)
-    inputs.sort(key=pos.__getitem__)
-    if main is None:
-        kind, space = "elementwise", g.node(nodes[-1]).type.shape
-    else:
-        m = g.node(main)
-        kind = op_class(m.op)
-        space = m.inputs[0].type.shape if kind == "reduction" else m.type.shape
-    k = Kernel(gid, kind, nodes, stages, inputs, [], space, main, sorted(extra, key=pos.get))
-    k.flops = sum(node_flops(g.node(i)) for i in nodes)
-    k.description = _describe(g, k)
-    return k
-
-
-def _describe(g: Graph, k: Kernel) -> str:
-    def ops(stage: str) -> list[str]:
-        return [g.node(i).op for i in k.nodes if k.stages[i] == stage]
-
-    names = {n.id: f"update {name}" for name, n in g.updates.items()}
-    parts = []
-    if k.main is None:
-        parts.append(f"{len(k.nodes)} elementwise ops: {', '.join(ops('body'))}")
-    else:
-        parts.append(g.node(k.main).op)
-        if ops("prologue"):
-            parts.append(f"prologue[{', '.join(ops('prologue'))}]")
-        if ops("epilogue"):
-            parts.append(f"epilogue[{', '.join(ops('epilogue'))}]")
-    if k.recomputed:
-        parts.append(f"recomputes {len(k.recomputed)}")
-    if any(g.node(i).op in RANDOM for i in k.nodes):
-        parts.append("rng inline")
-    parts += sorted({names[i] for i in k.nodes if i in names})
-    return "; ".join(parts)
+    return make_kernel(g, gid, nodes, stages, G.main[gid], sorted(extra), pos)
 
 
 def _schedule(g: Graph, kernels: list[Kernel], pos: dict[int, int]) -> list[Kernel]:

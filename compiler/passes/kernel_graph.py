@@ -1,7 +1,9 @@
 """The kernel graph: what `fuse_kernels` gives and `plan_memory` and the LLVM backend read.
 
 Takes: nothing (a data model). Gives: `Kernel`, `KernelGraph` (kernels in schedule order plus a
-text printer) and the cost model (`node_flops`).
+text printer), the cost model (`node_flops`) and the two steps every pass that partitions a
+graph shares: `make_kernel` (a kernel from its nodes: kind, inputs, space, cost, description) and
+`assemble` (kernels in schedule order -> a checked KernelGraph with outputs and bytes moved).
 
 How a backend reads a kernel: emit one loop nest per kernel, in `KernelGraph.kernels` order. Load
 every id in `inputs` from its buffer (a leaf's storage or an earlier kernel's output); compute
@@ -27,8 +29,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..errors import InternalCompilerError
 from ..ir import Graph, Node
-from .common import CONV, ELEMENTWISE, GEMM, POOL, RANDOM, REDUCTION, nbytes
+from .common import CONV, ELEMENTWISE, GEMM, POOL, RANDOM, REDUCTION, nbytes, op_class
 
 STAGES = ("prologue", "body", "main", "epilogue")
 
@@ -138,3 +141,77 @@ def kernel_bytes(g: Graph, k: Kernel) -> int:
     if k.kind == "view":
         return 0
     return sum(nbytes(g.node(x)) for x in (*k.inputs, *k.outputs))
+
+
+def make_kernel(g: Graph, kid: int, nodes: list[int], stages: dict[int, str], main: int | None,
+                recomputed: list[int], pos: dict[int, int]) -> Kernel:
+    """The kernel computing `nodes` (any order; `pos`: node id -> schedule position): its kind is
+    the main node's class (elementwise without one), its inputs every value it reads from
+    outside, its space the main node's iteration space (a reduction's input) or the last node's
+    shape."""
+    nodes = sorted(nodes, key=pos.__getitem__)
+    inside = set(nodes)
+    inputs = sorted({x.id for i in nodes for x in g.node(i).inputs if x.id not in inside},
+                    key=pos.__getitem__)
+    if main is None:
+        kind, space = "elementwise", g.node(nodes[-1]).type.shape
+    else:
+        m = g.node(main)
+        kind = op_class(m.op)
+        space = m.inputs[0].type.shape if kind == "reduction" else m.type.shape
+    k = Kernel(kid, kind, nodes, stages, inputs, [], space, main,
+               sorted(recomputed, key=pos.__getitem__))
+    k.flops = sum(node_flops(g.node(i)) for i in nodes)
+    k.description = describe(g, k)
+    return k
+
+
+def describe(g: Graph, k: Kernel) -> str:
+    """One line saying what a kernel fused: main op, prologue/epilogue ops, updates applied."""
+    def ops(stage: str) -> list[str]:
+        return [g.node(i).op for i in k.nodes if k.stages[i] == stage]
+
+    names = {n.id: f"update {name}" for name, n in g.updates.items()}
+    parts = []
+    if k.main is None:
+        parts.append(f"{len(k.nodes)} elementwise ops: {', '.join(ops('body'))}")
+    else:
+        parts.append(g.node(k.main).op)
+        if ops("prologue"):
+            parts.append(f"prologue[{', '.join(ops('prologue'))}]")
+        if ops("epilogue"):
+            parts.append(f"epilogue[{', '.join(ops('epilogue'))}]")
+    if k.recomputed:
+        parts.append(f"recomputes {len(k.recomputed)}")
+    if any(g.node(i).op in RANDOM for i in k.nodes):
+        parts.append("rng inline")
+    parts += sorted({names[i] for i in k.nodes if i in names})
+    return "; ".join(parts)
+
+
+def assemble(g: Graph, kernels: list[Kernel], leaves: list[int], roots: list[int],
+             stage: str) -> KernelGraph:
+    """The kernel graph of `kernels` in schedule order: ids renumbered to positions, outputs (a
+    value another kernel reads or a root) and bytes moved filled in; a kernel reading a value
+    before it is computed, or a root no kernel computes, is an InternalCompilerError of
+    `stage`."""
+    for i, k in enumerate(kernels):
+        k.id = i
+    owner = {nid: k.id for k in kernels for nid in k.nodes if nid not in k.recomputed}
+    read_by: dict[int, set[int]] = {}
+    for k in kernels:
+        for x in k.inputs:
+            read_by.setdefault(x, set()).add(k.id)
+            if x in owner and owner[x] >= k.id:
+                raise InternalCompilerError(f"{stage}: kernel {k.id} reads %{x} before it is "
+                                            "computed")
+    root_set = set(roots)
+    for k in kernels:
+        k.outputs = [i for i in k.nodes if owner.get(i) == k.id
+                     and (i in root_set or read_by.get(i, set()) - {k.id})]
+        k.bytes_moved = kernel_bytes(g, k)
+    kg = KernelGraph(g, kernels, leaves, roots)
+    for r in roots:
+        if r not in kg.owner and op_class(g.node(r).op) != "leaf":
+            raise InternalCompilerError(f"{stage}: root %{r} is not computed by any kernel")
+    return kg

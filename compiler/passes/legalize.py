@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 from ..errors import InternalCompilerError
 from ..ir import Graph
-from .common import ELEMENTWISE, op_class
-from .kernel_graph import Kernel, KernelGraph, kernel_bytes, node_flops
+from .common import ELEMENTWISE
+from .kernel_graph import Kernel, KernelGraph, assemble, make_kernel
 
 Fit = Callable[[Graph, Kernel], set[int]]
 
@@ -44,7 +44,7 @@ def legalize(kg: KernelGraph, fit: Fit) -> KernelGraph:
     for k, keep in zip(kg.kernels, fits):
         lost = [i for i in k.recomputed if i not in keep]
         materialize |= _closure(g, lost, set(k.recomputed))
-    pieces: list[tuple[str, list[int], dict[int, str], int | None, list[int]]] = []
+    pieces: list[tuple[list[int], dict[int, str], int | None, list[int]]] = []
     placed: set[int] = set()
     for k, keep in zip(kg.kernels, fits):
         # recomputed values this kernel no longer recomputes, not yet placed: before it
@@ -55,15 +55,11 @@ def legalize(kg: KernelGraph, fit: Fit) -> KernelGraph:
             if node.op in ELEMENTWISE:
                 pieces += _elementwise_pieces(g, comp, fit)
             else:
-                pieces.append((op_class(node.op), comp, {comp[0]: "main"}, comp[0], []))
+                pieces.append((comp, {comp[0]: "main"}, comp[0], []))
         pieces += _split(g, k, keep, materialize, fit)
-    kernels = [_kernel(g, i, *p, pos) for i, p in enumerate(pieces)]
-    _set_outputs(g, kernels, kg.roots)
-    out = KernelGraph(g, kernels, kg.leaves, kg.roots)
-    for r in kg.roots:
-        if r not in out.owner and op_class(g.node(r).op) != "leaf":
-            raise InternalCompilerError(f"legalize: root %{r} is not computed by any kernel")
-    return out
+    kernels = [make_kernel(g, i, nodes, stages, main, recomputed, pos)
+               for i, (nodes, stages, main, recomputed) in enumerate(pieces)]
+    return assemble(g, kernels, kg.leaves, kg.roots, "legalize")
 
 
 def _fit(g: Graph, k: Kernel, fit: Fit) -> set[int]:
@@ -114,14 +110,14 @@ def _find(parent: dict[int, int], i: int) -> int:
 def _split(g: Graph, k: Kernel, keep: set[int], materialize: set[int], fit: Fit) -> list:
     if k.main is None:
         return _elementwise_pieces(g, list(k.nodes), fit) if keep != set(k.nodes) else \
-            [("elementwise", list(k.nodes), dict(k.stages), None, [])]
+            [(list(k.nodes), dict(k.stages), None, [])]
     owned = [i for i in k.nodes if i not in k.recomputed]
     before = [i for i in owned if i not in keep and k.stages[i] == "prologue"]
     after = [i for i in owned if i not in keep and k.stages[i] != "prologue"]
     core = [i for i in k.nodes if i in keep and i not in materialize]
     recomputed = [i for i in k.recomputed if i in core]
     out = _elementwise_pieces(g, before, fit) if before else []
-    out.append((k.kind, core, {i: k.stages[i] for i in core}, k.main, recomputed))
+    out.append((core, {i: k.stages[i] for i in core}, k.main, recomputed))
     if after:
         out += _elementwise_pieces(g, after, fit)
     return out
@@ -138,58 +134,11 @@ def _elementwise_pieces(g: Graph, ids: list[int], fit: Fit) -> list:
             run.append(i)
             continue
         if run:
-            out.append(("elementwise", run, {j: "body" for j in run}, None, []))
+            out.append((run, {j: "body" for j in run}, None, []))
             run = []
-        out.append(("elementwise", [i], {i: "body"}, None, []))
+        out.append(([i], {i: "body"}, None, []))
     if run:
-        out.append(("elementwise", run, {j: "body" for j in run}, None, []))
+        out.append((run, {j: "body" for j in run}, None, []))
     return out
 
 
-def _kernel(g: Graph, kid: int, kind: str, nodes: list[int], stages: dict[int, str],
-            main: int | None, recomputed: list[int], pos: dict[int, int]) -> Kernel:
-    nodes = sorted(nodes, key=pos.__getitem__)
-    inside = set(nodes)
-    inputs = sorted({x.id for i in nodes for x in g.node(i).inputs if x.id not in inside},
-                    key=pos.__getitem__)
-    if main is None:
-        space = g.node(nodes[-1]).type.shape
-    else:
-        m = g.node(main)
-        space = m.inputs[0].type.shape if kind == "reduction" else m.type.shape
-    k = Kernel(kid, kind, nodes, stages, inputs, [], space, main,
-               sorted(recomputed, key=pos.__getitem__))
-    k.flops = sum(node_flops(g.node(i)) for i in nodes)
-    k.description = _describe(g, k)
-    return k
-
-
-def _describe(g: Graph, k: Kernel) -> str:
-    def ops(stage: str) -> list[str]:
-        return [g.node(i).op for i in k.nodes if k.stages[i] == stage]
-
-    if k.main is None:
-        text = f"{len(k.nodes)} elementwise ops: {', '.join(ops('body'))}"
-    else:
-        text = g.node(k.main).op
-        for stage in ("prologue", "epilogue"):
-            if ops(stage):
-                text += f"; {stage}[{', '.join(ops(stage))}]"
-    names = {n.id: f"update {name}" for name, n in g.updates.items()}
-    return "; ".join([text, *sorted({names[i] for i in k.nodes if i in names})])
-
-
-def _set_outputs(g: Graph, kernels: list[Kernel], roots: list[int]) -> None:
-    owner = {i: k.id for k in kernels for i in k.nodes if i not in k.recomputed}
-    read_by: dict[int, set[int]] = {}
-    for k in kernels:
-        for x in k.inputs:
-            read_by.setdefault(x, set()).add(k.id)
-            if x in owner and owner[x] >= k.id:
-                raise InternalCompilerError(f"legalize: kernel {k.id} reads %{x} before it is "
-                                            "computed")
-    root_set = set(roots)
-    for k in kernels:
-        k.outputs = [i for i in k.nodes if owner.get(i) == k.id
-                     and (i in root_set or read_by.get(i, set()) - {k.id})]
-        k.bytes_moved = kernel_bytes(g, k)
