@@ -143,3 +143,16 @@ model lenet5(batch = 64) {
     loss cross_entropy(logits, y)
 }
 """
+
+
+_CASES: dict[str, tuple[Graph, tuple[dict, dict, dict], Result]] = {}
+
+
+def model_case(name: str) -> tuple[Graph, tuple[dict, dict, dict], Result]:
+    """(step graph, random data, reference result) of MODELS[name], built once per process.
+    Callers must not modify the graph (optimize a deep copy)."""
+    if name not in _CASES:
+        g = step_graph(MODELS[name])
+        data = random_data(g)
+        _CASES[name] = (g, data, reference(g, data))
+    return _CASES[name]

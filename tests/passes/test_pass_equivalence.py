@@ -3,7 +3,7 @@
 import copy
 
 import pytest
-from pass_models import MODELS, assert_same, random_data, reference, step_graph
+from pass_models import MODELS, assert_same, model_case, reference
 
 from netc.compiler.interpret import run
 from netc.compiler.passes.check_plan import check_plan
@@ -11,21 +11,12 @@ from netc.compiler.passes.execute_plan import execute_plan
 from netc.compiler.pipeline import SWITCHES, optimize
 
 SETTINGS = [frozenset(), *(frozenset({s}) for s in SWITCHES), frozenset(SWITCHES)]
-_GRAPHS: dict = {}
-
-
-def _model(name):
-    if name not in _GRAPHS:
-        g = step_graph(MODELS[name])
-        data = random_data(g)
-        _GRAPHS[name] = (g, data, reference(g, data))
-    return _GRAPHS[name]
 
 
 @pytest.mark.parametrize("disable", SETTINGS, ids=lambda s: "+".join(sorted(s)) or "all-on")
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_optimized_graph_and_plan_compute_the_same_step(name, disable):
-    g, data, ref = _model(name)
+    g, data, ref = model_case(name)
     opt = optimize(copy.deepcopy(g), disable=set(disable), check=True)
     # the optimized graph interpreted, and the kernels run through the planned arena
     assert_same(ref, run(opt.graph, *data, seed=7, step=3))
@@ -34,7 +25,7 @@ def test_optimized_graph_and_plan_compute_the_same_step(name, disable):
 
 
 def test_random_ops_keep_their_streams_and_values():
-    g, data, _ = _model("mlp")
+    g, data, _ = model_case("mlp")
     opt = optimize(copy.deepcopy(g))
     streams = sorted(n.attrs["stream"] for n in opt.graph.nodes_in_order()
                      if n.op == "random_uniform")
@@ -49,7 +40,7 @@ def test_random_ops_keep_their_streams_and_values():
 
 def test_optimization_shrinks_the_graphs():
     for name in MODELS:
-        g, _, _ = _model(name)
+        g, _, _ = model_case(name)
         opt = optimize(copy.deepcopy(g))
         assert len(opt.graph) < len(g)
         assert len(opt.kernels.kernels) < len(opt.graph) - len(opt.kernels.leaves)

@@ -4,7 +4,7 @@ and the planned step still computes exactly what the graph does."""
 import copy
 
 import pytest
-from pass_models import MODELS, assert_same, random_data, reference, step_graph
+from pass_models import MODELS, assert_same, model_case
 
 from netc.compiler.codegen.step_input import jit_fit
 from netc.compiler.passes.execute_plan import execute_plan
@@ -23,28 +23,19 @@ def _sparse(g, k):
 
 
 FITS = {"everything": _everything, "sparse": _sparse, "jit": jit_fit}
-_GRAPHS: dict = {}
-
-
-def _model(name):
-    if name not in _GRAPHS:
-        g = step_graph(MODELS[name])
-        data = random_data(g)
-        _GRAPHS[name] = (g, data, reference(g, data))
-    return _GRAPHS[name]
 
 
 @pytest.mark.parametrize("fit", sorted(FITS))
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_legalized_plan_computes_the_same_step(name, fit):
-    g, data, ref = _model(name)
+    g, data, ref = model_case(name)
     opt = optimize(copy.deepcopy(g), fit=FITS[fit], check=True)
     assert_same(ref, execute_plan(opt.plan, *data, seed=7, step=3))
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_fitting_everything_changes_nothing(name):
-    g = optimize(copy.deepcopy(_model(name)[0])).graph
+    g = optimize(copy.deepcopy(model_case(name)[0])).graph
     kg = fuse_kernels(g)
     out = legalize(kg, _everything)
     shape = [(k.kind, k.nodes, k.inputs, k.outputs, k.main, k.recomputed) for k in kg.kernels]
@@ -54,7 +45,7 @@ def test_fitting_everything_changes_nothing(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_sparse_fit_splits_every_fusion(name):
-    g = optimize(copy.deepcopy(_model(name)[0])).graph
+    g = optimize(copy.deepcopy(model_case(name)[0])).graph
     kg = fuse_kernels(g)
     out = legalize(kg, _sparse)
     assert any(len(k.nodes) > 1 for k in kg.kernels if k.main is not None)
