@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 
-from timing import timed_many
+from timing import load_note, per_thread_count_rows, timed_many
 
 SHAPES = [
     ("LeNet conv1", (64, 1, 28, 28), (6, 1, 5, 5), 1, 2),
@@ -99,21 +97,11 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
-    rows = []
     load = os.getloadavg()[0]
-    for t in (int(x) for x in args.threads.split(",")):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t),
-                   MKL_NUM_THREADS=str(t))
-        out = subprocess.run([sys.executable, __file__, "--child", str(t)], env=env, check=True,
-                             capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            rows.append(json.loads(line))
-            if args.json:
-                print(line, flush=True)
+    rows = per_thread_count_rows(__file__, args.threads, [], args.json)
     if not args.json:
         print_table(rows)
-        print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} on "
-              f"{os.cpu_count()} CPUs: other processes make 2-thread numbers noisy")
+        print(load_note(load))
 
 
 def print_table(rows: list[dict]) -> None:

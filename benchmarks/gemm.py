@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 
-from timing import timed_many
+from timing import load_note, per_thread_count_rows, timed_many
 
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 
@@ -159,22 +157,12 @@ def main() -> None:
     if args.child:
         child(args.child, args.quick)
         return
-    rows = []
     load = os.getloadavg()[0]
-    for t in (int(x) for x in args.threads.split(",")):
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t),
-                   MKL_NUM_THREADS=str(t))
-        cmd = [sys.executable, __file__, "--child", str(t)] + (["--quick"] if args.quick else [])
-        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            row = json.loads(line)
-            rows.append(row)
-            if args.json:
-                print(line, flush=True)
+    extra = ["--quick"] if args.quick else []
+    rows = per_thread_count_rows(__file__, args.threads, extra, args.json)
     if not args.json:
         print_table(rows)
-        print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f} on "
-              f"{os.cpu_count()} CPUs: other processes make 2-thread numbers noisy")
+        print(load_note(load))
 
 
 def print_table(rows: list[dict]) -> None:

@@ -1,14 +1,21 @@
 """Timing shared by the benchmark scripts (run as `python benchmarks/X.py`, so this is importable).
 
 `timed_many` gives seconds per call of each callable: batches of calls timed in alternation over
-several rounds, best batch kept. `alternate` runs blocks that time themselves (e.g. in worker
-processes, as train_step.py does) in rotating alternation and keeps every measurement.
+several rounds, best batch kept. `per_thread_count_rows` runs a script's `--child T` once per
+thread count, with the BLAS/OpenMP thread knobs set before the peers load, and gathers the JSON
+rows it prints; `load_note` says how loaded the machine was. `alternate` runs blocks that time
+themselves (e.g. in worker processes, as train_step.py does) in rotating alternation and keeps
+every measurement.
 Alternating means a burst of load from elsewhere on the machine hits every contender alike instead
 of ruining one of them.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 
 
@@ -49,3 +56,24 @@ def alternate(blocks: dict, rounds: int, pause: float = 0.0) -> dict:
                 time.sleep(pause)
             out[name].append(blocks[name]())
     return out
+
+
+def per_thread_count_rows(script: str, threads: str, extra: list[str], echo: bool) -> list[dict]:
+    """Run `script --child T *extra` for each T of the comma-separated `threads`, in a fresh
+    process whose peers see T threads; the JSON rows it prints (echoed as they come if `echo`)."""
+    rows = []
+    for t in (int(x) for x in threads.split(",")):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), OMP_NUM_THREADS=str(t),
+                   MKL_NUM_THREADS=str(t))
+        out = subprocess.run([sys.executable, script, "--child", str(t), *extra], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            rows.append(json.loads(line))
+            if echo:
+                print(line, flush=True)
+    return rows
+
+
+def load_note(before: float) -> str:
+    return (f"load average (1 min) before {before:.2f}, after {os.getloadavg()[0]:.2f} on "
+            f"{os.cpu_count()} CPUs: other processes make 2-thread numbers noisy")
