@@ -45,12 +45,12 @@ def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> di
             raise DataError(f"unknown input '{name}'{suggestion(name, g.inputs)} (the model "
                             f"takes {declared})")
     out = {}
+    limits = index_ranges(g)
     for name, node in wanted.items():
         what = "target" if node.attrs["role"] == "target" else "input"
         if name not in feeds:
             raise DataError(f"missing {what} '{name}' ({node.type})", node.loc)
-        out[name] = _convert(what, name, node, feeds[name])
-    check_index_ranges(g, out)
+        out[name] = _convert(what, name, node, feeds[name], limits.get(name))
     return out
 
 
@@ -89,19 +89,20 @@ def check_index_ranges(g: Graph, arrays: dict[str, np.ndarray]) -> None:
     """A DataError naming the input, the bad value and where it is, for an index out of range."""
     for name, (n, what) in index_ranges(g).items():
         a = arrays.get(name)
-        if a is None or not np.size(a):
-            continue
-        lo, hi = int(a.min()), int(a.max())
-        if lo < 0 or hi >= n:
-            at = np.argwhere((a < 0) | (a >= n))[0]
-            bad = int(a[tuple(at)])
-            role = "target" if g.inputs[name].attrs["role"] == "target" else "input"
-            raise DataError(f"{role} '{name}' holds {bad} at index {list(map(int, at))}, but "
-                            f"its values index {n} {what}: each must lie in [0, {n})",
-                            g.inputs[name].loc)
+        if a is not None and np.size(a) and (a.min() < 0 or a.max() >= n):
+            raise _index_error(name, g.inputs[name], a, n, what)
 
 
-def _convert(what: str, name: str, node: Node, value: object) -> np.ndarray:
+def _index_error(name: str, node: Node, a: np.ndarray, n: int, what: str) -> DataError:
+    at = np.argwhere((a < 0) | (a >= n))[0]
+    role = "target" if node.attrs["role"] == "target" else "input"
+    return DataError(f"{role} '{name}' holds {int(a[tuple(at)])} at index {list(map(int, at))}, "
+                     f"but its values index {n} {what}: each must lie in [0, {n})", node.loc)
+
+
+def _convert(what: str, name: str, node: Node, value: object,
+             limit: tuple[int, str] | None = None) -> np.ndarray:
+    """`value` checked and converted; `limit` (n, what): an index input's values lie in [0, n)."""
     t = node.type
     try:
         arr = np.asarray(value)
@@ -116,9 +117,12 @@ def _convert(what: str, name: str, node: Node, value: object) -> np.ndarray:
                         f"{list(arr.shape)}", node.loc)
     if t.dtype == "i32" and arr.size:
         info = np.iinfo(np.int32)
-        if arr.min() < info.min or arr.max() > info.max:
+        lo, hi = arr.min(), arr.max()
+        if lo < info.min or hi > info.max:
             raise DataError(f"{what} '{name}' ({t}) holds values outside the i32 range",
                             node.loc)
+        if limit is not None and (lo < 0 or hi >= limit[0]):
+            raise _index_error(name, node, arr, *limit)
     converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
     if kind == "f" and not np.isfinite(arr).all():
         raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity", node.loc)
