@@ -213,15 +213,15 @@ def _stacked_products(g: Graph, n: Node) -> Node | None:
     if n.op != "add":
         return None
     x, y = n.inputs
-    roots = {r.id for r in live_roots(g)}
-    if x is y or any(m.op != "matmul" or m.type != n.type or m.type.rank != 2 or m.id in roots
+    if x is y or any(m.op != "matmul" or m.type != n.type or m.type.rank != 2
+                     or m.inputs[0].op != "transpose" or m.inputs[0].attrs["perm"] != (1, 0)
                      or [u.id for u in g.users(m)] != [n.id] for m in (x, y)):
+        return None
+    if {x.id, y.id} & {r.id for r in live_roots(g)}:  # a product wanted on its own stays
         return None
     lhs, rhs = [], []
     for m in (x, y):
         a, b = m.inputs
-        if a.op != "transpose" or a.type.rank != 2 or a.attrs["perm"] != (1, 0):
-            return None
         lhs += _along(a.inputs[0], 0)
         rhs += _along(b, 0)
     left = _new(g, "concat", lhs, {"axis": 0}, n)
