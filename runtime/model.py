@@ -33,7 +33,7 @@ from . import (
 )
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
-from .training import FitState, History, OnEpoch, Progress
+from .training import FitState, History, OnEpoch, Progress, check_batch
 from .training import fit as _fit
 
 FORMAT = "netc-model"
@@ -221,10 +221,7 @@ class Model:
             if batch not in (None, fixed):
                 raise UsageError(f"this model fixes the batch at {fixed}; got batch={batch}")
             return fixed
-        batch = self._batch if batch is None else batch
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise UsageError(f"batch must be a positive int, got {batch!r}")
-        return batch
+        return check_batch(self._batch if batch is None else batch)
 
     def _train_steps(self, arrays: dict[str, np.ndarray], index: np.ndarray,
                      batch: int) -> dict[str, float]:

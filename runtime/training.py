@@ -220,8 +220,7 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     images = A.check(cfg.augment, model.inputs)
     n = len(next(iter(arrays.values())))
     fixed = model.fixed_batch
-    if fixed:
-        batch = fixed
+    batch = fixed or check_batch(batch)
     if n < batch and (fixed or n == 0):
         raise DataError(f"the training data has {n} rows, fewer than one batch of {batch}")
     steps = math.ceil(n / batch) if not fixed else n // batch
@@ -302,6 +301,13 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
                 model.store.arrays[k][...] = a
         history.best_epoch = state.best_epoch
     return history
+
+
+def check_batch(batch) -> int:
+    """A batch size given through the API: a positive int, or a UsageError."""
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+        raise UsageError(f"batch must be a positive int, got {batch!r}")
+    return int(batch)
 
 
 class _Chunks:

@@ -118,3 +118,14 @@ def test_fit_through_native_chunks_equals_a_python_loop_of_steps(mlp_file):
     assert a.step == b.step == 14 and sum(chunks) == 12 and max(chunks) > 1, chunks
     for k in a.params:
         assert np.array_equal(a.params[k], b.params[k]), k
+
+
+@pytest.mark.parametrize("batch", [0, -3, 2.5, True])
+def test_fit_and_train_steps_refuse_a_bad_batch(mlp_file, batch):
+    x, y = _data(32)
+    m = _model(mlp_file)
+    for call in (lambda: m.fit(x=x, y=y, epochs=1, batch=batch, validation=0),
+                 lambda: m.train_steps(batch=batch, x=x, y=y)):
+        with pytest.raises(UsageError, match="batch must be a positive int"):
+            call()
+    assert m.step == 0
