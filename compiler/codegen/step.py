@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from llvmlite import ir
 
 from ..errors import InternalCompilerError
+from ..passes.common import nbytes
 from ..passes.kernel_graph import Kernel
 from ..passes.plan_memory import ALIGN
 from .barrier import call_barrier
@@ -42,7 +43,7 @@ from .kernels_dense import DENSE_EMITTERS
 from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key
 from .kernels_shape import SHAPE_EMITTERS
 from .loops import for_range, i64
-from .step_input import LOOP_OPS, StepPlan, nbytes
+from .step_input import LOOP_OPS, StepPlan
 from .strided import thread_range
 from .target import Target
 

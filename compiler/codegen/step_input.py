@@ -41,11 +41,6 @@ from .lower_elementwise import ELEMENTWISE
 HEADER = 64 * 4  # barrier state, seed, step, loss accumulators (see step.py)
 # ops an elementwise loop evaluates in registers (broadcast_to: its operand is a broadcast load)
 LOOP_OPS = frozenset(ELEMENTWISE) | RANDOM | {"broadcast_to"}
-_ITEMSIZE = {"f32": 4, "f64": 8, "i32": 4, "bool": 1}
-
-
-def nbytes(n: Node) -> int:
-    return int(np.prod(n.type.shape, dtype=np.int64)) * _ITEMSIZE[n.type.dtype]
 
 
 def jit_fit(g: Graph, k: Kernel) -> set[int]:
