@@ -36,7 +36,7 @@ from llvmlite import ir
 from ..errors import InternalCompilerError
 from ..passes.common import nbytes
 from ..passes.kernel_graph import Kernel
-from ..passes.plan_memory import ALIGN
+from ..passes.plan_memory import ALIGN, align
 from .barrier import call_barrier
 from .emit_ctx import Call, Ctx
 from .kernels_dense import DENSE_EMITTERS
@@ -77,7 +77,7 @@ class StepModule:
 
 
 def scratch_offset(plan: StepPlan) -> int:
-    return -(-(plan.size + 8 * len(plan.names)) // ALIGN) * ALIGN
+    return align(plan.size + 8 * len(plan.names))
 
 
 _METADATA_REF = re.compile(r"!\d+")

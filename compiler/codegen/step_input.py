@@ -32,7 +32,7 @@ import numpy as np
 from ..ir import Graph, Node
 from ..passes.common import RANDOM
 from ..passes.kernel_graph import Kernel
-from ..passes.plan_memory import ALIGN, ArenaPlan
+from ..passes.plan_memory import ArenaPlan, align
 from ..pipeline import optimize
 from .kernels_dense import fit_conv, fit_matmul
 from .kernels_shape import reduce_prologue
@@ -138,5 +138,5 @@ def plan_step(g: Graph, wanted: dict[str, Node], updates: dict[str, Node] | None
     key = rg.rng_key_node
     size = HEADER + plan.total - base
     return StepPlan(rg, opt.kernels.kernels, plan, {k: n.id for k, n in rg.outputs.items()},
-                    offset, persistent, names, consts, -(-size // ALIGN) * ALIGN, fed, commits,
+                    offset, persistent, names, consts, align(size), fed, commits,
                     key.id if key is not None and key.id in plan.storage else None)
