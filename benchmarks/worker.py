@@ -9,6 +9,10 @@ answers on its protocol stream, one JSON object per line:
   first:             {"ready": true, "params": N, "contenders": [...], "setup_s": s}
                      or {"error": "..."} (and exit)
   "run NAME" ->      {"wall": s, "cpu": s}   one block: wall seconds and CPU seconds (all threads)
+                     of one block, timed after untimed blocks of the same contender have run
+                     for WARM_S seconds (at least one): the parent pauses between blocks, and a
+                     core that has idled runs the next few ms slower (clock, caches), which
+                     would tax a short block more than a long one
   "quit" (or EOF) -> exit
 
 The protocol stream is the original stdout; stdout itself is redirected to stderr so that a
@@ -21,6 +25,8 @@ import json
 import os
 import sys
 import time
+
+WARM_S = 0.03
 
 
 def main() -> None:
@@ -52,6 +58,11 @@ def main() -> None:
         if not cmd or cmd[0] == "quit":
             break
         block = blocks[cmd[1]]
+        t0 = time.perf_counter()
+        while True:
+            block()
+            if time.perf_counter() - t0 >= WARM_S:
+                break
         c0, t0 = time.process_time(), time.perf_counter()
         block()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0

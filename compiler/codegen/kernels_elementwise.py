@@ -23,8 +23,16 @@ from llvmlite import ir
 from ..passes.kernel_graph import Kernel
 from . import mathfn as M
 from .emit_ctx import Call, Ctx, mode_for, size_of
+from .loops import freeze
 from .lower_elementwise import ELEMENTWISE, const, load_value, mem_type, store_value
-from .strided import Access, broadcast_strides, contiguous_strides, new_kernel_fn, strided_loop
+from .strided import (
+    Access,
+    broadcast_strides,
+    contiguous_strides,
+    inner_extent,
+    new_kernel_fn,
+    strided_loop,
+)
 
 I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57
@@ -123,6 +131,15 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
     accesses += [Access(ptrs[ext_slot[i]], broadcast_strides(cx.node(i).type.shape, space))
                  for i in loads]
     n_out = len(k.outputs)
+    # Outputs stored over the element of an input they read: x86 LLVM turns
+    # `store(select(c, load p, 0), p)` (relu and its gradient, in place) into a masked store of
+    # the zeros, microcoded and many times slower on AMD cores. A frozen stored value hides the
+    # pattern; the loop vectorizer widens a freeze (the SLP vectorizer, after a full unroll,
+    # does not), so it vectorizes the loop: only when the innermost count is a multiple of the
+    # vector width, since it leaves a short loop with a remainder scalar.
+    in_place = {ext_slot[i] for i in k.outputs} & {ext_slot[i] for i in loads}
+    if inner_extent(space, accesses) % cx.target.lanes:
+        in_place = set()
 
     def body(b: ir.IRBuilder, offs: list[ir.Value], _idx: list[ir.Value]) -> None:
         vals: dict[int, ir.Value] = {}
@@ -132,9 +149,10 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
             vals[i] = load_value(b, accesses[n_out + j].at(b, offs[n_out + j]), dt)
         evaluate(cx, b, members, vals, offs[0], keys)
         for j, i in enumerate(k.outputs):
-            store_value(b, vals[i], accesses[j].at(b, offs[j]), cx.node(i).type.dtype)
+            v = freeze(b, vals[i]) if ext_slot[i] in in_place else vals[i]
+            store_value(b, v, accesses[j].at(b, offs[j]), cx.node(i).type.dtype)
 
-    strided_loop(b, space, accesses, body, tid, nt)
+    strided_loop(b, space, accesses, body, tid, nt, unroll_inner=not in_place)
     b.ret_void()
     return [Call(fn, list(arg_nodes), set(data), set(k.outputs), mode_for(size_of(space)))]
 

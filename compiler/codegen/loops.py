@@ -46,6 +46,20 @@ def as_i64(b: ir.IRBuilder, v: ir.Value | int) -> ir.Value:
     return b.sext(v, I64)
 
 
+class _Freeze(ir.Instruction):
+    def descr(self, buf: list[str]) -> None:
+        (v,) = self.operands
+        buf.append(f"freeze {v.type} {v.get_reference()}\n")
+
+
+def freeze(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """`freeze v`: the same value, opaque to pattern matching (llvmlite's builder has no
+    freeze). See kernels_elementwise for why a value stored in place goes through it."""
+    instr = _Freeze(b.block, v.type, "freeze", [v])
+    b._insert(instr)
+    return instr
+
+
 def no_unroll_md(module: ir.Module, vectorize: bool = True) -> ir.MDValue:
     """A fresh loop-ID node `!N = !{!N, !{"llvm.loop.unroll.disable"}}` (self-referential, as
     loop IDs must be; llvmlite has no `distinct`, so the self operand is patched in). With

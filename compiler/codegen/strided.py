@@ -87,11 +87,20 @@ def _plan(shape: Sequence[int], accesses: list[Access], splittable: Sequence[boo
     return sizes, strides, new_split
 
 
+def inner_extent(shape: Sequence[int], accesses: list[Access],
+                 splittable: Sequence[bool] | None = None) -> int:
+    """The trip count of the innermost loop `strided_loop` emits for these arguments."""
+    sizes, _, _ = _plan(shape, accesses, splittable, False)
+    return sizes[-1] if sizes else 1
+
+
 def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], body: Body,
                  tid: ir.Value, nt: ir.Value, splittable: Sequence[bool] | None = None,
-                 need_index: bool = False) -> None:
+                 need_index: bool = False, unroll_inner: bool = True) -> None:
     """Run `body(b, offsets, index)` for every point of `shape` this thread owns: `offsets[k]` is
-    accesses[k]'s element offset; `index` (only with need_index) the i64 index per dimension."""
+    accesses[k]'s element offset; `index` (only with need_index) the i64 index per dimension.
+    `unroll_inner=False` keeps LLVM from unrolling the innermost loop fully, so that the loop
+    vectorizer, not the SLP vectorizer, vectorizes it (see kernels_elementwise)."""
     sizes, strides, split = _plan(shape, accesses, splittable, need_index)
     offs: list[ir.Value] = [i64(a.offset) for a in accesses]
     index: list[ir.Value] = []
@@ -105,7 +114,7 @@ def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], 
         else:
             lo, hi = i64(0), i64(sizes[k])
         inner = k == len(sizes) - 1
-        with for_range(b, lo, hi, name=f"d{k}", unroll=inner) as i:
+        with for_range(b, lo, hi, name=f"d{k}", unroll=inner and unroll_inner) as i:
             index.append(i)
             new = [o if s[k] == 0 else b.add(o, b.mul(i, i64(s[k]))) for o, s in zip(offs, strides)]
             level(k + 1, new)

@@ -100,3 +100,41 @@ def test_identical_kernels_are_emitted_once(tmp_path):
         np.testing.assert_allclose(a.train_step(x=x, y=y), b.train_step(x=x, y=y), rtol=1e-4)
     for k in a.params:
         np.testing.assert_allclose(a.params[k], b.params[k], rtol=1e-4, atol=1e-6)
+
+
+def test_in_place_select_is_a_full_store():
+    """The relu gradient `where(x > 0, g, 0)` written over g: x86 LLVM turns `store(select(c,
+    load p, 0), p)` into a masked store of the zeros (vmaskmovps to memory: microcoded, many
+    times slower on AMD cores). The emitter freezes values stored in place, so the kernel stays a
+    compare, an and and a plain vector store."""
+    import re
+
+    import pytest
+
+    from netc.compiler.codegen.step import build_step_module
+    from netc.compiler.codegen.step_input import plan_step
+    from netc.compiler.errors import SourceLoc
+    from netc.compiler.ir import Graph, TensorType
+    from netc.jit import asm_of
+
+    target = get_target()
+    if target.lanes < 8:
+        pytest.skip("portable target: no masked vector stores")
+    loc = SourceLoc("t.net", 1, 1)
+    g = Graph("t", float_dtype="f32")
+    x = g.input("x", TensorType((32, 64), "f32"), loc)
+    a = g.input("a", TensorType((32, 16), "f32"), loc)
+    w = g.input("w", TensorType((16, 64), "f32"), loc)
+    gr = g.add("matmul", [a, w], None, loc)  # an arena buffer the where may overwrite
+    pos = g.add("gt", [x, g.const(0.0, "f32", loc)], None, loc)
+    y = g.add("where", [pos, gr, g.const(0.0, "f32", loc)], None, loc)
+    g.outputs["y"] = y
+    module = build_step_module(plan_step(g, {"y": y}), target).module
+    (sig,) = re.findall(r'define .*where"?\((.*)\)', str(module))
+    assert sig.count("float*") == 2, "the test needs the where to write over its input"
+    asm = asm_of(module, target)
+    body = asm[asm.index("where:"):]
+    body = body[:body.index(".Lfunc_end")]
+    stores = re.findall(r"^\s*(vmaskmovps\s+%[yz]mm\d+, %[yz]mm\d+, .*\(.*|vmovups\s+%zmm\d+, "
+                        r".*\{%k.*)$", body, re.M)
+    assert stores == [] and re.search(r"\bvandps\b", body), body
