@@ -381,10 +381,11 @@ def _pool(kind: str, forward: bool, x_shape: tuple[int, ...], kernel: Any, strid
         raise ValueError(f"pooling needs x [N,C,H,W], got shape {x_shape}")
     kh, kw = pair("kernel", kernel)
     spec = PoolSpec(*x_shape, kh, kw, pair("stride", kernel if stride is None else stride))
-    emit = emit_pool_forward if forward else emit_pool_backward
 
     def build(module: ir.Module, t: Target) -> tuple[str, int, int]:
-        return emit(module, spec, kind).name, 0, spec.n * spec.c
+        emit = emit_pool_forward if forward else emit_pool_backward
+        fn = emit(module, spec, kind, t.lanes)
+        return fn.name, 0, spec.n * spec.c
 
     return spec, native((f"{kind}pool", forward, spec), build, resolve_target(target))
 

@@ -255,11 +255,13 @@ def emit_pool(cx: Ctx, k: Kernel) -> list[Call]:
         raise cx.fail("pooling is generated for float32 only", n)
     if n.op in ("max_pool2d", "avg_pool2d"):
         x = n.inputs[0]
-        fn = emit_pool_forward(cx.module, _pool_spec(cx, n, x.type.shape), kind)
+        fn = emit_pool_forward(cx.module, _pool_spec(cx, n, x.type.shape), kind,
+                               cx.target.lanes)
         args, reads = [x.id, n.id, "null"], {x.id}
     elif n.op == "max_pool2d_grad":
         x, ct = n.inputs
-        fn = emit_pool_backward(cx.module, _pool_spec(cx, n, x.type.shape), kind)
+        fn = emit_pool_backward(cx.module, _pool_spec(cx, n, x.type.shape), kind,
+                                cx.target.lanes)
         args, reads = [x.id, ct.id, n.id, "null"], {x.id, ct.id}
     else:  # avg_pool2d_grad: x only gives the shape
         ct = n.inputs[0]

@@ -127,6 +127,41 @@ def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], 
         level(0, offs)
 
 
+RowBody = Callable[[ir.IRBuilder, list[ir.Value], int], None]
+
+
+def strided_rows(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],
+                 row_body: RowBody, tid: ir.Value, nt: ir.Value,
+                 splittable: Sequence[bool] | None = None,
+                 accept: Callable[[int, list[int]], bool] = lambda size, strides: True) -> bool:
+    """Like `strided_loop`, but the innermost dimension is left to `row_body(b, offsets, size)`:
+    called once per row with the offsets of the row's first element and the row's length.
+    Returns False, emitting nothing, when the innermost planned dimension is the split one (a
+    single dimension) or `accept(size, per-access strides)` of the row refuses it: the caller
+    then uses `strided_loop`."""
+    sizes, strides, split = _plan(shape, accesses, splittable, False)
+    if not sizes or split == len(sizes) - 1 or not accept(sizes[-1], [s[-1] for s in strides]):
+        return False
+    inner = len(sizes) - 1
+
+    def level(k: int, offs: list[ir.Value]) -> None:
+        if k == inner:
+            row_body(b, offs, sizes[k])
+            return
+        lo, hi = thread_range(b, tid, nt, sizes[k]) if k == split else (i64(0), i64(sizes[k]))
+        with for_range(b, lo, hi, name=f"d{k}", unroll=False) as i:
+            level(k + 1, [o if s[k] == 0 else b.add(o, b.mul(i, i64(s[k])))
+                          for o, s in zip(offs, strides)])
+
+    offs0 = [i64(a.offset) for a in accesses]
+    if split is None:
+        with b.if_then(b.icmp_signed("==", tid, ir.Constant(I32, 0))):
+            level(0, offs0)
+    else:
+        level(0, offs0)
+    return True
+
+
 def new_kernel_fn(module: ir.Module, name: str, ptr_types: list[ir.Type]
                   ) -> tuple[ir.Function, ir.IRBuilder, ir.Value, ir.Value, list[ir.Value]]:
     """An internal `void name(i32 tid, i32 nt, ptrs...)` with noalias pointers; returns

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import netc.kernels as K
+from netc.compiler.codegen.target import TARGET_NAMES, get_target
 
 
 def rand(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -107,6 +108,12 @@ def test_validation(rng, call, message):
     ((2, 3, 8, 8), (2, 2), (2, 2)),  # windows tile the input: no zeroing pass
     ((1, 2, 9, 9), (2, 2), (2, 2)),  # a leftover row and column
     ((1, 2, 8, 8), (2, 2), (3, 3)),  # gaps between windows
+    # rows of at least 8 windows: the max gradient runs vectors of windows (_max_grad_rows)
+    ((2, 3, 28, 28), (2, 2), (2, 2)),  # 14 windows: the last vector overlaps the first
+    ((1, 2, 33, 35), (2, 2), (2, 2)),  # 17 windows and a leftover row and column
+    ((1, 2, 11, 64), (2, 3), (3, 4)),  # gaps between rows and columns of windows
+    ((1, 1, 4, 24), (3, 1), (1, 1)),  # overlapping rows: the scalar path
+    ((1, 3, 5, 48), (1, 3), (1, 3)),  # one-row windows of three
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gradient_writes_every_element(rng, kind, shape, kernel, stride, threads):
@@ -117,3 +124,43 @@ def test_gradient_writes_every_element(rng, kind, shape, kernel, stride, threads
     dx = np.full(x.shape, np.nan, np.float32)
     K.run(nat, threads, x, dy, dx)
     np.testing.assert_allclose(dx, direct(kind, x, kernel, stride, dy)[1], rtol=1e-6, atol=1e-6)
+
+
+def test_vector_rows_forward(rng):
+    for shape, kernel, stride in [((2, 3, 28, 28), (2, 2), (2, 2)),
+                                  ((1, 2, 11, 64), (2, 3), (3, 4)),
+                                  ((1, 2, 10, 10), (2, 2), (2, 2))]:
+        x = rand(rng, *shape)
+        x[0, 0, 0, :5] = np.nan
+        np.testing.assert_allclose(K.max_pool2d(x, kernel, stride),
+                                   direct("max", x, kernel, stride)[0], rtol=1e-6)
+
+
+def test_vector_rows_break_ties_and_nans_like_the_scalar_scan(rng):
+    """The vectorized max gradient (rows of >= 8 disjoint windows) keeps the scan's rules: the
+    first maximal tap in row-major order wins, the first NaN wins over numbers."""
+    x = np.round(rand(rng, 2, 2, 6, 40)).astype(np.float32)  # small integers: many ties
+    x[0, 0, 0, 3] = x[1, 1, 3, 16] = x[1, 1, 2, 17] = np.nan
+    y = K.max_pool2d(x, 2)
+    dy = rand(rng, *y.shape)
+    dx = K.max_pool2d_grad(x, dy, 2)
+    _, ref = direct("max", np.nan_to_num(x, nan=np.inf), (2, 2), (2, 2), dy)
+    np.testing.assert_allclose(dx, ref, rtol=1e-6, atol=1e-6)
+    assert dx[1, 1, 2, 17] == dy[1, 1, 1, 8] and dx[1, 1, 3, 16] == 0  # the first NaN
+
+
+@pytest.mark.parametrize("target", [t for t in TARGET_NAMES if get_target(t).runnable])
+def test_vector_rows_every_runnable_target(rng, target):
+    """The vector width decides the groups (4, 8 or 16 windows): every width this host runs."""
+    for shape, kernel, stride in [((2, 3, 6, 42), (2, 2), (2, 2)), ((1, 2, 7, 70), (2, 3), (3, 4))]:
+        x = rand(rng, *shape)
+        spec, nat = K._pool("max", True, x.shape, kernel, stride, target)
+        y = np.full((spec.n, spec.c, spec.oh, spec.ow), np.nan, np.float32)
+        K.run(nat, 2, x, y)
+        np.testing.assert_allclose(y, direct("max", x, kernel, stride)[0], rtol=1e-6)
+        spec, nat = K._pool("max", False, x.shape, kernel, stride, target)
+        dy = rand(rng, spec.n, spec.c, spec.oh, spec.ow)
+        dx = np.full(x.shape, np.nan, np.float32)
+        K.run(nat, 2, x, dy, dx)
+        np.testing.assert_allclose(dx, direct("max", x, kernel, stride, dy)[1], rtol=1e-6,
+                                   atol=1e-6)
