@@ -90,9 +90,13 @@ def _pack_sliver(b: ir.IRBuilder, src: Source, sdst: ir.Value, o0: ir.Value, cou
     if isinstance(src, Dense) and not src.outer_major:
         _pack_rows(b, src, sdst, o0, count, width, k0, kc)
         return
+    k_lo = i64(0)
+    if isinstance(src, Dense):  # whole blocks of T k by transposes, the rest lane by lane
+        k_lo = b.mul(b.sdiv(kc, i64(T)), i64(T))
+        _pack_transposed(b, src, sdst, o0, count, width, k0, k_lo)
     loader = src.sliver(b, o0, count)
     zero = f32(0.0)
-    with for_range(b, i64(0), kc, name="pkk", unroll=False) as k:
+    with for_range(b, k_lo, kc, name="pkk", unroll=False) as k:
         vals = loader(b, b.add(k0, k))
         row = b.mul(k, i64(width))
         for lane in range(width):
@@ -115,3 +119,56 @@ def _pack_rows(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, count:
         if count < width:
             store_vec(b, ir.Constant(ir.VectorType(F32, width - count), [0.0] * (width - count)),
                       sdst, b.add(row, i64(count)))
+
+
+T = 8  # k per transposed block
+
+
+def _pack_transposed(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, count: int,
+                     width: int, k0: ir.Value, kc: ir.Value) -> None:
+    """k in [0, kc) (a multiple of T) of a sliver whose lanes are rows of the operand (a row-major
+    A, a transposed B): per block of T k, one T-float vector load per lane's row, T x T
+    transposes by interleaving shuffles, and one store per k row (zeros past `count`). Lane by
+    lane, this was a scalar load and store per element, most of a small GEMM's packing time."""
+    vt = ir.VectorType(F32, T)
+    zero = ir.Constant(vt, [0.0] * T)
+    with for_range(b, i64(0), kc, T, name="pkt", vectorize=False) as k:
+        cols = []  # per group of T lanes: T vectors, vector j = k + j across those lanes
+        for g0 in range(0, width, T):
+            rows = []
+            for lane in range(g0, g0 + T):
+                if lane >= count:
+                    rows.append(zero)
+                    continue
+                at = b.add(b.mul(b.add(o0, i64(lane)), i64(src.ld)), b.add(k0, k))
+                v = load_vec(b, src.ptr, at, T)
+                if src.mask is not None:
+                    v = b.fmul(v, load_vec(b, src.mask, at, T))
+                rows.append(v)
+            cols.append(_transpose(b, rows))
+        for j in range(T):
+            row = b.mul(b.add(k, i64(j)), i64(width))
+            for g, g0 in enumerate(range(0, width, T)):
+                v = cols[g][j]
+                n = min(T, width - g0)
+                if n < T:
+                    v = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                           list(range(n))))
+                store_vec(b, v, sdst, b.add(row, i64(g0)))
+
+
+def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The transpose of n vectors of n floats (n a power of two): log2(n) rounds of pairing
+    vector i with vector i + n/2 and interleaving their low and high halves."""
+    n = len(rows)
+    i32 = ir.IntType(32)
+    lo = ir.Constant(ir.VectorType(i32, n), [x for i in range(n // 2) for x in (i, i + n)])
+    hi = ir.Constant(ir.VectorType(i32, n),
+                     [x for i in range(n // 2, n) for x in (i, i + n)])
+    for _ in range(n.bit_length() - 1):
+        out = []
+        for i in range(n // 2):
+            a, c = rows[i], rows[i + n // 2]
+            out += [b.shuffle_vector(a, c, lo), b.shuffle_vector(a, c, hi)]
+        rows = out
+    return rows
