@@ -13,7 +13,11 @@ one inter-op thread, netc's `threads=T`, for JAX with 1 thread XLA_FLAGS=
 thread), which is also what bounds XLA's CPU thread pool. Compilation and two warm-up blocks are
 excluded. The workers stay alive and run blocks of the same number of steps in rotating
 alternation (timing.alternate), so load from elsewhere hits every framework alike; a row reports
-the median block. "util" is the CPU time over wall time of the blocks: the cores a framework
+the median block. Workers are stopped (SIGSTOP) except during their own blocks. A T-thread row
+also alternates a netc worker pinned to one core: the speed-up targets are the median over rounds
+of netc's 1-thread block over its T-thread block of the same round, not a ratio to the 1-thread
+row measured minutes earlier (load from other tenants of this VM comes and goes by the minute).
+"util" is the CPU time over wall time of the blocks: the cores a framework
 really kept busy (on a loaded machine, less than its threads).
 
 Output: a table (ms per step, netc's speed ratio to each peer: peer ms / netc ms, so above 1 means
@@ -30,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +46,7 @@ from timing import alternate
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "worker.py")
 FRAMEWORKS = ("netc", "torch", "jax")
+SAME_RUN_1THR = "@1thr"  # the tag of netc's 1-thread worker inside a T-thread row
 
 
 def worker_env(fw: str, threads: int) -> dict[str, str]:
@@ -81,14 +87,30 @@ class Worker:
         return self.info
 
     def block(self, contender: str) -> dict:
-        self.proc.stdin.write(f"run {contender}\n")
-        self.proc.stdin.flush()
-        out = self._read()
+        """One timed block; the process is stopped (SIGSTOP) except while it runs one, so no
+        worker's idle threads (OpenMP or XLA spinning after their own block) take a core from
+        the framework being timed."""
+        self.resume()
+        try:
+            self.proc.stdin.write(f"run {contender}\n")
+            self.proc.stdin.flush()
+            out = self._read()
+        finally:
+            self.pause()
         if "error" in out:
             raise RuntimeError(f"{self.fw}: {out['error']}")
         return out
 
+    def pause(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def close(self) -> None:
+        self.resume()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write("quit\n")
@@ -107,19 +129,24 @@ def measure(case: str, threads: int, cpus: list[int], fws: list[str], steps: int
             rounds: int, notes: list[str]) -> dict:
     """One row: every framework's median ms per step (and util) for `case` at `threads`."""
     workers = [Worker(fw, case, threads, steps, cpus) for fw in fws]
+    tags = [""] * len(workers)
+    if threads > 1 and "netc" in fws:  # netc on one core, alternating with the rest of the row
+        workers.append(Worker("netc", case, 1, steps, cpus[-1:]))
+        tags.append(SAME_RUN_1THR)
     try:
         live = []
-        for w in workers:
+        for w, tag in zip(workers, tags):
             info = w.ready()
             if "error" in info:
-                notes.append(f"{case} {threads} thr: {w.fw} failed: {info['error']}")
+                notes.append(f"{case} {threads} thr: {w.fw}{tag} failed: {info['error']}")
                 w.close()
             else:
-                live.append(w)
+                live.append((w, tag))
+                w.pause()  # until its first block
         blocks = {}
-        for w in live:
+        for w, tag in live:
             for name in w.info["contenders"]:
-                blocks[name] = (lambda w=w, name=name: w.block(name))
+                blocks[name + tag] = (lambda w=w, name=name: w.block(name))
         samples = alternate(blocks, rounds, pause=0.1)
         load = os.getloadavg()[0]
     finally:
@@ -127,12 +154,13 @@ def measure(case: str, threads: int, cpus: list[int], fws: list[str], steps: int
             w.close()
     row = {"case": case, "title": CASES[case].title, "threads": threads, "cpus": cpus,
            "steps": steps, "rounds": rounds, "load": round(load, 2),
-           "params": {w.fw: w.info["params"] for w in live},
-           "setup_s": {w.fw: round(w.info["setup_s"], 2) for w in live},
+           "params": {w.fw: w.info["params"] for w, _ in live},
+           "setup_s": {w.fw + tag: round(w.info["setup_s"], 2) for w, tag in live},
            "ms": {}, "util": {}}
     for name, runs in samples.items():
         row["ms"][name] = statistics.median(r["wall"] for r in runs) / steps * 1e3
         row["util"][name] = statistics.median(r["cpu"] / r["wall"] for r in runs)
+        row.setdefault("blocks_ms", {})[name] = [round(r["wall"] / steps * 1e3, 4) for r in runs]
     for fw in FRAMEWORKS:  # a framework's number is its fastest contender
         mine = {n: v for n, v in row["ms"].items() if n.split("-")[0] == fw}
         if mine:
@@ -143,6 +171,13 @@ def measure(case: str, threads: int, cpus: list[int], fws: list[str], steps: int
     for peer in ("torch", "jax"):
         if "netc_ms" in row and f"{peer}_ms" in row:
             row[f"vs_{peer}"] = row[f"{peer}_ms"] / row["netc_ms"]
+    one = samples.get("netc" + SAME_RUN_1THR)
+    if one and samples.get("netc"):
+        # the median over rounds of the ratio of the two blocks of one round (run within about
+        # a second of each other): load from elsewhere that comes and goes between rounds
+        # cancels, where a ratio of medians would mix blocks of quiet and busy moments
+        row["netc_scaling_same_run"] = statistics.median(
+            a["wall"] / b["wall"] for a, b in zip(one, samples["netc"]))
     counts = set(row["params"].values())
     if len(counts) > 1:
         raise SystemExit(f"{case}: parameter counts differ between frameworks: {row['params']}")
@@ -183,6 +218,14 @@ def print_table(rows: list[dict]) -> None:
                     "one jitted lax.scan over the block")
             print(f"note: {r['case']} {r['threads']} thr: jax = {best} (scan "
                   f"{r['ms']['jax']:.3f} ms, per-step dispatch {r['ms']['jax-step']:.3f} ms)")
+    for r in rows:
+        if "netc_scaling_same_run" in r:
+            cross = r.get("scaling", {}).get("netc")
+            print(f"note: {r['case']} {r['threads']} thr: netc {r['threads']}-thread speed-up "
+                  f"{r['netc_scaling_same_run']:.2f} over netc on one core in the same rounds "
+                  f"(median of per-round ratios; its median block "
+                  f"{r['ms']['netc' + SAME_RUN_1THR]:.3f} ms)"
+                  + (f"; {cross:.2f} over the 1-thread row" if cross else ""))
     loads = [r["load"] for r in rows]
     if loads:
         print(f"note: 1-minute load average during the rows: {min(loads):.2f} to {max(loads):.2f} "
@@ -212,8 +255,8 @@ def targets(rows: list[dict]) -> list[dict]:
         if key == "vs_best":
             peers = [r[k] for k in ("vs_torch", "vs_jax") if k in r]
             value = min(peers) if peers else None
-        elif key == "scaling":
-            value = r.get("scaling", {}).get("netc")
+        elif key == "scaling":  # the same-run figure when the row has it (see measure)
+            value = r.get("netc_scaling_same_run", r.get("scaling", {}).get("netc"))
         else:
             value = r.get(key)
         out.append({"target": label, "goal": goal, "value": value,
