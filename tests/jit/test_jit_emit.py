@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from netc.compiler.codegen.target import get_target
 from netc.emit import emit_object, emit_text
 
@@ -138,3 +140,15 @@ def test_in_place_select_is_a_full_store():
     stores = re.findall(r"^\s*(vmaskmovps\s+%[yz]mm\d+, %[yz]mm\d+, .*\(.*|vmovups\s+%zmm\d+, "
                         r".*\{%k.*)$", body, re.M)
     assert stores == [] and re.search(r"\bvandps\b", body), body
+
+
+@pytest.mark.parametrize("target", ["avx512", "avx2", "portable"])
+def test_whole_step_compiles_for_every_target(monkeypatch, target):
+    """The LeNet training step (conv, pooling rows, packing transposes, row sums) goes through
+    LLVM's code generator for each target, also the ones this host cannot run (AVX-512 on an
+    AVX2 machine): the vector widths each target picks are legal there."""
+    monkeypatch.setenv("NETC_TARGET", target)
+    asm = emit_text(os.path.join(ROOT, "examples", "lenet.net"), "asm")
+    assert "netc_step" in asm and "maxpool_bwd" in asm
+    if target == "avx512":
+        assert "zmm" in asm
