@@ -127,9 +127,33 @@ T = 8  # k per transposed block
 def _pack_transposed(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, count: int,
                      width: int, k0: ir.Value, kc: ir.Value) -> None:
     """k in [0, kc) (a multiple of T) of a sliver whose lanes are rows of the operand (a row-major
-    A, a transposed B): per block of T k, one T-float vector load per lane's row, T x T
-    transposes by interleaving shuffles, and one store per k row (zeros past `count`). Lane by
-    lane, this was a scalar load and store per element, most of a small GEMM's packing time."""
+    A, a transposed B), by a call of the shared `_transposed_packer` for (width, count, mask)."""
+    fn = _transposed_packer(b.module, width, count, src.mask is not None)
+    f32p = F32.as_pointer()
+    mask = src.mask if src.mask is not None else ir.Constant(f32p, None)
+    b.call(fn, [src.ptr, mask, i64(src.ld), o0, k0, kc, sdst])
+
+
+def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) -> ir.Function:
+    """`void f(src, mask, ld, o0, k0, kc, dst)`: per block of T k, one T-float vector load per
+    lane's row (times the mask's), T x T transposes by interleaving shuffles, and one store per
+    k row of the sliver (zeros past `count`). Lane by lane, this was a scalar load and store per
+    element, most of a small GEMM's packing time. One function per (width, count, mask) serves
+    every GEMM of a module (inlined, it added about a quarter to the MLP's compile time)."""
+    name = f"netc_pack_t_w{width}_c{count}_m{int(masked)}"
+    if name in module.globals:
+        return module.globals[name]
+    f32p = F32.as_pointer()
+    i64t = ir.IntType(64)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32p, f32p, i64t, i64t, i64t, i64t,
+                                                             f32p]), name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    ptr, mask, ld, o0, k0, kc, sdst = fn.args
+    for a in (ptr, mask, sdst):
+        a.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
     vt = ir.VectorType(F32, T)
     zero = ir.Constant(vt, [0.0] * T)
     with for_range(b, i64(0), kc, T, name="pkt", vectorize=False) as k:
@@ -140,10 +164,10 @@ def _pack_transposed(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, 
                 if lane >= count:
                     rows.append(zero)
                     continue
-                at = b.add(b.mul(b.add(o0, i64(lane)), i64(src.ld)), b.add(k0, k))
-                v = load_vec(b, src.ptr, at, T)
-                if src.mask is not None:
-                    v = b.fmul(v, load_vec(b, src.mask, at, T))
+                at = b.add(b.mul(b.add(o0, i64(lane)), ld), b.add(k0, k))
+                v = load_vec(b, ptr, at, T)
+                if masked:
+                    v = b.fmul(v, load_vec(b, mask, at, T))
                 rows.append(v)
             cols.append(_transpose(b, rows))
         for j in range(T):
@@ -155,6 +179,8 @@ def _pack_transposed(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, 
                     v = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
                                                            list(range(n))))
                 store_vec(b, v, sdst, b.add(row, i64(g0)))
+    b.ret_void()
+    return fn
 
 
 def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
