@@ -8,7 +8,8 @@ Rewrites (applied to a fixpoint, each only when the result type is exactly the n
 - identities: x+0, 0+x, x-0, x*1, 1*x, x/1, pow(x, 1), cast to the same dtype, transpose by the
   identity permutation, reshape/broadcast_to to the same shape, where(c, a, a);
 - chains: neg(neg x), transpose∘transpose (composed permutation), reshape∘reshape,
-  broadcast_to∘broadcast_to;
+  broadcast_to∘broadcast_to, reshape∘broadcast_to of one element (a broadcast to the new shape:
+  the gradient of a mean, reshaped for a row-wise consumer, is then never materialised);
 - strength: pow(x, 2) -> x*x (one rounding either way: identical), pow(x, 0.5) -> sqrt(x);
 - x*0 -> 0 only where it is bitwise exact: x is i32, a one_hot, or a cast of a bool (finite and
   non-negative, so no NaN, no inf, no -0 could appear);
@@ -23,6 +24,8 @@ Rewrites (applied to a fixpoint, each only when the result type is exactly the n
   concat([a, c])ᵀ · concat([b, d]): the weight gradient of a recurrence is one GEMM over all
   steps (nested concats along the same axis are flattened, so a chain of T terms gives one
   concat of T pieces);
+- sum over the class axis of c * one_hot(y) (c a single-valued const, through neg and products)
+  -> c in every row: the gradient of a cross-entropy mean through its log-sum-exp;
 - gt(z, 0) -> gt(relu(z), 0) when relu(z) exists (the same mask, read from the activation);
 - stop_gradient(x) -> x: the optimized graph is for evaluation, so its gradient cut is spent.
   Do not differentiate an optimized graph (autodiff runs before this pass in the pipeline).
@@ -123,6 +126,8 @@ def _shape_chain(g: Graph, n: Node) -> Node | None:
         return x
     if x.op == op:
         return _new(g, op, [x.inputs[0]], {"shape": n.type.shape}, n)
+    if op == "reshape" and x.op == "broadcast_to" and x.inputs[0].type.size == 1:
+        return _new(g, "broadcast_to", [x.inputs[0]], {"shape": n.type.shape}, n)
     return None
 
 
@@ -230,8 +235,47 @@ def _stacked_products(g: Graph, n: Node) -> Node | None:
                 n)
 
 
+def _scaled_one_hot(x: Node) -> float | None:
+    """c if x is c * one_hot(y) built from one_hot by neg and products with single-valued
+    consts, else None. y must be an input: inputs are range-checked where data enters (an index
+    computed in the graph could fall outside and give a row of zeros)."""
+    scale = 1.0
+    while not (x.op == "one_hot" and x.inputs[0].op == "input"):
+        if x.op == "neg":
+            scale, x = -scale, x.inputs[0]
+        elif x.op == "mul":
+            consts = [i for i in x.inputs if i.op == "const" and i.type.size == 1]
+            rest = [i for i in x.inputs if i not in consts]
+            if len(consts) != 1 or len(rest) != 1 or rest[0].type != x.type:
+                return None
+            scale, x = scale * float(np.asarray(consts[0].attrs["value"]).reshape(-1)[0]), rest[0]
+        else:
+            return None
+    return scale
+
+
+def _one_hot_row_sum(g: Graph, n: Node) -> Node | None:
+    """sum over the class axis of c * one_hot(y) is c in every row: one element is c and the
+    others are zeros of either sign, so the sum is exactly c (see `_scaled_one_hot` for why every
+    row has its one). This is the gradient a cross-entropy mean sends through its log-sum-exp."""
+    if n.op != "sum" or not n.type.is_float:
+        return None
+    x = n.inputs[0]
+    if n.attrs["axes"] != (x.type.rank - 1,):
+        return None
+    scale = _scaled_one_hot(x)
+    if scale is None or not np.isfinite(scale):  # inf * 0 would be NaN in the other columns
+        return None
+    c = g.const(np.asarray(scale, dtype=np.float32 if n.type.dtype == "f32" else np.float64),
+                n.type.dtype, n.loc)
+    value = c.attrs["value"]
+    if float(value) != scale:  # the product of the factors rounds in the tensor's dtype
+        return None
+    return _new(g, "broadcast_to", [c], {"shape": n.type.shape}, n) if n.type.rank else c
+
+
 RULES = (_identity, _shape_chain, _fold, _uniform_const, _adjacent_slice_grads,
-         _stacked_products)
+         _stacked_products, _one_hot_row_sum)
 
 
 def simplify(g: Graph) -> Graph:

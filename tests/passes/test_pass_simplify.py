@@ -180,3 +180,60 @@ def test_products_read_elsewhere_are_not_stacked():
     g.outputs["p1"] = p1
     simplify(g)
     assert g.outputs["out"].op == "add"
+
+
+def _one_hot_graph(scale_ops):
+    g = Graph("s", float_dtype="f32")
+    y = g.input("y", TensorType((4,), "i32"), L)
+    v = g.add("one_hot", [y], {"n": 5, "dtype": "f32"}, L)
+    for op, c in scale_ops:
+        v = g.add(op, [v] if op == "neg" else [g.const(np.array([c], np.float32), "f32", L), v],
+                  None, L)
+    return g, g.add("sum", [v], {"axes": (1,), "keepdims": False}, L)
+
+
+@pytest.mark.parametrize("scale_ops", [[("mul", 1 / 32)], [("mul", 0.25), ("neg", None)],
+                                       [("neg", None)], [("mul", -3.0), ("mul", 0.5)]])
+def test_row_sum_of_a_scaled_one_hot_is_the_scale(scale_ops):
+    """The gradient of a cross-entropy mean: sum(c * one_hot(y), classes) is c in every row,
+    exactly (one c and zeros of either sign)."""
+    g, s = _one_hot_graph(scale_ops)
+    g.outputs["out"] = s
+    feeds = {"y": np.array([0, 4, 2, 2], np.int32)}
+    before = run(g, feeds, {}).outputs["out"]
+    eliminate_dead(simplify(g))
+    verify(g)
+    out = g.outputs["out"]
+    assert out.op == "broadcast_to" and out.inputs[0].op == "const"
+    np.testing.assert_array_equal(run(g, feeds, {}).outputs["out"], before)
+
+
+@pytest.mark.parametrize("scale_ops, axes", [([("mul", np.inf)], (1,)), ([("mul", 0.5)], (0,))])
+def test_row_sum_rule_keeps_what_it_cannot_prove(scale_ops, axes):
+    """inf * 0 is NaN in the other columns, and a sum over the batch axis counts labels."""
+    g, s = _one_hot_graph(scale_ops)
+    s = g.add("sum", [s.inputs[0]], {"axes": axes, "keepdims": False}, L)
+    g.outputs["out"] = s
+    eliminate_dead(simplify(g))
+    assert g.outputs["out"].op == "sum"
+
+
+def test_reshape_of_a_broadcast_scalar_is_a_broadcast():
+    g = Graph("s", float_dtype="f32")
+    c = g.input("c", TensorType((1,), "f32"), L)
+    b = g.add("broadcast_to", [c], {"shape": (4,)}, L)
+    g.outputs["out"] = g.add("reshape", [b], {"shape": (4, 1)}, L)
+    eliminate_dead(simplify(g))
+    out = g.outputs["out"]
+    assert out.op == "broadcast_to" and out.inputs[0] is c and out.type.shape == (4, 1)
+
+
+def test_row_sum_rule_needs_labels_checked_at_the_boundary():
+    """An index computed in the graph may fall outside [0, n): its one_hot row sums to 0."""
+    g = Graph("s", float_dtype="f32")
+    y = g.input("y", TensorType((4,), "i32"), L)
+    shifted = g.add("add", [y, g.const(7, "i32", L)], None, L)
+    v = g.add("one_hot", [shifted], {"n": 5, "dtype": "f32"}, L)
+    g.outputs["out"] = g.add("sum", [v], {"axes": (1,), "keepdims": False}, L)
+    eliminate_dead(simplify(g))
+    assert g.outputs["out"].op == "sum"
