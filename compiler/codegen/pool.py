@@ -166,8 +166,11 @@ def emit_pool_forward(module: ir.Module, spec: PoolSpec, kind: str,
 def _row_width(spec: PoolSpec, kind: str, lanes: int) -> int:
     """How many windows of a row max pooling and its gradient run at once (`_max_rows`): the
     widest vector of at most `lanes` (and at least 4) floats a row has that many windows for,
-    with disjoint windows; 0: one window at a time."""
-    if kind != "max" or spec.stride[0] < spec.kh or spec.stride[1] < spec.kw:
+    with disjoint windows whose strides stay inside the row (OW*SW <= W: a group reads and
+    writes whole strides, so with gaps after the last window a stride past the row's end would
+    reach into the next row, or the next thread's plane); 0: one window at a time."""
+    if (kind != "max" or spec.stride[0] < spec.kh or spec.stride[1] < spec.kw
+            or spec.ow * spec.stride[1] > spec.w):
         return 0
     width = lanes
     while width >= 4 and width > spec.ow:

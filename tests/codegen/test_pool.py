@@ -114,6 +114,7 @@ def test_validation(rng, call, message):
     ((1, 2, 11, 64), (2, 3), (3, 4)),  # gaps between rows and columns of windows
     ((1, 1, 4, 24), (3, 1), (1, 1)),  # overlapping rows: the scalar path
     ((1, 3, 5, 48), (1, 3), (1, 3)),  # one-row windows of three
+    ((2, 3, 6, 63), (2, 2), (4, 4)),  # the last stride would pass the row's end: scalar path
 ])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_gradient_writes_every_element(rng, kind, shape, kernel, stride, threads):
