@@ -133,7 +133,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
         b.store(r, yp)
 
     w = cx.target.lanes
-    if not (op == "sum" and dt != "i32" and not pro and strided_rows(
+    if not (op == "sum" and dt in ("f32", "f64") and not pro and strided_rows(
             b, shape, acc, _row_sum(acc, dt, w), tid, nt, splittable,
             lambda size, st: st[0] == 0 and st[1] == 1 and size >= 2 * w)):
         strided_loop(b, shape, acc, body, tid, nt, splittable)
