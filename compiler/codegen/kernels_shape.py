@@ -25,7 +25,7 @@ from ..ir import Graph
 from ..passes.kernel_graph import Kernel
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .kernels_elementwise import evaluate, is_scalar_const
-from .loops import for_range, i64
+from .loops import for_range, i64, lane_indices
 from .lower_elementwise import ELEMENTWISE, const, load_value, reg_type, store_value
 from .strided import (
     Access,
@@ -190,8 +190,8 @@ def _row_sum(acc: list[Access], dt: str, w: int):
         v = parts[0]
         while v.type.count > 1:
             half = v.type.count // 2
-            v = b.fadd(b.shuffle_vector(v, v, _idx(range(half))),
-                       b.shuffle_vector(v, v, _idx(range(half, 2 * half))))
+            v = b.fadd(b.shuffle_vector(v, v, lane_indices(range(half))),
+                       b.shuffle_vector(v, v, lane_indices(range(half, 2 * half))))
         total = b.extract_element(v, ir.Constant(I32, 0))
         for t in range(nvec * w, size):  # the row's last elements, in order
             total = b.fadd(total, b.load(b.gep(xp, [i64(t)])))
@@ -199,10 +199,6 @@ def _row_sum(acc: list[Access], dt: str, w: int):
 
     return row
 
-
-def _idx(values) -> ir.Constant:
-    values = list(values)
-    return ir.Constant(ir.VectorType(I32, len(values)), values)
 
 
 def emit_argmax(cx: Ctx, k: Kernel) -> list[Call]:

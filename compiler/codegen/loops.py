@@ -189,6 +189,12 @@ def prefetch_fn(module: ir.Module) -> ir.Function:
                     ir.FunctionType(ir.VoidType(), [i8p, I32, I32, I32]))
 
 
+def lane_indices(values) -> ir.Constant:
+    """A constant <n x i32> of `values`: a shufflevector's lane selection."""
+    values = list(values)
+    return ir.Constant(ir.VectorType(I32, len(values)), values)
+
+
 def lane_mask(lanes: int, valid: int) -> ir.Constant:
     """A constant <lanes x i1> with the first `valid` lanes set."""
     return ir.Constant(ir.VectorType(I1, lanes), [1 if i < valid else 0 for i in range(lanes)])

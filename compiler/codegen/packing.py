@@ -18,7 +18,18 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import F32, f32, for_range, gep, i64, load_vec, store_vec
+from .loops import (
+    F32P,
+    I64,
+    const_vec,
+    f32,
+    for_range,
+    gep,
+    i64,
+    lane_indices,
+    load_vec,
+    store_vec,
+)
 
 # A source gives, for a sliver starting at outer index o0 with `count` static lanes, a function
 # that at inner index k returns the `count` element values (the per-sliver and per-k setup is the
@@ -117,8 +128,7 @@ def _pack_rows(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, count:
         row = b.mul(k, i64(width))
         store_vec(b, v, sdst, row)
         if count < width:
-            store_vec(b, ir.Constant(ir.VectorType(F32, width - count), [0.0] * (width - count)),
-                      sdst, b.add(row, i64(count)))
+            store_vec(b, const_vec(width - count, 0.0), sdst, b.add(row, i64(count)))
 
 
 T = 8  # k per transposed block
@@ -129,8 +139,7 @@ def _pack_transposed(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, 
     """k in [0, kc) (a multiple of T) of a sliver whose lanes are rows of the operand (a row-major
     A, a transposed B), by a call of the shared `_transposed_packer` for (width, count, mask)."""
     fn = _transposed_packer(b.module, width, count, src.mask is not None)
-    f32p = F32.as_pointer()
-    mask = src.mask if src.mask is not None else ir.Constant(f32p, None)
+    mask = src.mask if src.mask is not None else ir.Constant(F32P, None)
     b.call(fn, [src.ptr, mask, i64(src.ld), o0, k0, kc, sdst])
 
 
@@ -143,10 +152,8 @@ def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) 
     name = f"netc_pack_t_w{width}_c{count}_m{int(masked)}"
     if name in module.globals:
         return module.globals[name]
-    f32p = F32.as_pointer()
-    i64t = ir.IntType(64)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32p, f32p, i64t, i64t, i64t, i64t,
-                                                             f32p]), name=name)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P, F32P, I64, I64, I64, I64,
+                                                             F32P]), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
@@ -154,8 +161,7 @@ def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) 
     for a in (ptr, mask, sdst):
         a.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    vt = ir.VectorType(F32, T)
-    zero = ir.Constant(vt, [0.0] * T)
+    zero = const_vec(T, 0.0)
     with for_range(b, i64(0), kc, T, name="pkt", vectorize=False) as k:
         cols = []  # per group of T lanes: T vectors, vector j = k + j across those lanes
         for g0 in range(0, width, T):
@@ -176,8 +182,7 @@ def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) 
                 v = cols[g][j]
                 n = min(T, width - g0)
                 if n < T:
-                    v = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
-                                                           list(range(n))))
+                    v = b.shuffle_vector(v, v, lane_indices(range(n)))
                 store_vec(b, v, sdst, b.add(row, i64(g0)))
     b.ret_void()
     return fn
@@ -187,10 +192,8 @@ def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     """The transpose of n vectors of n floats (n a power of two): log2(n) rounds of pairing
     vector i with vector i + n/2 and interleaving their low and high halves."""
     n = len(rows)
-    i32 = ir.IntType(32)
-    lo = ir.Constant(ir.VectorType(i32, n), [x for i in range(n // 2) for x in (i, i + n)])
-    hi = ir.Constant(ir.VectorType(i32, n),
-                     [x for i in range(n // 2, n) for x in (i, i + n)])
+    lo = lane_indices(x for i in range(n // 2) for x in (i, i + n))
+    hi = lane_indices(x for i in range(n // 2, n) for x in (i, i + n))
     for _ in range(n.bit_length() - 1):
         out = []
         for i in range(n // 2):

@@ -31,7 +31,18 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .gemm import thread_range
-from .loops import F32, F32P, I32, f32, for_range, gep, i64
+from .loops import (
+    F32P,
+    I32,
+    const_vec,
+    f32,
+    for_range,
+    gep,
+    i64,
+    lane_indices,
+    load_vec,
+    store_vec,
+)
 
 KINDS = ("max", "avg")
 
@@ -236,8 +247,6 @@ def _max_rows(b: ir.IRBuilder, spec: PoolSpec, lanes: int, tid: ir.Value, nt: ir
     before it: the same values over the same elements, since the operands never alias."""
     sh, sw = spec.stride
     plane_in, plane_out = spec.h * spec.w, spec.oh * spec.ow
-    vt = ir.VectorType(F32, lanes)
-    vp = vt.as_pointer()
     lo, hi = thread_range(b, tid, nt, spec.n * spec.c, 1)
     groups = -(-spec.ow // lanes)
     with for_range(b, lo, hi, name="plane") as pl, \
@@ -251,26 +260,23 @@ def _max_rows(b: ir.IRBuilder, spec: PoolSpec, lanes: int, tid: ir.Value, nt: ir
         vals = []
         for i in range(spec.kh):
             row = b.add(first, i64(i * spec.w))
-            chunks = [b.load(b.bitcast(gep(b, x, b.add(row, i64(c * lanes))), vp), align=4)
-                      for c in range(sw)]
+            chunks = [load_vec(b, x, b.add(row, i64(c * lanes)), lanes) for c in range(sw)]
             vals += [_lanes_of(b, chunks, [j + w * sw for w in range(lanes)], lanes)
                      for j in range(spec.kw)]
         if dy is None:
             best = vals[0]
             for v in vals[1:]:
                 best = b.select(_takes_over(b, v, best), v, best)
-            b.store(best, b.bitcast(gep(b, out, at_out), vp), align=4)
+            store_vec(b, best, out, at_out)
         else:
-            _scatter_grad(b, spec, lanes, vals, b.load(b.bitcast(gep(b, dy, at_out), vp),
-                                                       align=4), first, out)
+            _scatter_grad(b, spec, lanes, vals, load_vec(b, dy, at_out, lanes), first, out)
 
 
 def _scatter_grad(b: ir.IRBuilder, spec: PoolSpec, lanes: int, vals: list[ir.Value],
                   g: ir.Value, first: ir.Value, dx: ir.Value) -> None:
     """dy (or 0) into each tap of `lanes` disjoint windows whose first row starts at `first`."""
     sw = spec.stride[1]
-    vt = g.type
-    vp, zero = vt.as_pointer(), ir.Constant(vt, [0.0] * lanes)
+    zero = const_vec(lanes, 0.0)
     wins = _winners(b, vals)
     flat = [(e % sw, e // sw) for e in range(sw * lanes)]  # row element -> (tap col, window)
     for i in range(spec.kh):
@@ -280,7 +286,7 @@ def _scatter_grad(b: ir.IRBuilder, spec: PoolSpec, lanes: int, vals: list[ir.Val
         for c in range(sw):
             part = flat[c * lanes:(c + 1) * lanes]
             v = _lanes_of(b, cols, [j * lanes + w for j, w in part], lanes)
-            b.store(v, b.bitcast(gep(b, dx, b.add(row, i64(c * lanes))), vp), align=4)
+            store_vec(b, v, dx, b.add(row, i64(c * lanes)))
 
 
 def _lanes_of(b: ir.IRBuilder, vecs: list[ir.Value], picks: list[int], lanes: int) -> ir.Value:
@@ -290,11 +296,11 @@ def _lanes_of(b: ir.IRBuilder, vecs: list[ir.Value], picks: list[int], lanes: in
     if len(srcs) == 1:
         (s0,) = srcs
         return b.shuffle_vector(vecs[s0], ir.Constant(vecs[s0].type, ir.Undefined),
-                                _idx([p % lanes for p in picks]))
+                                lane_indices([p % lanes for p in picks]))
     if len(srcs) == 2:
         s0, s1 = srcs
         return b.shuffle_vector(vecs[s0], vecs[s1],
-                                _idx([p % lanes + (lanes if p // lanes == s1 else 0)
+                                lane_indices([p % lanes + (lanes if p // lanes == s1 else 0)
                                       for p in picks]))
     # more than two sources: take each lane's pair, then merge the halves by select
     out = None
@@ -310,6 +316,3 @@ def _lanes_of(b: ir.IRBuilder, vecs: list[ir.Value], picks: list[int], lanes: in
             out = b.select(keep, part, out)
     return out
 
-
-def _idx(v: list[int]) -> ir.Constant:
-    return ir.Constant(ir.VectorType(I32, len(v)), v)

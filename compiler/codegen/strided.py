@@ -94,20 +94,16 @@ def inner_extent(shape: Sequence[int], accesses: list[Access],
     return sizes[-1] if sizes else 1
 
 
-def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], body: Body,
-                 tid: ir.Value, nt: ir.Value, splittable: Sequence[bool] | None = None,
-                 need_index: bool = False, unroll_inner: bool = True) -> None:
-    """Run `body(b, offsets, index)` for every point of `shape` this thread owns: `offsets[k]` is
-    accesses[k]'s element offset; `index` (only with need_index) the i64 index per dimension.
-    `unroll_inner=False` keeps LLVM from unrolling the innermost loop fully, so that the loop
-    vectorizer, not the SLP vectorizer, vectorizes it (see kernels_elementwise)."""
-    sizes, strides, split = _plan(shape, accesses, splittable, need_index)
-    offs: list[ir.Value] = [i64(a.offset) for a in accesses]
+def _nest(b: ir.IRBuilder, sizes: list[int], strides: list[list[int]], split: int | None,
+          accesses: list[Access], tid: ir.Value, nt: ir.Value, depth: int,
+          leaf: Callable[[list[ir.Value], list[ir.Value]], None], unroll_inner: bool) -> None:
+    """The loops over planned dimensions [0, depth) (the split one over this thread's range),
+    calling `leaf(offsets, index)` inside; with nothing to split, thread 0 runs the whole."""
     index: list[ir.Value] = []
 
     def level(k: int, offs: list[ir.Value]) -> None:
-        if k == len(sizes):
-            body(b, offs, index)
+        if k == depth:
+            leaf(offs, index)
             return
         if k == split:
             lo, hi = thread_range(b, tid, nt, sizes[k])
@@ -120,11 +116,24 @@ def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], 
             level(k + 1, new)
             index.pop()
 
+    offs = [i64(a.offset) for a in accesses]
     if split is None:  # nothing to split: thread 0 does the (tiny) whole
         with b.if_then(b.icmp_signed("==", tid, ir.Constant(I32, 0))):
             level(0, offs)
     else:
         level(0, offs)
+
+
+def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], body: Body,
+                 tid: ir.Value, nt: ir.Value, splittable: Sequence[bool] | None = None,
+                 need_index: bool = False, unroll_inner: bool = True) -> None:
+    """Run `body(b, offsets, index)` for every point of `shape` this thread owns: `offsets[k]` is
+    accesses[k]'s element offset; `index` (only with need_index) the i64 index per dimension.
+    `unroll_inner=False` keeps LLVM from unrolling the innermost loop fully, so that the loop
+    vectorizer, not the SLP vectorizer, vectorizes it (see kernels_elementwise)."""
+    sizes, strides, split = _plan(shape, accesses, splittable, need_index)
+    _nest(b, sizes, strides, split, accesses, tid, nt, len(sizes),
+          lambda offs, index: body(b, offs, index), unroll_inner)
 
 
 RowBody = Callable[[ir.IRBuilder, list[ir.Value], int], None]
@@ -142,23 +151,8 @@ def strided_rows(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],
     sizes, strides, split = _plan(shape, accesses, splittable, False)
     if not sizes or split == len(sizes) - 1 or not accept(sizes[-1], [s[-1] for s in strides]):
         return False
-    inner = len(sizes) - 1
-
-    def level(k: int, offs: list[ir.Value]) -> None:
-        if k == inner:
-            row_body(b, offs, sizes[k])
-            return
-        lo, hi = thread_range(b, tid, nt, sizes[k]) if k == split else (i64(0), i64(sizes[k]))
-        with for_range(b, lo, hi, name=f"d{k}", unroll=False) as i:
-            level(k + 1, [o if s[k] == 0 else b.add(o, b.mul(i, i64(s[k])))
-                          for o, s in zip(offs, strides)])
-
-    offs0 = [i64(a.offset) for a in accesses]
-    if split is None:
-        with b.if_then(b.icmp_signed("==", tid, ir.Constant(I32, 0))):
-            level(0, offs0)
-    else:
-        level(0, offs0)
+    _nest(b, sizes, strides, split, accesses, tid, nt, len(sizes) - 1,
+          lambda offs, _index: row_body(b, offs, sizes[-1]), True)
     return True
 
 
