@@ -60,12 +60,15 @@ def freeze(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
     return instr
 
 
-def no_unroll_md(module: ir.Module, vectorize: bool = True) -> ir.MDValue:
+def no_unroll_md(module: ir.Module, vectorize: bool = True, unroll: bool = False
+                 ) -> ir.MDValue:
     """A fresh loop-ID node `!N = !{!N, !{"llvm.loop.unroll.disable"}}` (self-referential, as
     loop IDs must be; llvmlite has no `distinct`, so the self operand is patched in). With
     `vectorize=False` it also carries `!{"llvm.loop.vectorize.enable", i1 0}`: the loop
-    vectorizer then skips the loop at once (for loops whose body is vector code already)."""
-    hints = [module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
+    vectorizer then skips the loop at once (for loops whose body is vector code already).
+    `unroll=True` leaves out the unroll hint (a loop that may be unrolled, not vectorized)."""
+    hints = [] if unroll else [
+        module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])]
     if not vectorize:
         hints.append(module.add_metadata([ir.MetaDataString(module,
                                                             "llvm.loop.vectorize.enable"),
@@ -87,8 +90,8 @@ def for_range(b: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
     may create blocks freely (the latch is wherever the builder is when the body ends).
     `unroll=False` forbids LLVM to unroll it: for outer loops of generated kernels whose static
     trip counts would otherwise be fully unrolled into code that costs compile time, not speed
-    (vectorisation of the loop is still allowed unless `vectorize=False`, which also implies
-    `unroll=False`).
+    (vectorisation of the loop is still allowed unless `vectorize=False`; the two hints are
+    independent).
     """
     assert step > 0
     start, stop = as_i64(b, start), as_i64(b, stop)
@@ -104,7 +107,7 @@ def for_range(b: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
     idx.add_incoming(nxt, b.block)
     br = b.cbranch(b.icmp_signed("<", nxt, stop), body, done)
     if not (unroll and vectorize):
-        br.set_metadata("llvm.loop", no_unroll_md(b.module, vectorize))
+        br.set_metadata("llvm.loop", no_unroll_md(b.module, vectorize, unroll))
     b.position_at_end(done)
 
 
@@ -140,9 +143,9 @@ def store_vec(b: ir.IRBuilder, val: ir.Value, ptr: ir.Value, offset: ir.Value | 
 
 
 def splat(b: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
-    """Broadcast a f32 scalar to all lanes (insertelement + zero shufflevector, the form LLVM
-    folds into a broadcast load or an embedded broadcast operand)."""
-    vt = vec_type(lanes)
+    """Broadcast a scalar (any element type) to all lanes (insertelement + zero shufflevector,
+    the form LLVM folds into a broadcast load or an embedded broadcast operand)."""
+    vt = ir.VectorType(scalar.type, lanes)
     v = b.insert_element(ir.Constant(vt, ir.Undefined), scalar, ir.Constant(I32, 0))
     return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined),
                             ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))

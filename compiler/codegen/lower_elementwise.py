@@ -1,14 +1,18 @@
 """Codegen stage, elementwise lowering: the scalar body of every elementwise primitive, in one
 table keyed by primitive name (DESIGN: one primitive, one place for its lowering).
 
-Takes: an IRBuilder, the operands as register values (f32 `float`, f64 `double`, i32, bool `i1`),
-the node's attrs and its input/output dtypes. Gives: `ELEMENTWISE[name](b, args, attrs, ins, out)`
--> the result value; `reg_type`/`mem_type` (register and memory LLVM types of a dtype) and
-`load_value`/`store_value` that convert bool between i8 in memory and i1 in registers.
+Takes: an IRBuilder, the operands as register values of one width -- scalars (f32 `float`, f64
+`double`, i32, bool `i1`) or vectors of them with the same lane count -- the node's attrs and its
+input/output dtypes. Gives: `ELEMENTWISE[name](b, args, attrs, ins, out)` -> the result value, of
+the operands' width; `reg_type`/`mem_type` (register and memory LLVM types of a dtype at a
+width), `const`/`typed_const` (constants at a width), `load_value`/`store_value` (scalar or
+vector; bool is i8 in memory and i1 in registers) and `lanes_of`.
 
-Invariants: bodies are straight-line code (selects, no branches, no calls but vectorizable
-intrinsics), so the loops around them vectorize; transcendental functions of f64 tensors are
-computed in float32 (see mathfn); comparisons with NaN follow IEEE like NumPy.
+Invariants: a body is the same instructions at every width (one definition serves the scalar
+tails and the vector loops of kernels_elementwise, and the GEMM epilogues), so a lane computes
+exactly what the scalar would; bodies are straight-line code (selects, no branches, no calls but
+vector-capable intrinsics); transcendental functions of f64 tensors are computed in float32 (see
+mathfn); comparisons with NaN follow IEEE like NumPy.
 """
 
 from __future__ import annotations
@@ -26,31 +30,55 @@ _MEM = {"f32": F32, "f64": F64, "i32": I32, "bool": I8}
 Body = Callable[[ir.IRBuilder, list, dict, list, str], ir.Value]
 
 
-def reg_type(dtype: str) -> ir.Type:
-    return _REG[dtype]
+def _at_width(t: ir.Type, lanes: int) -> ir.Type:
+    return ir.VectorType(t, lanes) if lanes > 1 else t
 
 
-def mem_type(dtype: str) -> ir.Type:
-    return _MEM[dtype]
+def reg_type(dtype: str, lanes: int = 1) -> ir.Type:
+    return _at_width(_REG[dtype], lanes)
 
 
-def load_value(b: ir.IRBuilder, ptr: ir.Value, dtype: str) -> ir.Value:
+def mem_type(dtype: str, lanes: int = 1) -> ir.Type:
+    return _at_width(_MEM[dtype], lanes)
+
+
+def lanes_of(v: ir.Value) -> int:
+    """The width of a register value: its lane count, 1 for a scalar."""
+    return v.type.count if isinstance(v.type, ir.VectorType) else 1
+
+
+def load_value(b: ir.IRBuilder, ptr: ir.Value, dtype: str, lanes: int = 1) -> ir.Value:
+    """`lanes` consecutive elements at the element pointer `ptr` (one scalar for 1)."""
+    if lanes > 1:
+        ptr = b.bitcast(ptr, mem_type(dtype, lanes).as_pointer())
     v = b.load(ptr, align=1 if dtype == "bool" else 4)
-    return b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if dtype == "bool" else v
+    return b.icmp_unsigned("!=", v, typed_const(I8, 0, lanes)) if dtype == "bool" else v
 
 
 def store_value(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, dtype: str) -> None:
+    """Store `v` (a scalar, or a vector of consecutive elements) at the element pointer `ptr`."""
+    lanes = lanes_of(v)
     if dtype == "bool":
-        v = b.zext(v, I8)
+        v = b.zext(v, mem_type("bool", lanes))
+    if lanes > 1:
+        ptr = b.bitcast(ptr, v.type.as_pointer())
     b.store(v, ptr, align=1 if dtype == "bool" else 4)
 
 
-def const(dtype: str, value: float) -> ir.Constant:
-    if dtype == "bool":
-        return ir.Constant(I1, int(bool(value)))
-    if dtype == "i32":
-        return ir.Constant(I32, int(value))
-    return ir.Constant(_REG[dtype], float(value))
+def typed_const(t: ir.Type, value: float, lanes: int = 1) -> ir.Constant:
+    """`value` as a constant of the scalar LLVM type `t`, splat to `lanes` lanes when > 1."""
+    if t == I1:
+        value = int(bool(value))
+    elif isinstance(t, ir.IntType):
+        value = int(value)
+    else:
+        value = float(value)
+    return ir.Constant(_at_width(t, lanes), [value] * lanes if lanes > 1 else value)
+
+
+def const(dtype: str, value: float, lanes: int = 1) -> ir.Constant:
+    """`value` as a register constant of `dtype` at width `lanes`."""
+    return typed_const(_REG[dtype], value, lanes)
 
 
 def _in_f32(fn: Callable) -> Body:
@@ -58,7 +86,8 @@ def _in_f32(fn: Callable) -> Body:
     def body(b, args, attrs, ins, out):
         x = args[0]
         if out == "f64":
-            return b.fpext(fn(b, b.fptrunc(x, F32)), F64)
+            n = lanes_of(x)
+            return b.fpext(fn(b, b.fptrunc(x, reg_type("f32", n))), reg_type("f64", n))
         return fn(b, x)
     return body
 
@@ -71,19 +100,21 @@ def _float_or_int(fop: str, iop: str) -> Body:
 
 def _neg(b, args, attrs, ins, out):
     x = args[0]
-    return b.fneg(x) if out != "i32" else b.sub(ir.Constant(I32, 0), x)
+    return b.fneg(x) if out != "i32" else b.sub(const("i32", 0, lanes_of(x)), x)
 
 
 def _abs(b, args, attrs, ins, out):
     x = args[0]
     if out == "i32":
-        return b.select(b.icmp_signed("<", x, const("i32", 0)), b.sub(const("i32", 0), x), x)
+        zero = const("i32", 0, lanes_of(x))
+        return b.select(b.icmp_signed("<", x, zero), b.sub(zero, x), x)
     return M.intrinsic(b, "fabs", x)
 
 
 def _sign(b, args, attrs, ins, out):
     x = args[0]
-    one, zero, m1 = const(out, 1), const(out, 0), const(out, -1)
+    n = lanes_of(x)
+    one, zero, m1 = const(out, 1, n), const(out, 0, n), const(out, -1, n)
     if out == "i32":
         return b.select(b.icmp_signed(">", x, zero), one,
                         b.select(b.icmp_signed("<", x, zero), m1, zero))
@@ -93,7 +124,7 @@ def _sign(b, args, attrs, ins, out):
 
 def _relu(b, args, attrs, ins, out):
     x = args[0]
-    zero = const(out, 0)
+    zero = const(out, 0, lanes_of(x))
     if out == "i32":
         return b.select(b.icmp_signed("<", x, zero), zero, x)
     return b.select(b.fcmp_ordered("<", x, zero), zero, x)
@@ -104,7 +135,7 @@ def _sqrt(b, args, attrs, ins, out):
 
 
 def _rsqrt(b, args, attrs, ins, out):
-    return b.fdiv(const(out, 1.0), M.sqrt(b, args[0]))
+    return b.fdiv(const(out, 1.0, lanes_of(args[0])), M.sqrt(b, args[0]))
 
 
 def _ident(b, args, attrs, ins, out):
@@ -115,25 +146,29 @@ def _cast(b, args, attrs, ins, out):
     x, src = args[0], ins[0]
     if src == out:
         return x
+    n = lanes_of(x)
+    to = reg_type(out, n)
     fl = ("f32", "f64")
     if src in fl and out in fl:
-        return b.fpext(x, F64) if out == "f64" else b.fptrunc(x, F32)
+        return b.fpext(x, to) if out == "f64" else b.fptrunc(x, to)
     if src in fl:
         if out == "bool":
-            return b.fcmp_unordered("!=", x, const(src, 0))
-        return b.fptosi(x, I32)
+            return b.fcmp_unordered("!=", x, const(src, 0, n))
+        return b.fptosi(x, to)
     if src == "i32":
         if out == "bool":
-            return b.icmp_signed("!=", x, const("i32", 0))
-        return b.sitofp(x, _REG[out])
+            return b.icmp_signed("!=", x, const("i32", 0, n))
+        return b.sitofp(x, to)
     # bool source
-    return b.zext(x, I32) if out == "i32" else b.uitofp(x, _REG[out])
+    return b.zext(x, to) if out == "i32" else b.uitofp(x, to)
 
 
 def _pow(b, args, attrs, ins, out):
     a, e = args
     if out == "f64":
-        return b.fpext(M.pow_(b, b.fptrunc(a, F32), b.fptrunc(e, F32)), F64)
+        n = lanes_of(a)
+        r = M.pow_(b, b.fptrunc(a, reg_type("f32", n)), b.fptrunc(e, reg_type("f32", n)))
+        return b.fpext(r, reg_type("f64", n))
     return M.pow_(b, a, e)
 
 

@@ -54,8 +54,10 @@ def F32_round(x: float) -> float:
 def intrinsic(b: ir.IRBuilder, name: str, *args: ir.Value) -> ir.Value:
     """Call `llvm.<name>` overloaded on the first argument's type."""
     t = args[0].type
-    suffix = (f"v{t.count}f32" if isinstance(t, ir.VectorType) else
-              ("f64" if isinstance(t, ir.DoubleType) else "f32"))
+    elem = t.element if isinstance(t, ir.VectorType) else t
+    suffix = "f64" if isinstance(elem, ir.DoubleType) else "f32"
+    if isinstance(t, ir.VectorType):
+        suffix = f"v{t.count}{suffix}"
     full = f"llvm.{name}.{suffix}"
     fn = b.module.globals.get(full)
     if fn is None:
@@ -185,19 +187,23 @@ def sqrt(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def pow_(b: ir.IRBuilder, a: ir.Value, e: ir.Value) -> ir.Value:
-    """a ** e = exp(e log|a|), with NumPy's signs for negative a and integral e, and 0 ** e."""
+    """a ** e = exp(e log|a|) with C's (and NumPy's) special cases: the sign of a negative (or
+    -0, or -inf) base to an odd integral power, NaN for a finite negative base to a non-integral
+    power, 1 for e == 0 or a == 1 (even with NaN) and for a == -1 with e = +-inf. Zeros and
+    infinities need no case of their own: log gives -inf/inf and exp 0/inf."""
     r = exp(b, b.fmul(e, log(b, intrinsic(b, "fabs", a))))
-    integral = b.fcmp_ordered("==", intrinsic(b, "floor", e), e)
+    integral = b.fcmp_ordered("==", intrinsic(b, "floor", e), e)  # +-inf count as even
     half = b.fmul(e, _c(e, 0.5))
     odd = b.and_(integral, b.fcmp_ordered("!=", intrinsic(b, "floor", half), half))
-    neg = b.fcmp_ordered("<", a, _c(a, 0.0))
-    r = b.select(b.and_(neg, odd), b.fneg(r), r)
-    r = b.select(b.and_(neg, b.not_(integral)), _c(a, math.nan), r)
-    r = b.select(b.fcmp_ordered("==", e, _c(e, 0.0)), _c(a, 1.0), r)
-    zero = b.fcmp_ordered("==", a, _c(a, 0.0))
-    zero_val = b.select(b.fcmp_ordered(">", e, _c(e, 0.0)), _c(a, 0.0), _c(a, math.inf))
-    zero_val = b.select(b.fcmp_ordered("==", e, _c(e, 0.0)), _c(a, 1.0), zero_val)
-    return b.select(zero, zero_val, r)
+    signed = b.icmp_signed("<", b.bitcast(a, _ity(a)), _ci(a, 0))  # sign bit: -0 and -inf too
+    r = b.select(b.and_(signed, odd), b.fneg(r), r)
+    finite_neg = b.and_(b.fcmp_ordered("<", a, _c(a, 0.0)),
+                        b.fcmp_ordered("!=", a, _c(a, -math.inf)))
+    r = b.select(b.and_(finite_neg, b.not_(integral)), _c(a, math.nan), r)
+    one = b.or_(b.fcmp_ordered("==", e, _c(e, 0.0)), b.fcmp_ordered("==", a, _c(a, 1.0)))
+    minus_one = b.and_(b.fcmp_ordered("==", a, _c(a, -1.0)),
+                       b.fcmp_ordered("==", intrinsic(b, "fabs", e), _c(e, math.inf)))
+    return b.select(b.or_(one, minus_one), _c(a, 1.0), r)
 
 
 def cos_2pi_exact(b: ir.IRBuilder, u: ir.Value) -> ir.Value:

@@ -7,8 +7,9 @@ Gives: `emit_microkernel(...)` -> an internal LLVM function
 `uk(kc, ap, bp, c, row0, col0, flags, bias, resid, ldc, rows, cols, ld)` computing
 `acc = sum_k ap[k*MR + r] * bp[k*NR + j]` in MR*nv vector registers (accumulators live in phis, the
 k loop unrolled by 4), then writing the tile: `flags & 1` adds the existing C, `flags & 2` (the last
-K block) applies `C = act(acc + C_old + bias + residual)`. Also `emit_activation` (vector relu,
-sigmoid, tanh with an inline exp, no libm calls).
+K block) applies `C = act(acc + C_old + bias + residual)`; the activation is the primitive's
+own elementwise body (lower_elementwise) at vector width, so a fused activation computes exactly
+what the unfused kernel would (NaN included).
 
 Why strides and edges are arguments: a variant baked per (ldc, lda/ldb, edge rows, edge cols)
 made the micro-kernels ~half of a training step's LLVM IR (and of its compile time); the address
@@ -49,6 +50,7 @@ from .loops import (
     store_vec,
     vec_type,
 )
+from .lower_elementwise import ELEMENTWISE
 from .target import Target
 
 ACTIVATIONS = (None, "relu", "sigmoid", "tanh")
@@ -78,57 +80,6 @@ class Epilogue:
     @property
     def trivial(self) -> bool:
         return self.bias_axis is None and self.activation is None and not self.residual
-
-
-def _fmadd(b: ir.IRBuilder, fn: ir.Function, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
-    return b.call(fn, [x, y, z])
-
-
-def emit_exp(b: ir.IRBuilder, x: ir.Value, lanes: int, fused: bool) -> ir.Value:
-    """Vector exp(x) for f32, ~1 ulp on [-87, 88]: exp(x) = 2^n * p(r), n = round(x/ln 2).
-
-    Rounding uses the 1.5*2^23 shifter (exact for |x/ln2| < 2^22, no SSE4.1 needed), and 2^n is
-    built in the exponent bits, so no libm call is emitted on any target."""
-    m = b.module
-    fma = fma_fn(m, lanes, fused)
-    c = lambda v: const_vec(lanes, v)  # noqa: E731
-    lt = b.fcmp_ordered("<", x, c(-87.0))
-    x = b.select(lt, c(-87.0), x)
-    gt = b.fcmp_ordered(">", x, c(88.0))
-    x = b.select(gt, c(88.0), x)
-    shifter = c(12582912.0)
-    t = _fmadd(b, fma, x, c(1.4426950408889634), shifter)
-    n = b.fsub(t, shifter)
-    r = _fmadd(b, fma, n, c(-0.693359375), x)
-    r = _fmadd(b, fma, n, c(2.12194440e-4), r)
-    p = c(1.9875691500e-4)
-    for coef in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
-                 5.0000001201e-1):
-        p = _fmadd(b, fma, p, r, c(coef))
-    r2 = b.fmul(r, r)
-    p = _fmadd(b, fma, p, r2, b.fadd(r, c(1.0)))
-    vi = ir.VectorType(I32, lanes)
-    ni = b.fptosi(n, vi)
-    bits = b.shl(b.add(ni, ir.Constant(vi, [127] * lanes)), ir.Constant(vi, [23] * lanes))
-    return b.fmul(p, b.bitcast(bits, vec_type(lanes)))
-
-
-def emit_activation(b: ir.IRBuilder, v: ir.Value, act: str | None, lanes: int,
-                    fused: bool) -> ir.Value:
-    """Apply an activation to a float vector (see ACTIVATIONS)."""
-    if act is None:
-        return v
-    c = lambda x: const_vec(lanes, x)  # noqa: E731
-    if act == "relu":
-        return b.select(b.fcmp_ordered(">", v, c(0.0)), v, c(0.0))
-    if act == "sigmoid":
-        e = emit_exp(b, b.fsub(c(0.0), v), lanes, fused)
-        return b.fdiv(c(1.0), b.fadd(c(1.0), e))
-    if act == "tanh":
-        # tanh(x) = 1 - 2 / (exp(2x) + 1): exact limits at +-inf, no overflow after clamping.
-        e = emit_exp(b, b.fmul(v, c(2.0)), lanes, fused)
-        return b.fsub(c(1.0), b.fdiv(c(2.0), b.fadd(e, c(1.0))))
-    raise ValueError(f"unknown activation {act!r}")
 
 
 ALL_STORES = frozenset((lc, la) for lc in (False, True) for la in (False, True))
@@ -298,10 +249,11 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
     nvec = b.sdiv(b.add(cols, i64(w - 1)), i64(w))
 
     def edge_rows(load_c: bool, last: bool) -> None:
-        with for_range(b, i64(0), rows, name="er", vectorize=False) as r:
+        with for_range(b, i64(0), rows, name="er", unroll=False, vectorize=False) as r:
             first = b.mul(b.add(r, shift), i64(nv))
             rb = st.row_bias(r, last)
-            with for_range(b, i64(0), nvec, name="ej", vectorize=False) as j:
+            with for_range(b, i64(0), nvec, name="ej", unroll=False,
+                           vectorize=False) as j:
                 v = b.load(gep(b, tile, b.add(first, j)))
                 col = b.mul(j, i64(w))
                 st.vector(v, r, col, b.sub(cols, col), load_c, last, rb)
@@ -356,7 +308,7 @@ class _Store:
                load_c: bool, last: bool, rb: ir.Value | None) -> None:
         """Store the vector `v` of the tile at row `r`, column `col`. `left` (an edge tile's
         real lanes of it: <= 0 none, >= lanes all) limits the columns; None stores it whole."""
-        b, epi, w = self.b, self.epi, self.target.lanes
+        b, epi = self.b, self.epi
         off = b.add(b.add(self.base, b.mul(r, self.ldc)), col)
         if load_c:
             v = b.fadd(v, self.load(self.cp, off, left))
@@ -367,7 +319,8 @@ class _Store:
                 v = b.fadd(v, self.load(self.bias, b.add(self.col0, col), left))
             if epi.residual and not epi.residual_after:
                 v = b.fadd(v, self.load(self.resid, off, left))
-            v = emit_activation(b, v, epi.activation, w, self.target.has_fma)
+            if epi.activation is not None:  # the primitive's own body, at vector width
+                v = ELEMENTWISE[epi.activation](b, [v], {}, ["f32"], "f32")
             if epi.residual and epi.residual_after:
                 v = b.fadd(v, self.load(self.resid, off, left))
         self.store(v, off, left)

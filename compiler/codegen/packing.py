@@ -120,7 +120,7 @@ def _pack_rows(b: ir.IRBuilder, src: Dense, sdst: ir.Value, o0: ir.Value, count:
     """A sliver whose lanes are consecutive in memory (a row-major B, a transposed A): one vector
     load (times the mask's) per k, stored with its zero padding; no lane-by-lane code for LLVM
     to re-vectorize."""
-    with for_range(b, i64(0), kc, name="pkv", vectorize=False) as k:
+    with for_range(b, i64(0), kc, name="pkv", unroll=False, vectorize=False) as k:
         at = b.add(b.mul(b.add(k0, k), i64(src.ld)), o0)
         v = load_vec(b, src.ptr, at, count)
         if src.mask is not None:
@@ -162,7 +162,8 @@ def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) 
         a.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = const_vec(T, 0.0)
-    with for_range(b, i64(0), kc, T, name="pkt", vectorize=False) as k:
+    with for_range(b, i64(0), kc, T, name="pkt", unroll=False,
+                   vectorize=False) as k:
         cols = []  # per group of T lanes: T vectors, vector j = k + j across those lanes
         for g0 in range(0, width, T):
             rows = []

@@ -2,9 +2,11 @@
 is addressed by constant strides, with a deterministic split of one dimension across threads.
 
 Takes: an IRBuilder, the iteration shape, one `Access` (element pointer, strides, base offset) per
-operand, and a body callback. Gives: `strided_loop` (elementwise ops, broadcasting, transposes,
-slices, pads, concats and reductions are all instances), `thread_range` and `new_kernel_fn`
-(an internal kernel function `void f(i32 tid, i32 nt, T* noalias ...)`).
+operand, and a body callback. Gives: `strided_loop` (a scalar body per point: broadcasting,
+transposes, slices, pads, concats and reductions are all instances), `strided_vector_loop` (the
+innermost dimension as an explicit vector loop with a scalar tail: elementwise kernels and
+copies), `strided_rows` (a body per innermost row), `thread_range` and `new_kernel_fn` (an
+internal kernel function `void f(i32 tid, i32 nt, T* noalias ...)`).
 
 Invariants: dimensions of size 1 are dropped and adjacent dimensions whose strides nest are
 merged (never the split dimension), so a contiguous elementwise loop is one flat loop LLVM
@@ -87,16 +89,9 @@ def _plan(shape: Sequence[int], accesses: list[Access], splittable: Sequence[boo
     return sizes, strides, new_split
 
 
-def inner_extent(shape: Sequence[int], accesses: list[Access],
-                 splittable: Sequence[bool] | None = None) -> int:
-    """The trip count of the innermost loop `strided_loop` emits for these arguments."""
-    sizes, _, _ = _plan(shape, accesses, splittable, False)
-    return sizes[-1] if sizes else 1
-
-
 def _nest(b: ir.IRBuilder, sizes: list[int], strides: list[list[int]], split: int | None,
           accesses: list[Access], tid: ir.Value, nt: ir.Value, depth: int,
-          leaf: Callable[[list[ir.Value], list[ir.Value]], None], unroll_inner: bool) -> None:
+          leaf: Callable[[list[ir.Value], list[ir.Value]], None]) -> None:
     """The loops over planned dimensions [0, depth) (the split one over this thread's range),
     calling `leaf(offsets, index)` inside; with nothing to split, thread 0 runs the whole."""
     index: list[ir.Value] = []
@@ -110,7 +105,7 @@ def _nest(b: ir.IRBuilder, sizes: list[int], strides: list[list[int]], split: in
         else:
             lo, hi = i64(0), i64(sizes[k])
         inner = k == len(sizes) - 1
-        with for_range(b, lo, hi, name=f"d{k}", unroll=inner and unroll_inner) as i:
+        with for_range(b, lo, hi, name=f"d{k}", unroll=inner) as i:
             index.append(i)
             new = [o if s[k] == 0 else b.add(o, b.mul(i, i64(s[k]))) for o, s in zip(offs, strides)]
             level(k + 1, new)
@@ -126,14 +121,82 @@ def _nest(b: ir.IRBuilder, sizes: list[int], strides: list[list[int]], split: in
 
 def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], body: Body,
                  tid: ir.Value, nt: ir.Value, splittable: Sequence[bool] | None = None,
-                 need_index: bool = False, unroll_inner: bool = True) -> None:
+                 need_index: bool = False) -> None:
     """Run `body(b, offsets, index)` for every point of `shape` this thread owns: `offsets[k]` is
     accesses[k]'s element offset; `index` (only with need_index) the i64 index per dimension.
-    `unroll_inner=False` keeps LLVM from unrolling the innermost loop fully, so that the loop
-    vectorizer, not the SLP vectorizer, vectorizes it (see kernels_elementwise)."""
+    The body is scalar; LLVM may vectorize the innermost loop."""
     sizes, strides, split = _plan(shape, accesses, splittable, need_index)
     _nest(b, sizes, strides, split, accesses, tid, nt, len(sizes),
-          lambda offs, index: body(b, offs, index), unroll_inner)
+          lambda offs, index: body(b, offs, index))
+
+
+VectorBody = Callable[[ir.IRBuilder, list[ir.Value], int], None]
+
+
+def vector_width(shape: Sequence[int], accesses: list[Access], lanes: int,
+                 splittable: Sequence[bool] | None = None) -> int:
+    """The width `strided_vector_loop` steps its innermost loop by: the target's `lanes`, fewer
+    (down to 4) when the innermost planned dimension is shorter, 1 when shorter than 4 or when
+    an access is neither contiguous nor broadcast along it (then every step is a scalar)."""
+    sizes, strides, _ = _plan(shape, accesses, splittable, False)
+    if not sizes or any(s[-1] not in (0, 1) for s in strides):
+        return 1
+    w = lanes
+    while w > 4 and w > sizes[-1]:
+        w //= 2
+    return w if w <= sizes[-1] else 1
+
+
+def inner_stride(shape: Sequence[int], accesses: list[Access], k: int,
+                 splittable: Sequence[bool] | None = None) -> int:
+    """Access k's stride along the innermost planned dimension (0: broadcast along it)."""
+    sizes, strides, _ = _plan(shape, accesses, splittable, False)
+    return strides[k][-1] if sizes else 0
+
+
+def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],
+                        body: VectorBody, tid: ir.Value, nt: ir.Value, lanes: int,
+                        splittable: Sequence[bool] | None = None) -> None:
+    """Like `strided_loop`, but the innermost planned dimension runs as an explicit vector loop:
+    `body(b, offsets, width)` is called with `width = vector_width(...)` for each whole vector
+    of the thread's part of a row, then with width 1 for each remaining element (the tail, in
+    order). `offsets[k]` is access k's element offset at the step's first element. An access
+    whose innermost
+    stride is 0 reads one element for the whole step (the body splats it); with stride 1 it
+    reads `width` consecutive elements. Ownership is `strided_loop`'s (the thread range, in
+    elements): a split innermost dimension gives each thread whole vectors from its own start
+    and its own tail."""
+    sizes, strides, split = _plan(shape, accesses, splittable, False)
+    w = vector_width(shape, accesses, lanes, splittable)
+    inner = len(sizes) - 1
+
+    def leaf(offs: list[ir.Value], _index: list[ir.Value]) -> None:
+        if inner < 0:  # a single element
+            body(b, offs, 1)
+            return
+        if split == inner:
+            lo, hi = thread_range(b, tid, nt, sizes[inner])
+            vend = b.add(lo, b.and_(b.sub(hi, lo), i64(-w)))  # w is a power of two
+        else:
+            lo, hi = i64(0), i64(sizes[inner])
+            vend = i64(sizes[inner] // w * w)
+        step = [s[inner] for s in strides]
+
+        def at(i: ir.Value) -> list[ir.Value]:
+            return [o if s == 0 else b.add(o, b.mul(i, i64(s))) for o, s in zip(offs, step)]
+
+        if w == 1:
+            with for_range(b, lo, hi, name="t") as i:
+                body(b, at(i), 1)
+            return
+        # vector code: nothing left for the loop vectorizer (LLVM may still unroll it)
+        with for_range(b, lo, vend, w, name="v", vectorize=False, unroll=True) as i:
+            body(b, at(i), w)
+        if sizes[inner] % w or split == inner:
+            with for_range(b, vend, hi, name="t", vectorize=False, unroll=True) as i:
+                body(b, at(i), 1)
+
+    _nest(b, sizes, strides, split, accesses, tid, nt, max(inner, 0), leaf)
 
 
 RowBody = Callable[[ir.IRBuilder, list[ir.Value], int], None]
@@ -152,7 +215,7 @@ def strided_rows(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],
     if not sizes or split == len(sizes) - 1 or not accept(sizes[-1], [s[-1] for s in strides]):
         return False
     _nest(b, sizes, strides, split, accesses, tid, nt, len(sizes) - 1,
-          lambda offs, _index: row_body(b, offs, sizes[-1]), True)
+          lambda offs, _index: row_body(b, offs, sizes[-1]))
     return True
 
 

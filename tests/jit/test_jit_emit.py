@@ -152,3 +152,37 @@ def test_whole_step_compiles_for_every_target(monkeypatch, target):
     assert "netc_step" in asm and "maxpool_bwd" in asm
     if target == "avx512":
         assert "zmm" in asm
+
+
+@pytest.mark.parametrize("name", ["avx512", "avx2", "portable"])
+def test_elementwise_kernels_are_explicit_vector_loops(name):
+    """A fused elementwise kernel is emitted as a loop over whole vectors of the target's width
+    (operands broadcast along a row are one element splat across the vector), then a scalar
+    tail for the row's last elements: no reliance on LLVM's loop vectorizer, whose vector loop
+    the kernel's loop metadata turns off."""
+    import re
+
+    from netc.compiler.codegen.step import build_step_module
+    from netc.compiler.codegen.step_input import plan_step
+    from netc.compiler.errors import SourceLoc
+    from netc.compiler.ir import Graph, TensorType
+    from netc.jit import asm_of
+
+    target = get_target(name)
+    w = target.lanes
+    loc = SourceLoc("t.net", 1, 1)
+    g = Graph("t", float_dtype="f32")
+    x = g.input("x", TensorType((3, 4 * w + 3), "f32"), loc)
+    col = g.input("c", TensorType((3, 1), "f32"), loc)
+    y = g.add("mul", [g.add("exp", [x], None, loc), col], None, loc)
+    g.outputs["y"] = y
+    module = build_step_module(plan_step(g, {"y": y}), target).module
+    text = str(module)
+    fn = text[text.index('define internal void @"k'):]
+    fn = fn[:fn.index("\n}")]
+    assert f"load <{w} x float>" in fn and f"store <{w} x float>" in fn
+    splat = rf"shufflevector <{w} x float> .*, <{w} x i32> <i32 0(, i32 0){{{w - 1}}}>"
+    assert re.search(splat, fn), "no splat of c"
+    assert re.search(r"\bload float, float\*", fn), "no scalar tail"
+    assert '"llvm.loop.vectorize.enable", i1 0' in text
+    asm_of(module, target)  # legal for the target's code generator
