@@ -4,11 +4,12 @@ broadcast_to, slice, slice_grad, pad, concat, one_hot, gather, scatter_add.
 Takes: an emission context and a one-node kernel of the legalized kernel graph, or a sum/max/min
 with its elementwise prologue (`reduce_prologue`: computed as the input is read, its values other
 kernels need stored on the way). Gives: `SHAPE_EMITTERS[op](cx, kernel)` -> calls. Every kernel is
-a `strided_loop` (or a small explicit nest) over static shapes; reductions iterate the input row-
-major with the output's strides 0 on reduced axes, so their inner loops are contiguous and each
-output element is accumulated by the one thread owning it in an order fixed by the shape (input
-order; a float sum over a contiguous reduced row adds the row's vector partial sums, `_row_sum`;
-splits only cut kept axes): results do not depend on the thread count.
+a `strided_loop` (or a small explicit nest) over static shapes. Reductions iterate the input
+row-major with the output's strides 0 on reduced axes and are explicit vector code: a reduced
+contiguous row is combined in vector partial accumulators (`_row_reduce`), a kept innermost row
+is a vector loop (`strided_vector_loop`) updating the output's row; the prologue is evaluated at
+the same width. Each output element is accumulated by the one thread owning it in an order
+fixed by the shape (splits only cut kept axes): results do not depend on the thread count.
 
 Invariants: a kernel initialises every element it owns before accumulating into it; out-of-range
 indices of gather/scatter_add are clamped into range (the interpreter reports them; native code
@@ -25,15 +26,24 @@ from ..ir import Graph
 from ..passes.kernel_graph import Kernel
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .kernels_elementwise import evaluate, is_scalar_const
-from .loops import for_range, i64, lane_indices
-from .lower_elementwise import ELEMENTWISE, const, load_value, reg_type, store_value
+from .loops import for_range, i64, lane_indices, splat
+from .lower_elementwise import (
+    ELEMENTWISE,
+    const,
+    lanes_of,
+    load_value,
+    reg_type,
+    store_value,
+)
 from .strided import (
     Access,
     broadcast_strides,
     contiguous_strides,
+    inner_stride,
     new_kernel_fn,
     strided_loop,
     strided_rows,
+    strided_vector_loop,
 )
 from .strided import thread_range as split_range
 
@@ -69,11 +79,12 @@ def _identity(op: str, dtype: str) -> float:
 
 def reduce_prologue(g: Graph, k: Kernel) -> list[int]:
     """The prologue of a sum/max/min kernel the reduction loop evaluates as it reads its input
-    (all of it or none): elementwise nodes over the input's shape with a cheap scalar body, no
-    random draws (their index would be the input's, not the value's own). The accumulation runs
-    in input order, one element at a time, so a polynomial (exp, log, tanh...) there would run
-    on one lane: in its own vectorized loop it is cheaper than the memory pass it saves
-    (measured: softmax's sum(exp(x - m)) fused made the tiny MLP's step ~20% slower)."""
+    (all of it or none): elementwise nodes over the input's shape with a cheap body, no random
+    draws (their index would be the input's, not the value's own). A polynomial (exp, log,
+    tanh...) stays in its own elementwise kernel: with a scalar accumulation it made the tiny
+    MLP's step ~20% slower (softmax's sum(exp(x - m))), and with the vector rows of
+    `_row_reduce` it is still no faster there (its rows of 10 classes leave two elements of
+    scalar exp per row; measured 6.2 -> 6.5 us per step)."""
     pro = [i for i in k.nodes if k.stages[i] == "prologue"]
     main = g.node(k.main)
     if main.op not in ("sum", "max", "min") or not pro or any(
@@ -85,6 +96,9 @@ def reduce_prologue(g: Graph, k: Kernel) -> list[int]:
 
 CHEAP_BODIES = (frozenset(ELEMENTWISE) | {"broadcast_to"}) - {
     "exp", "log", "log1p", "expm1", "tanh", "sigmoid", "erf", "pow"}
+
+
+_COMBINE = {"sum": "add", "max": "maximum", "min": "minimum"}
 
 
 def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
@@ -114,91 +128,101 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], contiguous_strides(shape)) for i in stored]
     acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], broadcast_strides(cx.node(i).type.shape,
                                                                          shape)) for i in loads]
+    first_load = 1 + len(stored)
+    inner = [inner_stride(shape, acc, j, splittable) for j in range(len(acc))]
 
-    def body(b: ir.IRBuilder, offs: list[ir.Value], _i: list[ir.Value]) -> None:
-        yp = acc[0].at(b, offs[0])
-        vals = {i: load_value(b, acc[1 + len(stored) + j].at(b, offs[1 + len(stored) + j]),
-                              cx.node(i).type.dtype) for j, i in enumerate(loads)}
-        evaluate(cx, b, pro, vals)
+    def combine(b: ir.IRBuilder, a: ir.Value, v: ir.Value) -> ir.Value:
+        """The primitive's own body (add, maximum, minimum: NaN propagates)."""
+        return ELEMENTWISE[_COMBINE[op]](b, [a, v], {}, [dt, dt], dt)
+
+    def values(b: ir.IRBuilder, offs: list[ir.Value], w: int) -> ir.Value:
+        """The input at `w` consecutive elements of the row from `offs` (the prologue evaluated,
+        its stored values stored): one element splat where an operand is broadcast."""
+        vals = {}
+        for j, i in enumerate(loads):
+            dti, ptr = cx.node(i).type.dtype, acc[first_load + j].at(b, offs[first_load + j])
+            if w > 1 and inner[first_load + j] == 0:
+                vals[i] = splat(b, load_value(b, ptr, dti), w)
+            else:
+                vals[i] = load_value(b, ptr, dti, w)
+        evaluate(cx, b, pro, vals, lanes=w)
         for j, i in enumerate(stored):
             store_value(b, vals[i], acc[1 + j].at(b, offs[1 + j]), cx.node(i).type.dtype)
-        a, v = b.load(yp), vals[x.id]
-        if op == "sum":
-            r = b.fadd(a, v) if dt != "i32" else b.add(a, v)
-        elif dt == "i32":
-            r = b.select(b.icmp_signed(">" if op == "max" else "<", v, a), v, a)
-        else:
-            better = b.fcmp_unordered(">" if op == "max" else "<", v, a)  # nan propagates
-            r = b.select(better, v, a)
-        b.store(r, yp)
+        return vals[x.id]
 
-    w = cx.target.lanes
-    if not (op == "sum" and dt in ("f32", "f64") and not pro and strided_rows(
-            b, shape, acc, _row_sum(acc, dt, w), tid, nt, splittable,
-            lambda size, st: st[0] == 0 and st[1] == 1 and size >= 2 * w)):
-        strided_loop(b, shape, acc, body, tid, nt, splittable)
+    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int) -> None:
+        # the innermost axis is kept (y contiguous along it): y's w elements each take one input
+        yp = acc[0].at(b, offs[0])
+        store_value(b, combine(b, load_value(b, yp, dt, w), values(b, offs, w)), yp, dt)
+
+    lanes = cx.target.lanes
+    if not strided_rows(b, shape, acc, _row_reduce(acc, inner, values, combine, op, dt, lanes),
+                        tid, nt, splittable,
+                        lambda size, st: st[0] == 0 and size >= lanes and all(
+                            s in (0, 1) for s in st[1:])):
+        strided_vector_loop(b, shape, acc, body, tid, nt, lanes if inner[0] == 1 else 1,
+                            splittable)
     b.ret_void()
     return [Call(fn, arg_nodes, set(loads), {n.id, *stored}, mode_for(size_of(shape)))]
 
 
-ROW_PARTIALS = 4  # vector accumulators of a row sum
+ROW_PARTIALS = 4  # vector accumulators of a row reduction
 
 
-def _row_sum(acc: list[Access], dt: str, w: int):
-    """The row body of a plain float sum whose innermost (contiguous) axis is reduced: the row
-    is summed in ROW_PARTIALS vector accumulators of `w` lanes (lane l of accumulator a takes
-    the elements a*w + l, a*w + l + P*w, ...), combined in a fixed tree, plus the row's last
-    elements in order, then added to its output element. One sequential add per element was a
-    chain of dependent adds: a conv bias gradient over 28x28 images took ~0.3 ms. The order is
-    fixed by the static shape, so results stay bitwise independent of threads (rows are never
-    split)."""
-    vt = ir.VectorType(reg_type(dt), w)
-    vp = vt.as_pointer()
-    zero = ir.Constant(vt, [0.0] * w)
+def _row_reduce(acc: list[Access], inner: list[int], values, combine, op: str, dt: str, w: int):
+    """The row body of a reduction whose innermost (contiguous) axis is reduced: the row's
+    values (prologue included) are combined in ROW_PARTIALS vector accumulators of `w` lanes
+    (lane l of accumulator a takes the elements a*w + l, a*w + l + P*w, ...), which are combined
+    in a fixed tree, then the row's last elements in order, then its output element. One
+    sequential combine per element was a chain of dependent adds: a conv bias gradient over
+    28x28 images took ~0.3 ms. The order is fixed by the static shape, so results stay bitwise
+    independent of threads (rows are never split)."""
+    vt = reg_type(dt, w)
+    ident = const(dt, _identity(op, dt), w)
 
     def row(b: ir.IRBuilder, offs: list[ir.Value], size: int) -> None:
-        yp, xp = acc[0].at(b, offs[0]), acc[1].at(b, offs[1])
         nvec = size // w
         blocks = nvec // ROW_PARTIALS
 
-        def vec(off: ir.Value) -> ir.Value:
-            return b.load(b.bitcast(b.gep(xp, [off]), vp), align=4)
+        def vec(t: ir.Value, width: int = w) -> ir.Value:
+            at = [o if s == 0 else b.add(o, t) for o, s in zip(offs, inner)]
+            return values(b, at, width)
 
-        parts = [zero] * ROW_PARTIALS
+        parts = [ident] * ROW_PARTIALS
         if blocks:
             pre = b.block
-            body = b.append_basic_block("rs.body")
-            done = b.append_basic_block("rs.done")
+            body = b.append_basic_block("rr.body")
+            done = b.append_basic_block("rr.done")
             b.branch(body)
             b.position_at_end(body)
-            i = b.phi(I64, name="rs")
+            i = b.phi(I64, name="rr")
             i.add_incoming(i64(0), pre)
             phis = [b.phi(vt) for _ in range(ROW_PARTIALS)]
             base = b.mul(i, i64(ROW_PARTIALS * w))
-            parts = [b.fadd(ph, vec(b.add(base, i64(a * w)))) for a, ph in enumerate(phis)]
+            parts = [combine(b, ph, vec(b.add(base, i64(a * w)))) for a, ph in enumerate(phis)]
             nxt = b.add(i, i64(1))
             i.add_incoming(nxt, b.block)
             for ph, v in zip(phis, parts):
-                ph.add_incoming(zero, pre)
+                ph.add_incoming(ident, pre)
                 ph.add_incoming(v, b.block)
             b.cbranch(b.icmp_signed("<", nxt, i64(blocks)), body, done)
             b.position_at_end(done)
-        for a in range(nvec - blocks * ROW_PARTIALS):  # full vectors after the last block
-            parts[a] = b.fadd(parts[a], vec(i64((blocks * ROW_PARTIALS + a) * w)))
+        for a in range(nvec - blocks * ROW_PARTIALS):  # whole vectors after the last block
+            parts[a] = combine(b, parts[a], vec(i64((blocks * ROW_PARTIALS + a) * w)))
         while len(parts) > 1:
-            parts = [b.fadd(parts[j], parts[j + 1]) for j in range(0, len(parts), 2)]
+            parts = [combine(b, parts[j], parts[j + 1]) for j in range(0, len(parts), 2)]
         v = parts[0]
-        while v.type.count > 1:
-            half = v.type.count // 2
-            v = b.fadd(b.shuffle_vector(v, v, lane_indices(range(half))),
-                       b.shuffle_vector(v, v, lane_indices(range(half, 2 * half))))
+        while lanes_of(v) > 1:
+            half = lanes_of(v) // 2
+            v = combine(b, b.shuffle_vector(v, v, lane_indices(range(half))),
+                        b.shuffle_vector(v, v, lane_indices(range(half, 2 * half))))
         total = b.extract_element(v, ir.Constant(I32, 0))
         for t in range(nvec * w, size):  # the row's last elements, in order
-            total = b.fadd(total, b.load(b.gep(xp, [i64(t)])))
-        b.store(b.fadd(b.load(yp), total), yp)
+            total = combine(b, total, vec(i64(t), 1))
+        yp = acc[0].at(b, offs[0])
+        b.store(combine(b, b.load(yp), total), yp)
 
     return row
-
 
 
 def emit_argmax(cx: Ctx, k: Kernel) -> list[Call]:

@@ -89,7 +89,7 @@ def test_primitive_lowering(op, index):
 ])
 def test_sum_of_contiguous_rows(shape, axes):
     """A float sum over a contiguous innermost axis runs each row in vector partial sums
-    (kernels_shape._row_sum): equal to float64 within float32 rounding, bitwise the same on one
+    (kernels_shape._row_reduce): equal to float64 within float32 rounding, bitwise the same on one
     and two threads."""
     rng = np.random.default_rng(0)
     g = Graph("rows", float_dtype="f32")

@@ -160,3 +160,34 @@ def test_gemm_epilogue_activation_is_the_primitive(act):
              and any(plan.graph.node(i).op == act for i in k.nodes)]
     assert fused, "the activation is not in the GEMM's epilogue"
     _run(g, feeds)
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "min"])
+@pytest.mark.parametrize("shape, axes", [
+    ((3, 37), (1,)),  # rows of whole vectors and a ragged end: vector partials
+    ((4, 100), (1,)),  # rows of several blocks of partials
+    ((6, 5), (1,)),  # rows shorter than a vector: one element at a time
+    ((37, 3, 21), (0, 1)),  # outer axes reduced: y's row is a vector loop
+    ((2, 40, 9), (0, 2)),  # both kinds
+], ids=str)
+def test_reductions_at_vector_width(op, shape, axes):
+    """sum/max/min over contiguous rows (vector partial accumulators, NaN propagating) and over
+    outer axes (vector loops over the kept row), with an elementwise prologue evaluated at the
+    same width (`(x - m)^2` with m broadcast along the row: its operand is splat), float and
+    int: equal to the interpreter, bitwise the same on one and two threads."""
+    rng = np.random.default_rng(4)
+    g = Graph("red", float_dtype="f32")
+    x = g.input("x", TensorType(shape, "f32"), LOC)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    m = g.input("m", TensorType(kept, "f32"), LOC)
+    i = g.input("i", TensorType(shape, "i32"), LOC)
+    attrs = {"axes": axes, "keepdims": False}
+    d = g.add("sub", [x, m], {}, LOC)
+    g.outputs["plain"] = g.add(op, [x], attrs, LOC)
+    g.outputs["prologue"] = g.add(op, [g.add("mul", [d, d], {}, LOC)], attrs, LOC)
+    g.outputs["int"] = g.add(op, [i], attrs, LOC)
+    xs = rng.standard_normal(shape).astype(np.float32)
+    xs.reshape(-1)[[5, 17]] = np.nan  # a NaN in one row/column propagates to its result
+    feeds = {"x": xs, "m": rng.standard_normal(kept).astype(np.float32),
+             "i": rng.integers(-50, 50, shape).astype(np.int32)}
+    _run(g, feeds)
