@@ -43,6 +43,7 @@ from .strided import (
     new_kernel_fn,
     strided_loop,
     strided_rows,
+    strided_transpose,
     strided_vector_loop,
 )
 from .strided import thread_range as split_range
@@ -267,7 +268,8 @@ def _copy_kernel(cx: Ctx, n, x, space, out_acc, in_strides, in_offset=0, pre_fil
         b2.ret_void()
         calls.append(Call(f2, [n.id], set(), {n.id}, mode_for(size_of(n.type.shape))))
     acc = [Access(y, out_acc[0], out_acc[1]), Access(xp, in_strides, in_offset)]
-    strided_loop(b, space, acc, _copy_body(acc, n.type.dtype), tid, nt)
+    if not strided_transpose(b, space, acc, tid, nt, min(cx.target.lanes, 8)):
+        strided_loop(b, space, acc, _copy_body(acc, n.type.dtype), tid, nt)
     b.ret_void()
     calls.append(Call(fn, [n.id, x.id], {x.id}, {n.id}, mode_for(size_of(space))))
     return calls

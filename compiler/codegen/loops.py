@@ -198,6 +198,22 @@ def lane_indices(values) -> ir.Constant:
     return ir.Constant(ir.VectorType(I32, len(values)), values)
 
 
+def transpose_square(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
+    """The transpose of n vectors of n elements (n a power of two): vector c of the result holds
+    element c of every input vector. log2(n) rounds of pairing vector i with vector i + n/2 and
+    interleaving their low and high halves."""
+    n = len(rows)
+    lo = lane_indices(x for i in range(n // 2) for x in (i, i + n))
+    hi = lane_indices(x for i in range(n // 2, n) for x in (i, i + n))
+    for _ in range(n.bit_length() - 1):
+        out = []
+        for i in range(n // 2):
+            a, c = rows[i], rows[i + n // 2]
+            out += [b.shuffle_vector(a, c, lo), b.shuffle_vector(a, c, hi)]
+        rows = out
+    return rows
+
+
 def lane_mask(lanes: int, valid: int) -> ir.Constant:
     """A constant <lanes x i1> with the first `valid` lanes set."""
     return ir.Constant(ir.VectorType(I1, lanes), [1 if i < valid else 0 for i in range(lanes)])

@@ -29,6 +29,7 @@ from .loops import (
     lane_indices,
     load_vec,
     store_vec,
+    transpose_square,
 )
 
 # A source gives, for a sliver starting at outer index o0 with `count` static lanes, a function
@@ -176,7 +177,7 @@ def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) 
                 if masked:
                     v = b.fmul(v, load_vec(b, mask, at, T))
                 rows.append(v)
-            cols.append(_transpose(b, rows))
+            cols.append(transpose_square(b, rows))
         for j in range(T):
             row = b.mul(b.add(k, i64(j)), i64(width))
             for g, g0 in enumerate(range(0, width, T)):
@@ -187,18 +188,3 @@ def _transposed_packer(module: ir.Module, width: int, count: int, masked: bool) 
                 store_vec(b, v, sdst, b.add(row, i64(g0)))
     b.ret_void()
     return fn
-
-
-def _transpose(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
-    """The transpose of n vectors of n floats (n a power of two): log2(n) rounds of pairing
-    vector i with vector i + n/2 and interleaving their low and high halves."""
-    n = len(rows)
-    lo = lane_indices(x for i in range(n // 2) for x in (i, i + n))
-    hi = lane_indices(x for i in range(n // 2, n) for x in (i, i + n))
-    for _ in range(n.bit_length() - 1):
-        out = []
-        for i in range(n // 2):
-            a, c = rows[i], rows[i + n // 2]
-            out += [b.shuffle_vector(a, c, lo), b.shuffle_vector(a, c, hi)]
-        rows = out
-    return rows

@@ -5,7 +5,8 @@ Takes: an IRBuilder, the iteration shape, one `Access` (element pointer, strides
 operand, and a body callback. Gives: `strided_loop` (a scalar body per point: broadcasting,
 transposes, slices, pads, concats and reductions are all instances), `strided_vector_loop` (the
 innermost dimension as an explicit vector loop with a scalar tail: elementwise kernels and
-copies), `strided_rows` (a body per innermost row), `thread_range` and `new_kernel_fn` (an
+copies), `strided_transpose` (a transposing copy in register-transposed tiles), `strided_rows`
+(a body per innermost row), `thread_range` and `new_kernel_fn` (an
 internal kernel function `void f(i32 tid, i32 nt, T* noalias ...)`).
 
 Invariants: dimensions of size 1 are dropped and adjacent dimensions whose strides nest are
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import I32, I64, for_range, i64
+from .loops import I32, I64, for_range, i64, transpose_square
 
 Body = Callable[[ir.IRBuilder, list[ir.Value], list[ir.Value]], None]
 
@@ -197,6 +198,74 @@ def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Ac
                 body(b, at(i), 1)
 
     _nest(b, sizes, strides, split, accesses, tid, nt, max(inner, 0), leaf)
+
+
+def strided_transpose(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],
+                      tid: ir.Value, nt: ir.Value, tile: int) -> bool:
+    """The copy `accesses[0] = accesses[1]` over `shape` (4-byte elements) when its innermost
+    planned dimension j is contiguous in the output but strided in the input, and the input is
+    contiguous along another dimension i (a transpose): `tile` x `tile` blocks, each `tile`
+    vector loads along i, an in-register transpose and `tile` vector stores along j; the ragged
+    ends of i and j element by element. Element by element, every load of a large transpose
+    touched a new cache line (rows 2 KB apart also share L1 sets): a [16, 64, 512] transpose
+    took ~1.2 ms. Ownership is `strided_loop`'s (the same split dimension and ranges). Returns
+    False, emitting nothing, for any other copy."""
+    out, src = accesses
+    elem = out.ptr.type.pointee
+    if not (isinstance(elem, ir.FloatType) or isinstance(elem, ir.IntType) and elem.width == 32):
+        return False
+    sizes, strides, split = _plan(shape, accesses, None, False)
+    j = len(sizes) - 1
+    if j < 1 or strides[0][j] != 1 or strides[1][j] == 1 or sizes[j] < tile:
+        return False
+    cand = [d for d in range(j) if strides[1][d] == 1 and sizes[d] >= tile]
+    if not cand:
+        return False
+    i = cand[-1]
+    order = [d for d in range(j) if d != i] + [i, j]
+    sizes = [sizes[d] for d in order]
+    strides = [[st[d] for d in order] for st in strides]
+    split = order.index(split) if split is not None else None
+    depth = len(order) - 2
+    out_i, src_j = strides[0][depth], strides[1][depth + 1]  # the other strides are 1
+    vt = ir.VectorType(out.ptr.type.pointee, tile).as_pointer()
+
+    def span(k: int) -> tuple[ir.Value, ir.Value, ir.Value]:
+        """Planned dimension k's range for this thread and the end of its whole tiles."""
+        if k == split:
+            lo, hi = thread_range(b, tid, nt, sizes[k])
+            return lo, hi, b.add(lo, b.and_(b.sub(hi, lo), i64(-tile)))  # tile: a power of 2
+        return i64(0), i64(sizes[k]), i64(sizes[k] // tile * tile)
+
+    def leaf(offs: list[ir.Value], _index: list[ir.Value]) -> None:
+        o_out, o_src = offs
+        ilo, ihi, iend = span(depth)
+        jlo, jhi, jend = span(depth + 1)
+
+        def src_at(ii: ir.Value, jj: ir.Value) -> ir.Value:
+            return b.gep(src.ptr, [b.add(o_src, b.add(ii, b.mul(jj, i64(src_j))))])
+
+        def out_at(ii: ir.Value, jj: ir.Value) -> ir.Value:
+            return b.gep(out.ptr, [b.add(o_out, b.add(b.mul(ii, i64(out_i)), jj))])
+
+        def one(ii: ir.Value, jj: ir.Value) -> None:
+            b.store(b.load(src_at(ii, jj)), out_at(ii, jj))
+
+        with for_range(b, ilo, iend, tile, name="ti", unroll=False) as i0:
+            with for_range(b, jlo, jend, tile, name="tj", unroll=False, vectorize=False) as j0:
+                cols = [b.load(b.bitcast(src_at(i0, b.add(j0, i64(c))), vt), align=4)
+                        for c in range(tile)]
+                for r, row in enumerate(transpose_square(b, cols)):
+                    b.store(row, b.bitcast(out_at(b.add(i0, i64(r)), j0), vt), align=4)
+            with for_range(b, jend, jhi, name="tjr") as jj:
+                for r in range(tile):
+                    one(b.add(i0, i64(r)), jj)
+        with for_range(b, iend, ihi, name="tir", unroll=False) as ii, \
+                for_range(b, jlo, jhi, name="tjs") as jj:
+            one(ii, jj)
+
+    _nest(b, sizes, strides, split, accesses, tid, nt, depth, leaf)
+    return True
 
 
 RowBody = Callable[[ir.IRBuilder, list[ir.Value], int], None]

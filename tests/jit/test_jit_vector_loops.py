@@ -191,3 +191,25 @@ def test_reductions_at_vector_width(op, shape, axes):
     feeds = {"x": xs, "m": rng.standard_normal(kept).astype(np.float32),
              "i": rng.integers(-50, 50, shape).astype(np.int32)}
     _run(g, feeds)
+
+
+@pytest.mark.parametrize("shape, perm", [
+    ((13, 21), (1, 0)),  # ragged tiles both ways; the split dimension is one of the tile's
+    ((64, 40), (1, 0)),
+    ((16, 24, 40), (0, 2, 1)),  # a batch of transposes (the split is outside the tiles)
+    ((3, 9, 17, 10), (3, 1, 0, 2)),
+    ((5, 8, 8), (2, 0, 1)),
+    ((4, 6, 3), (1, 0, 2)),  # rows stay contiguous: a plain copy
+], ids=str)
+@pytest.mark.parametrize("dtype", ["f32", "i32", "bool"])
+def test_transposes(shape, perm, dtype):
+    """Transposing copies run in register-transposed tiles (strided_transpose) with ragged ends
+    element by element: exactly NumPy's transpose, on one and two threads."""
+    rng = np.random.default_rng(5)
+    g = Graph("tr", float_dtype="f32")
+    x = g.input("x", TensorType(shape, dtype), LOC)
+    g.outputs["t"] = g.add("transpose", [x], {"perm": perm}, LOC)
+    data = rng.standard_normal(shape)
+    feeds = {"x": (data > 0 if dtype == "bool" else
+                   (data * 100).astype(np.int32) if dtype == "i32" else data.astype(np.float32))}
+    _run(g, feeds)
