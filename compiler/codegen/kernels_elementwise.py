@@ -30,6 +30,7 @@ from .loops import freeze, lane_indices, splat
 from .lower_elementwise import (
     ELEMENTWISE,
     const,
+    from_memory,
     lanes_of,
     load_value,
     mem_type,
@@ -44,7 +45,6 @@ from .strided import (
     inner_stride,
     new_kernel_fn,
     strided_vector_loop,
-    vector_width,
 )
 
 I32, I64, F32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
@@ -155,22 +155,23 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
                  for i in loads]
     n_out = len(k.outputs)
     # which loads are one element per vector step (broadcast along the innermost dimension)
-    width = vector_width(space, accesses, cx.target.lanes)
-    splat_load = [width > 1 and inner_stride(space, accesses, n_out + j) == 0
-                  for j in range(len(loads))]
+    splat_load = [inner_stride(space, accesses, n_out + j) == 0 for j in range(len(loads))]
     # Outputs stored over the element of an input they read: x86 LLVM turns
     # `store(select(c, load p, 0), p)` (relu and its gradient, in place) into a masked store of
     # the zeros, microcoded and many times slower on AMD cores. A frozen stored value hides the
     # pattern from instruction selection.
     in_place = {ext_slot[i] for i in k.outputs} & {ext_slot[i] for i in loads}
 
-    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int) -> None:
+    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int, given: dict[int, ir.Value]
+             ) -> None:
         vals: dict[int, ir.Value] = {}
         # every load of an element comes before any store of it (in-place outputs)
         for j, i in enumerate(loads):
             dt = cx.node(i).type.dtype
             ptr = accesses[n_out + j].at(b, offs[n_out + j])
-            if w > 1 and splat_load[j]:
+            if n_out + j in given:
+                vals[i] = from_memory(b, given[n_out + j], dt)
+            elif w > 1 and splat_load[j]:
                 vals[i] = splat(b, load_value(b, ptr, dt), w)
             else:
                 vals[i] = load_value(b, ptr, dt, w)
@@ -179,7 +180,7 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
             v = freeze(b, vals[i]) if ext_slot[i] in in_place else vals[i]
             store_value(b, v, accesses[j].at(b, offs[j]), cx.node(i).type.dtype)
 
-    strided_vector_loop(b, space, accesses, body, tid, nt, cx.target.lanes)
+    strided_vector_loop(b, space, accesses, body, tid, nt, cx.target.lanes, outputs=n_out)
     b.ret_void()
     return [Call(fn, list(arg_nodes), set(data), set(k.outputs), mode_for(size_of(space)))]
 
@@ -203,8 +204,10 @@ def emit_copy(cx: Ctx, src: int, dst: int, stem: str = "copy") -> list[Call]:
     shape = n.type.shape
     acc = [Access(d, contiguous_strides(shape)), Access(s, contiguous_strides(shape))]
 
-    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int) -> None:
-        v = load_value(b, acc[1].at(b, offs[1]), dt, w)
+    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int, given: dict[int, ir.Value]
+             ) -> None:
+        v = from_memory(b, given[1], dt) if 1 in given else load_value(b, acc[1].at(b, offs[1]),
+                                                                        dt, w)
         store_value(b, v, acc[0].at(b, offs[0]), dt)
 
     strided_vector_loop(b, shape, acc, body, tid, nt, cx.target.lanes)

@@ -30,6 +30,7 @@ from .loops import for_range, i64, lane_indices, splat
 from .lower_elementwise import (
     ELEMENTWISE,
     const,
+    from_memory,
     lanes_of,
     load_value,
     reg_type,
@@ -136,13 +137,17 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
         """The primitive's own body (add, maximum, minimum: NaN propagates)."""
         return ELEMENTWISE[_COMBINE[op]](b, [a, v], {}, [dt, dt], dt)
 
-    def values(b: ir.IRBuilder, offs: list[ir.Value], w: int) -> ir.Value:
+    def values(b: ir.IRBuilder, offs: list[ir.Value], w: int,
+               given: dict[int, ir.Value]) -> ir.Value:
         """The input at `w` consecutive elements of the row from `offs` (the prologue evaluated,
-        its stored values stored): one element splat where an operand is broadcast."""
+        its stored values stored): one element splat where an operand is broadcast, `given`
+        operands as given (see strided_vector_loop)."""
         vals = {}
         for j, i in enumerate(loads):
             dti, ptr = cx.node(i).type.dtype, acc[first_load + j].at(b, offs[first_load + j])
-            if w > 1 and inner[first_load + j] == 0:
+            if first_load + j in given:
+                vals[i] = from_memory(b, given[first_load + j], dti)
+            elif w > 1 and inner[first_load + j] == 0:
                 vals[i] = splat(b, load_value(b, ptr, dti), w)
             else:
                 vals[i] = load_value(b, ptr, dti, w)
@@ -151,10 +156,12 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
             store_value(b, vals[i], acc[1 + j].at(b, offs[1 + j]), cx.node(i).type.dtype)
         return vals[x.id]
 
-    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int) -> None:
+    def body(b: ir.IRBuilder, offs: list[ir.Value], w: int, given: dict[int, ir.Value]
+             ) -> None:
         # the innermost axis is kept (y contiguous along it): y's w elements each take one input
         yp = acc[0].at(b, offs[0])
-        store_value(b, combine(b, load_value(b, yp, dt, w), values(b, offs, w)), yp, dt)
+        y_old = from_memory(b, given[0], dt) if 0 in given else load_value(b, yp, dt, w)
+        store_value(b, combine(b, y_old, values(b, offs, w, given)), yp, dt)
 
     lanes = cx.target.lanes
     if not strided_rows(b, shape, acc, _row_reduce(acc, inner, values, combine, op, dt, lanes),
@@ -164,7 +171,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
                         lambda size, st: st[0] == 0 and size >= 2 * lanes and all(
                             s in (0, 1) for s in st[1:])):
         strided_vector_loop(b, shape, acc, body, tid, nt, lanes if inner[0] == 1 else 1,
-                            splittable)
+                            splittable, outputs=first_load)
     b.ret_void()
     return [Call(fn, arg_nodes, set(loads), {n.id, *stored}, mode_for(size_of(shape)))]
 
@@ -189,7 +196,7 @@ def _row_reduce(acc: list[Access], inner: list[int], values, combine, op: str, d
 
         def vec(t: ir.Value, width: int = w) -> ir.Value:
             at = [o if s == 0 else b.add(o, t) for o, s in zip(offs, inner)]
-            return values(b, at, width)
+            return values(b, at, width, {})
 
         parts = [ident] * ROW_PARTIALS
         if blocks:

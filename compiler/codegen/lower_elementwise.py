@@ -6,7 +6,7 @@ Takes: an IRBuilder, the operands as register values of one width -- scalars (f3
 input/output dtypes. Gives: `ELEMENTWISE[name](b, args, attrs, ins, out)` -> the result value, of
 the operands' width; `reg_type`/`mem_type` (register and memory LLVM types of a dtype at a
 width), `const`/`typed_const` (constants at a width), `load_value`/`store_value` (scalar or
-vector; bool is i8 in memory and i1 in registers) and `lanes_of`.
+vector; bool is i8 in memory and i1 in registers), `from_memory` and `lanes_of`.
 
 Invariants: a body is the same instructions at every width (one definition serves the scalar
 tails and the vector loops of kernels_elementwise, and the GEMM epilogues), so a lane computes
@@ -51,8 +51,14 @@ def load_value(b: ir.IRBuilder, ptr: ir.Value, dtype: str, lanes: int = 1) -> ir
     """`lanes` consecutive elements at the element pointer `ptr` (one scalar for 1)."""
     if lanes > 1:
         ptr = b.bitcast(ptr, mem_type(dtype, lanes).as_pointer())
-    v = b.load(ptr, align=1 if dtype == "bool" else 4)
-    return b.icmp_unsigned("!=", v, typed_const(I8, 0, lanes)) if dtype == "bool" else v
+    return from_memory(b, b.load(ptr, align=1 if dtype == "bool" else 4), dtype)
+
+
+def from_memory(b: ir.IRBuilder, v: ir.Value, dtype: str) -> ir.Value:
+    """A loaded value (scalar or vector, memory type) as a register value: bool i8 -> i1."""
+    if dtype != "bool":
+        return v
+    return b.icmp_unsigned("!=", v, typed_const(I8, 0, lanes_of(v)))
 
 
 def store_value(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, dtype: str) -> None:

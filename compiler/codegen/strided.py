@@ -18,12 +18,13 @@ two loops over the same kept dimensions give every element to the same thread.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .loops import I32, I64, for_range, i64, transpose_square
+from .loops import I32, I64, for_range, i64, lane_indices, transpose_square
 
 Body = Callable[[ir.IRBuilder, list[ir.Value], list[ir.Value]], None]
 
@@ -131,7 +132,7 @@ def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], 
           lambda offs, index: body(b, offs, index))
 
 
-VectorBody = Callable[[ir.IRBuilder, list[ir.Value], int], None]
+VectorBody = Callable[[ir.IRBuilder, list[ir.Value], int, dict[int, ir.Value]], None]
 
 
 def vector_width(shape: Sequence[int], accesses: list[Access], lanes: int,
@@ -155,49 +156,126 @@ def inner_stride(shape: Sequence[int], accesses: list[Access], k: int,
     return strides[k][-1] if sizes else 0
 
 
+GROUP_VECTORS = 8  # the most vectors a group of short rows may take (each is unrolled code)
+
+
+def _row_groups(sizes: list[int], strides: list[list[int]], w: int, outputs: int
+                ) -> tuple[int, int, list[str]] | None:
+    """Short ragged rows run as groups of P rows = V whole vectors (P*L = V*w, L the row): each
+    access along the last two planned dimensions is "full" (contiguous over the group), "col"
+    (one element per row), "row" (the same row every row) or "scalar". Returns (P, V, kinds),
+    or None when the row is a multiple of w, a group would take more than GROUP_VECTORS
+    vectors, there are fewer rows than a group, an access fits none of the kinds or one of the
+    first `outputs` accesses (the written ones) is not full."""
+    if len(sizes) < 2 or w < 4:
+        return None
+    rows, length = sizes[-2], sizes[-1]
+    g = math.gcd(length, w)
+    per, nvec = w // g, length // g
+    if g == w or nvec > GROUP_VECTORS or rows < per:
+        return None
+    kinds = []
+    for s in strides:
+        kind = {(length, 1): "full", (1, 0): "col", (0, 1): "row", (0, 0): "scalar"}.get(
+            (s[-2], s[-1]))
+        if kind is None:
+            return None
+        kinds.append(kind)
+    if any(k != "full" for k in kinds[:outputs]):
+        return None
+    return per, nvec, kinds
+
+
 def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],
                         body: VectorBody, tid: ir.Value, nt: ir.Value, lanes: int,
-                        splittable: Sequence[bool] | None = None) -> None:
-    """Like `strided_loop`, but the innermost planned dimension runs as an explicit vector loop:
-    `body(b, offsets, width)` is called with `width = vector_width(...)` for each whole vector
-    of the thread's part of a row, then with width 1 for each remaining element (the tail, in
-    order). `offsets[k]` is access k's element offset at the step's first element. An access
-    whose innermost
-    stride is 0 reads one element for the whole step (the body splats it); with stride 1 it
-    reads `width` consecutive elements. Ownership is `strided_loop`'s (the thread range, in
-    elements): a split innermost dimension gives each thread whole vectors from its own start
-    and its own tail."""
+                        splittable: Sequence[bool] | None = None, outputs: int = 1) -> None:
+    """Like `strided_loop`, but the innermost planned dimension runs as explicit vector code.
+    The first `outputs` accesses are the ones the body writes.
+    `body(b, offsets, width, given)` computes `width` consecutive elements of the space
+    (`offsets[k]`: access k's element offset at the first of them): an access whose innermost
+    stride is 1 reads `width` consecutive elements, one with stride 0 reads one element for the
+    whole step (the body splats it), and `given` maps an access index to its `width` elements
+    already loaded (a vector of its memory type: the body converts it as it would a load).
+
+    A row runs as whole vectors of `width = vector_width(...)`, then its tail element by element
+    (width 1) in order. Short ragged rows (10 classes on 8 lanes) run in groups of rows that
+    are whole vectors (`_row_groups`: 4 rows of 10 are 5 vectors): full operands are read
+    straight through the group, an operand with one element per row (a softmax's max) is read
+    once per group and spread over the lanes by a constant shuffle, one that is the same each
+    row (a bias) is shuffled into its per-vector patterns once; rows left over after the last
+    whole group run as single rows. Ownership is `strided_loop`'s (the thread range, in
+    elements or rows): a split innermost dimension gives each thread whole vectors from its own
+    start and its own tail."""
     sizes, strides, split = _plan(shape, accesses, splittable, False)
-    w = vector_width(shape, accesses, lanes, splittable)
+    groups = _row_groups(sizes, strides, lanes, outputs)
+    w = lanes if groups is not None else vector_width(shape, accesses, lanes, splittable)
     inner = len(sizes) - 1
 
-    def leaf(offs: list[ir.Value], _index: list[ir.Value]) -> None:
-        if inner < 0:  # a single element
-            body(b, offs, 1)
-            return
+    def at(offs: list[ir.Value], i: ir.Value, dim: int) -> list[ir.Value]:
+        return [o if s[dim] == 0 else b.add(o, b.mul(i, i64(s[dim])))
+                for o, s in zip(offs, strides)]
+
+    def row(offs: list[ir.Value]) -> None:
+        """The innermost dimension from `offs` (this thread's part of it when split)."""
         if split == inner:
             lo, hi = thread_range(b, tid, nt, sizes[inner])
             vend = b.add(lo, b.and_(b.sub(hi, lo), i64(-w)))  # w is a power of two
         else:
             lo, hi = i64(0), i64(sizes[inner])
             vend = i64(sizes[inner] // w * w)
-        step = [s[inner] for s in strides]
-
-        def at(i: ir.Value) -> list[ir.Value]:
-            return [o if s == 0 else b.add(o, b.mul(i, i64(s))) for o, s in zip(offs, step)]
-
         if w == 1:
             with for_range(b, lo, hi, name="t") as i:
-                body(b, at(i), 1)
+                body(b, at(offs, i, inner), 1, {})
             return
         # vector code: nothing left for the loop vectorizer (LLVM may still unroll it)
         with for_range(b, lo, vend, w, name="v", vectorize=False, unroll=True) as i:
-            body(b, at(i), w)
+            body(b, at(offs, i, inner), w, {})
         if sizes[inner] % w or split == inner:
             with for_range(b, vend, hi, name="t", vectorize=False, unroll=True) as i:
-                body(b, at(i), 1)
+                body(b, at(offs, i, inner), 1, {})
 
-    _nest(b, sizes, strides, split, accesses, tid, nt, max(inner, 0), leaf)
+    if groups is None:
+        def leaf(offs: list[ir.Value], _index: list[ir.Value]) -> None:
+            if inner < 0:  # a single element
+                body(b, offs, 1, {})
+            else:
+                row(offs)
+
+        _nest(b, sizes, strides, split, accesses, tid, nt, max(inner, 0), leaf)
+        return
+    per, nvec, kinds = groups
+    rdim, length = inner - 1, sizes[inner]
+
+    def load(k: int, off: ir.Value, count: int) -> ir.Value:
+        p = b.gep(accesses[k].ptr, [off])
+        vt = ir.VectorType(accesses[k].ptr.type.pointee, count)
+        return b.load(b.bitcast(p, vt.as_pointer()), align=1)
+
+    def spread(v: ir.Value, lane_of: Callable[[int], int]) -> ir.Value:
+        return b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                                lane_indices(lane_of(x) for x in range(w)))
+
+    def leaf_groups(offs: list[ir.Value], _index: list[ir.Value]) -> None:
+        if split == rdim:
+            lo, hi = thread_range(b, tid, nt, sizes[rdim])
+            gend = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(per)), i64(per)))
+        else:
+            lo, hi, gend = i64(0), i64(sizes[rdim]), i64(sizes[rdim] // per * per)
+        fixed = {k: load(k, offs[k], length) for k, kind in enumerate(kinds) if kind == "row"}
+        with for_range(b, lo, gend, per, name="g", unroll=False, vectorize=False) as r0:
+            base = at(offs, r0, rdim)
+            cols = {k: load(k, base[k], per) for k, kind in enumerate(kinds) if kind == "col"}
+            for v in range(nvec):
+                given = {k: spread(x, lambda lane, v=v: (v * w + lane) // length)
+                         for k, x in cols.items()}
+                given.update({k: spread(x, lambda lane, v=v: (v * w + lane) % length)
+                              for k, x in fixed.items()})
+                body(b, [b.add(o, i64(v * w)) if kind == "full" else o
+                         for o, kind in zip(base, kinds)], w, given)
+        with for_range(b, gend, hi, name="rr", unroll=False) as r:
+            row(at(offs, r, rdim))
+
+    _nest(b, sizes, strides, split, accesses, tid, nt, rdim, leaf_groups)
 
 
 def strided_transpose(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access],

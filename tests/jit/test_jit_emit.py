@@ -186,3 +186,30 @@ def test_elementwise_kernels_are_explicit_vector_loops(name):
     assert re.search(r"\bload float, float\*", fn), "no scalar tail"
     assert '"llvm.loop.vectorize.enable", i1 0' in text
     asm_of(module, target)  # legal for the target's code generator
+
+
+def test_short_rows_run_in_groups_of_whole_vectors():
+    """A softmax's exp(x - max) over 10 classes: groups of rows that are whole vectors (4 rows
+    of 10 on 8 lanes: 5 vectors), the per-row max spread over the lanes by a shuffle, no scalar
+    exp for the rows' last elements except in rows left over after the last group."""
+    import re
+
+    from netc.compiler.codegen.step import build_step_module
+    from netc.compiler.codegen.step_input import plan_step
+    from netc.compiler.errors import SourceLoc
+    from netc.compiler.ir import Graph, TensorType
+
+    target = get_target("avx2")
+    loc = SourceLoc("t.net", 1, 1)
+    g = Graph("t", float_dtype="f32")
+    x = g.input("x", TensorType((32, 10), "f32"), loc)
+    m = g.input("m", TensorType((32, 1), "f32"), loc)
+    y = g.add("exp", [g.add("sub", [x, m], None, loc)], None, loc)
+    g.outputs["y"] = y
+    text = str(build_step_module(plan_step(g, {"y": y}), target).module)
+    fn = text[text.index('define internal void @"k'):]
+    fn = fn[:fn.index("\n}")]
+    group = fn[fn.index("g.body:"):fn.index("g.done:")]
+    assert group.count("store <8 x float>") == 5  # 4 rows of 10 = 5 whole vectors
+    assert "load <4 x float>" in group  # the 4 rows' m, once per group
+    assert len(re.findall(r"shufflevector <4 x float>", group)) == 5

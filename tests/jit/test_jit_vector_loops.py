@@ -18,9 +18,10 @@ from netc.engine import Store
 from netc.jit_engine import JitEngine
 
 # (3, 37): rows of whole vectors and a ragged tail; (75,): one row split between threads, each
-# with its own tail; (4, 12): rows shorter than a 16-lane vector; (2, 5, 3): rows shorter than
-# any vector (scalar steps only)
-SHAPES = [(3, 37), (75,), (4, 12), (2, 5, 3)]
+# with its own tail; (4, 12), (32, 10), (9, 6), (2, 5, 3): short ragged rows in groups of rows
+# that make whole vectors (strided_vector_loop's row groups), rows left over after the last
+# group (split between threads too); (3, 2): fewer rows than a group (scalar steps)
+SHAPES = [(3, 37), (75,), (4, 12), (32, 10), (9, 6), (2, 5, 3), (3, 2)]
 SPECIAL = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -3.0, 100.0]
 FLOAT_UNARY = ["neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "sign", "tanh",
                "sigmoid", "relu", "erf", "stop_gradient"]
@@ -213,3 +214,19 @@ def test_transposes(shape, perm, dtype):
     feeds = {"x": (data > 0 if dtype == "bool" else
                    (data * 100).astype(np.int32) if dtype == "i32" else data.astype(np.float32))}
     _run(g, feeds)
+
+
+def test_reduction_of_short_rows_in_groups():
+    """A reduction over an outer axis whose kept rows are short and ragged, with a prologue
+    operand of one element per row: the kept rows run in row groups (the operand spread by a
+    shuffle)."""
+    rng = np.random.default_rng(6)
+    g = Graph("red_groups", float_dtype="f32")
+    x = g.input("x", TensorType((3, 9, 10), "f32"), LOC)
+    c = g.input("c", TensorType((9, 1), "f32"), LOC)
+    d = g.add("sub", [x, c], {}, LOC)
+    for op in ("sum", "max"):
+        g.outputs[op] = g.add(op, [g.add("mul", [d, d], {}, LOC)], {"axes": (0,),
+                                                                     "keepdims": False}, LOC)
+    _run(g, {"x": rng.standard_normal((3, 9, 10)).astype(np.float32),
+             "c": rng.standard_normal((9, 1)).astype(np.float32)})
