@@ -190,12 +190,12 @@ def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Ac
                         body: VectorBody, tid: ir.Value, nt: ir.Value, lanes: int,
                         splittable: Sequence[bool] | None = None, outputs: int = 1) -> None:
     """Like `strided_loop`, but the innermost planned dimension runs as explicit vector code.
-    The first `outputs` accesses are the ones the body writes.
     `body(b, offsets, width, given)` computes `width` consecutive elements of the space
     (`offsets[k]`: access k's element offset at the first of them): an access whose innermost
     stride is 1 reads `width` consecutive elements, one with stride 0 reads one element for the
     whole step (the body splats it), and `given` maps an access index to its `width` elements
-    already loaded (a vector of its memory type: the body converts it as it would a load).
+    already loaded (a vector of its memory type: the body converts it as it would a load). The
+    first `outputs` accesses are the ones the body writes.
 
     A row runs as whole vectors of `width = vector_width(...)`, then its tail element by element
     (width 1) in order. Short ragged rows (10 classes on 8 lanes) run in groups of rows that
