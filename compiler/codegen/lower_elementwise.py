@@ -1,5 +1,5 @@
-"""Codegen stage, elementwise lowering: the scalar body of every elementwise primitive, in one
-table keyed by primitive name (DESIGN: one primitive, one place for its lowering).
+"""Codegen stage, elementwise lowering: the body of every elementwise primitive, in one table
+keyed by primitive name (DESIGN: one primitive, one place for its lowering).
 
 Takes: an IRBuilder, the operands as register values of one width -- scalars (f32 `float`, f64
 `double`, i32, bool `i1`) or vectors of them with the same lane count -- the node's attrs and its

@@ -3,8 +3,9 @@
 Takes: an IRBuilder positioned in a loop body and float32 scalar (or vector) values.
 Gives: `exp`, `log`, `log1p`, `expm1`, `tanh`, `sigmoid`, `erf`, `sqrt`, `pow` built only from
 arithmetic, compares, selects, bit casts and the `llvm.floor`/`llvm.sqrt`/`llvm.fabs` intrinsics,
-so LLVM's loop vectorizer turns a scalar loop calling them into SIMD code (a libm call would not
-vectorize). Also the exact Philox-normal `log_exact`/`cos_2pi_exact` sequences of ops/random.py.
+so the same code serves scalars and vectors of any width (a libm call would have no vector
+form); the elementwise kernels call them at the host's vector width. Also the exact
+Philox-normal `log_exact`/`cos_2pi_exact` sequences of ops/random.py.
 
 Invariants: no fast-math flags and no FMA (results are reproducible and the exact sequences match
 NumPy bit for bit); accuracy is a few float32 ulps (Cephes polynomials), special values (inf, nan,
