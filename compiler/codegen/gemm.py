@@ -183,15 +183,15 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
-    ld = i64(0)
+    lda = ldb = i64(0)
     if b_direct:
         assert isinstance(b_src, Dense) and not b_src.outer_major and b_src.mask is None
-        ld = i64(b_src.ld)
+        ldb = i64(b_src.ld)
     a_dir = None
     if a_direct:
         assert isinstance(a_src, Dense) and a_src.mask is None and not a_packed and m >= mr
         a_dir = not a_src.outer_major
-        ld = i64(a_src.ld)
+        lda = i64(a_src.ld)
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
     # The store variants the flags below can select: a single K block is always the last one;
@@ -235,27 +235,27 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                         bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
                                                b.mul(kc, i64(nr))))
                     else:
-                        bsl = gep(b, b_src.ptr, b.add(b.mul(pc, ld), jr))
+                        bsl = gep(b, b_src.ptr, b.add(b.mul(pc, ldb), jr))
                     ncols = _clamp(b, b.sub(i64(n), jr), nr)
                     with for_range(b, ic, iend, mr, name="ir", unroll=False) as ir_:
                         if a_dir is None:
                             asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
                                                    b.mul(kc, i64(mr))))
                         elif a_dir:  # stored K x M: element (i, k) at k*lda + i
-                            asl = gep(b, a_src.ptr, b.add(b.mul(pc, ld), ir_))
+                            asl = gep(b, a_src.ptr, b.add(b.mul(pc, lda), ir_))
                         else:
-                            asl = gep(b, a_src.ptr, b.add(b.mul(ir_, ld), pc))
+                            asl = gep(b, a_src.ptr, b.add(b.mul(ir_, lda), pc))
                         args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid, i64(ldc)]
                         if row_edge is None:
                             nrows = _clamp(b, b.sub(i64(m), ir_), mr)
-                            b.call(kernel, [*args, nrows, ncols, ld])
+                            b.call(kernel, [*args, nrows, ncols, lda, ldb])
                         else:
                             last_rows = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
                             with b.if_else(last_rows, likely=False) as (then, other):
                                 with then:
-                                    b.call(row_edge, [*args, i64(m % mr), ncols, ld])
+                                    b.call(row_edge, [*args, i64(m % mr), ncols, lda, ldb])
                                 with other:
-                                    b.call(kernel, [*args, i64(mr), ncols, ld])
+                                    b.call(kernel, [*args, i64(mr), ncols, lda, ldb])
 
 
 def _clamp(b: ir.IRBuilder, left: ir.Value, width: int) -> ir.Value:
@@ -273,6 +273,18 @@ def prepack_a(b: ir.IRBuilder, blk: Blocking, a_src: Source, m: int, k: int,
     """Pack all of A into the A buffer of `scratch`, for `emit_gemm_tiles(..., a_packed=True)`."""
     assert a_fits_one_block(blk, m, k)
     pack_block(b, a_src, scratch, i64(0), i64(m), m, blk.mr, i64(0), i64(k))
+
+
+B_DIRECT_BYTES = 32 * 1024  # a row-major B this small is read in place (an L1 data cache)
+
+
+def use_b_direct(blk: Blocking, spec: GemmSpec) -> bool:
+    """Read B unpacked when it is row-major, whole slivers wide (N a multiple of NR: nothing is
+    read past a row) and small enough to stay in the L1 cache: each k of a sliver is then a
+    cache line the micro-kernel loads as it would a packed panel's, and the packing pass (a copy
+    of all of B every step: weights change) is saved. Larger Bs are packed."""
+    return (not spec.trans_b and spec.n % blk.nr == 0
+            and spec.k * spec.n * 4 <= B_DIRECT_BYTES)
 
 
 def use_a_direct(blk: Blocking, spec: GemmSpec) -> bool:
@@ -311,6 +323,6 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
         cols = thread_range(b, tid, nt, spec.n, blk.nr)
     emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
                     spec.epilogue, bias, resid, spec.accumulate, rows, cols, my_scratch,
-                    a_direct=use_a_direct(blk, spec))
+                    b_direct=use_b_direct(blk, spec), a_direct=use_a_direct(blk, spec))
     b.ret_void()
     return GemmKernel(fn, scratch, blk, split, units)

@@ -4,7 +4,7 @@ Takes: a `Target` (vector lanes, FMA or not), the register block (MR rows, NR = 
 the epilogue (bias along rows/cols, activation, residual), the store variants callers need and
 how A and B are read (packed, or in place).
 Gives: `emit_microkernel(...)` -> an internal LLVM function
-`uk(kc, ap, bp, c, row0, col0, flags, bias, resid, ldc, rows, cols, ld)` computing
+`uk(kc, ap, bp, c, row0, col0, flags, bias, resid, ldc, rows, cols, lda, ldb)` computing
 `acc = sum_k ap[k*MR + r] * bp[k*NR + j]` in MR*nv vector registers (accumulators live in phis, the
 k loop unrolled by 4), then writing the tile: `flags & 1` adds the existing C, `flags & 2` (the last
 K block) applies `C = act(acc + C_old + bias + residual)`; the activation is the primitive's
@@ -86,7 +86,7 @@ ALL_STORES = frozenset((lc, la) for lc in (False, True) for la in (False, True))
 
 # The micro-kernel's parameters, in order (see emit_microkernel).
 UK_ARGS = ("kc", "ap", "bp", "c", "row0", "col0", "flags", "bias", "resid", "ldc", "rows", "cols",
-           "ld")
+           "lda", "ldb")
 
 
 def microkernel_name(target: Target, mr: int, nv: int, epi: Epilogue,
@@ -111,14 +111,14 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
                      stores: frozenset[tuple[bool, bool]] = ALL_STORES,
                      rows_static: int | None = None) -> ir.Function:
     """The MR x NR (NR = nv*lanes) micro-kernel: `uk(kc, ap, bp, c, row0, col0, flags, bias,
-    resid, ldc, rows, cols, ld)` writes the `rows` x `cols` tile of C at (row0, col0), C's rows
-    `ldc` floats apart (all i64 but `flags`, i32).
+    resid, ldc, rows, cols, lda, ldb)` writes the `rows` x `cols` tile of C at (row0, col0), C's
+    rows `ldc` floats apart (all i64 but `flags`, i32).
 
     `b_direct`: False reads B from a packed sliver (rows NR floats apart, aligned); True reads an
-    unpacked row-major B in place, rows `ld` floats apart (unaligned loads; lanes past the edge
+    unpacked row-major B in place, rows `ldb` floats apart (unaligned loads; lanes past the edge
     read neighbouring memory the caller guarantees exists and are never stored).
     `a_direct`: None reads A from a packed MR-row sliver (zero-padded past `rows`); False/True
-    read an unpacked A in place, element (r, k) at `ap[r*ld + k]` / `ap[k*ld + r]` (transposed):
+    read an unpacked A in place, element (r, k) at `ap[r*lda + k]` / `ap[k*lda + r]` (transposed):
     worth it when each A element meets only one or two B slivers; an edge tile then reads the MR
     rows ending at its last real row (the caller guarantees M >= MR: never out of bounds).
     `stores`: the (load C?, last K block?) flag pairs callers may pass; only those store variants
@@ -127,8 +127,6 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
     not needed); computing MR rows there cost up to 12% on GEMMs of a few row tiles.
     A full tile (rows == MR, cols == NR) stores whole vectors; an edge tile takes a compact path
     with lane-masked loads and stores, so one function serves every tile of every shape."""
-    if b_direct and a_direct is not None:
-        raise ValueError("one micro-kernel reads at most one operand in place (one `ld`)")
     w = target.lanes
     nr = nv * w
     name = microkernel_name(target, mr, nv, epi, b_direct, a_direct, stores, rows_static)
@@ -136,7 +134,8 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
     if name in module.globals:
         return module.globals[name]
     fnty = ir.FunctionType(ir.VoidType(),
-                           [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P, I64, I64, I64, I64])
+                           [I64, F32P, F32P, F32P, I64, I64, I32, F32P, F32P, I64, I64, I64, I64,
+                            I64])
     fn = ir.Function(module, fnty, name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")  # kept whole so its assembly can be inspected and scheduled
@@ -145,7 +144,7 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
         arg.name = arg_name
     for a in fn.args[1:4]:
         a.add_attribute("noalias")
-    kc, ap, bp, cp, row0, col0, flags, bias, resid, ldc, rows, cols, ld = fn.args
+    kc, ap, bp, cp, row0, col0, flags, bias, resid, ldc, rows, cols, lda, ldb = fn.args
     vt = vec_type(w)
     fma = fma_fn(module, w, target.has_fma)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -168,16 +167,16 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
         # caller guarantees M >= MR), so the k loop never reads past A and needs no per-row
         # clamp; its results sit `shift` rows down the accumulators.
         shift = b.sub(i64(mr), rows)
-        ap = gep(b, ap, b.sub(i64(0), shift if a_direct else b.mul(shift, ld)))
+        ap = gep(b, ap, b.sub(i64(0), shift if a_direct else b.mul(shift, lda)))
 
     # Addresses in the k loop: one base per operand and iteration (k times the step between
     # consecutive k), every element at a loop-invariant offset from it, so the loop passes (LSR,
     # instcombine) have few induction-variable users to rewrite.
-    a_step = i64(mr) if a_direct is None else ld if a_direct else i64(1)
-    b_step = ld if b_direct else i64(nr)
+    a_step = i64(mr) if a_direct is None else lda if a_direct else i64(1)
+    b_step = ldb if b_direct else i64(nr)
     u_a = [b.mul(i64(u), a_step) for u in range(UNROLL)]  # k + u, relative to k
     u_b = [b.mul(i64(u), b_step) for u in range(UNROLL)]
-    r_a = [i64(r) if a_direct is not False else b.mul(i64(r), ld) for r in range(nrows)]
+    r_a = [i64(r) if a_direct is not False else b.mul(i64(r), lda) for r in range(nrows)]
 
     def step(accs: list[ir.Value], a_base: ir.Value, b_base: ir.Value, u: int
              ) -> list[ir.Value]:

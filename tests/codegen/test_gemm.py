@@ -224,3 +224,30 @@ def test_bound_gemm_matches_gemm(rng):
     c[:] = 0
     run()
     close(c, reference(a, b, trans_b=True, bias=bias, activation="sigmoid"), 30)
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("target", [t for t in TARGET_NAMES if get_target(t).runnable])
+def test_both_operands_in_place(rng, trans_a, target):
+    """A small GEMM reads A and B unpacked, each with its own leading dimension (use_a_direct:
+    N <= 2 NR; use_b_direct: a row-major B of whole slivers that fits L1), including the edge
+    row tile and a B that is a view with a longer row stride; two threads split it bitwise the
+    same."""
+    from netc.compiler.codegen.gemm import GemmSpec, use_a_direct, use_b_direct
+
+    tg = get_target(target)
+    blk = choose_blocking(tg, 32, 2 * tg.lanes * 2, 64)
+    n = blk.nr * 2
+    for m in (32, 13):
+        spec = GemmSpec(m, n, 64, trans_a, False)
+        assert use_a_direct(choose_blocking(tg, m, n, 64), spec) and use_b_direct(blk, spec)
+        a = rand(rng, 64, m) if trans_a else rand(rng, m, 64)
+        wide = rand(rng, 64, n + 5)
+        b = wide[:, 2:2 + n]  # rows n + 5 floats apart
+        bias = rand(rng, n)
+        got = K.gemm(a, b, trans_a=trans_a, bias=bias, activation="relu", target=target)
+        close(got, reference(a, np.ascontiguousarray(b), trans_a=trans_a, bias=bias,
+                             activation="relu"), 64)
+        two = K.gemm(a, b, trans_a=trans_a, bias=bias, activation="relu", target=target,
+                     threads=2)
+        assert np.array_equal(got, two)
