@@ -129,12 +129,9 @@ class GemmSpec:
         return self.ldc or self.n
 
     def name(self, target: Target) -> str:
-        e = self.epilogue
         return (f"netc_gemm_{target.name}_{self.m}x{self.n}x{self.k}_t{int(self.trans_a)}"
                 f"{int(self.trans_b)}_acc{int(self.accumulate)}_ld{self.lda_}_{self.ldb_}_"
-                f"{self.ldc_}_b{e.bias_axis or 'n'}_{e.activation or 'n'}_r{int(e.residual)}"
-                f"{'a' if e.residual and e.residual_after else ''}"
-                f"_m{int(self.mask)}")
+                f"{self.ldc_}_e{self.epilogue.tag}_m{int(self.mask)}")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ a thread count; a batched matmul gives whole matrices to threads, each with its 
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 
 from ..ir import Graph
@@ -84,11 +85,52 @@ def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | Non
 
 
 def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
-    """`_epilogue_chain` of a 2-D matmul: bias per row or column of C. A residual add is not
-    fused: the plan may put the sum in the residual's buffer, which the GEMM overwrites with
-    partial sums before its last K block."""
+    """`_epilogue_chain` of a 2-D matmul (a bias per row or column of C, an activation), or else
+    `_update_chain`. Gives (Epilogue, bias or residual node id or None, chain node ids)."""
     m, n = g.node(k.main).type.shape
-    return _epilogue_chain(g, k, lambda shape: _bias_axis(shape, m, n))
+    epi, bias, chain = _epilogue_chain(g, k, lambda shape: _bias_axis(shape, m, n))
+    if chain:
+        return epi, bias, chain
+    return _update_chain(g, k)
+
+
+def _update_chain(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
+    """`P + c * (A·B)` or `P - c * (A·B)` (the scale optional; c a finite scalar constant, P a
+    tensor shaped like C): plain SGD's `W - lr * dW`, a residual add. The residual is added in
+    the GEMM's first K block (Epilogue.residual_first), before C is written, so the plan may put
+    the result in P's own buffer (the update written over the weight). Gives (Epilogue,
+    residual node id, chain node ids); an empty chain when the epilogue is not of this form."""
+    n = g.node(k.main)
+    epi = {i for i in k.nodes if k.stages[i] == "epilogue"}
+    roots = {r.id for r in live_roots(g)}
+
+    def next_user(v):
+        users = g.users(v)
+        if v.id in roots or len(users) != 1 or users[0].id not in epi:
+            return None
+        return users[0]
+
+    none = (Epilogue(), None, [])
+    chain: list[int] = []
+    scale = 1.0
+    v, u = n, next_user(n)
+    if u is not None and u.op == "mul" and u.type == v.type:
+        c = u.inputs[1] if u.inputs[0] is v else u.inputs[0]
+        value = c.attrs["value"] if c.op == "const" and c.type.size == 1 else None
+        if value is None or c is v or not np.isfinite(value).all():
+            return none
+        scale = float(np.asarray(value, np.float32).reshape(()))
+        chain.append(u.id)
+        v, u = u, next_user(u)
+    if u is None or u.op not in ("add", "sub") or u.type != v.type:
+        return none
+    p = u.inputs[1] if u.inputs[0] is v else u.inputs[0]
+    if p is v or p.id in k.nodes or p.type != v.type or (u.op == "sub" and u.inputs[1] is not v):
+        return none
+    chain.append(u.id)
+    scale = -scale if u.op == "sub" else scale
+    return Epilogue(residual=True, residual_first=True,
+                    scale=None if scale == 1.0 else scale), p.id, chain
 
 
 def conv_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
@@ -138,10 +180,16 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     folded = set(k.recomputed) if _gemm_ready(n) else set()
     ta, tb = a.id in folded, bb.id in folded
     a_src, b_src = (a.inputs[0] if ta else a), (bb.inputs[0] if tb else bb)
-    epi, bias, chain = (gemm_epilogue(cx.plan.graph, k) if _gemm_ready(n)
-                        else (Epilogue(), None, []))
+    epi, other, chain = (gemm_epilogue(cx.plan.graph, k) if _gemm_ready(n)
+                         else (Epilogue(), None, []))
     out = chain[-1] if chain else n.id
-    ids = [out] + list(dict.fromkeys([a_src.id, b_src.id] + ([bias] if bias is not None else [])))
+    # the residual of an update chain may be C's own buffer (written over in place): then it
+    # is passed as C, one noalias argument per buffer
+    resid = other if epi.residual else None
+    bias = None if epi.residual else other
+    ids = [out] + list(dict.fromkeys(
+        [a_src.id, b_src.id] + [x for x in (bias, resid) if x is not None
+                                and cx.plan.buffer_of(x) is not cx.plan.buffer_of(out)]))
     gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb, epilogue=epi), cx.target)
     cx.need_scratch(gk.scratch_per_thread)
     fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("matmul"),
@@ -151,8 +199,9 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     a, bb = a_src, b_src
     null = ir.Constant(F32P, None)
     bias_p = ptrs[ids.index(bias)] if bias is not None else null
+    resid_p = null if resid is None else ptrs[ids.index(resid)] if resid in ids else c_p
     if nb == 1:
-        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, bias_p, null, null, scr])
+        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, bias_p, resid_p, null, scr])
         mode = "split" if flops >= 16 * (1 << 15) else "single"
     else:
         a_st = broadcast_strides(a_sh[:-2], batch) if a_sh[:-2] else (0,) * len(batch)
@@ -170,7 +219,7 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
         strided_loop(b, batch, acc, body, tid, nt)
         mode = "split" if flops >= 16 * (1 << 15) and nb > 1 else "single"
     b.ret_void()
-    reads = {a.id, bb.id} | ({bias} if bias is not None else set())
+    reads = {a.id, bb.id} | {x for x in (bias, resid) if x is not None}
     return [Call(fn, ids + ["scratch"], reads, {out}, mode,
                  scratch_stride=gk.scratch_per_thread)]
 

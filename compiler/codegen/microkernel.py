@@ -70,16 +70,36 @@ class Epilogue:
     activation: str | None = None
     residual: bool = False
     residual_after: bool = False  # add the residual after the activation (x + f(x) blocks)
+    # `C = scale * acc + residual` with the residual added in the FIRST K block (C not yet
+    # written), not the last: the residual may then be C's own buffer (an optimizer update
+    # `W - lr * dW` written over W). No bias or activation goes with it.
+    scale: float | None = None
+    residual_first: bool = False
 
     def __post_init__(self) -> None:
         if self.bias_axis not in (None, "rows", "cols"):
             raise ValueError(f"bias_axis must be 'rows' or 'cols', got {self.bias_axis!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}")
+        if self.residual_first and (self.bias_axis or self.activation or self.residual_after
+                                    or not self.residual):
+            raise ValueError("a first-block residual goes with no bias or activation")
+
+    @property
+    def tag(self) -> str:
+        """Everything of the epilogue, for the names of the functions that apply it."""
+        t = (f"{self.bias_axis or 'n'}_{self.activation or 'n'}_"
+             f"{int(self.residual) + int(self.residual and self.residual_after)}")
+        if self.residual_first:
+            t += "f"
+        if self.scale is not None:
+            t += f"_x{float(self.scale).hex()}"
+        return t
 
     @property
     def trivial(self) -> bool:
-        return self.bias_axis is None and self.activation is None and not self.residual
+        return (self.bias_axis is None and self.activation is None and not self.residual
+                and self.scale is None)
 
 
 ALL_STORES = frozenset((lc, la) for lc in (False, True) for la in (False, True))
@@ -96,9 +116,7 @@ def microkernel_name(target: Target, mr: int, nv: int, epi: Epilogue,
     """The variant's name: everything that is static in it (the register block, the epilogue,
     the store variants, how A and B are read). Strides and the tile's real size are arguments,
     so GEMMs of one module with other shapes share it."""
-    tag = (f"{epi.bias_axis or 'n'}_{epi.activation or 'n'}_"
-           f"{int(epi.residual) + int(epi.residual and epi.residual_after)}")
-    tag += "_s" + "".join(str(2 * la + lc) for lc, la in sorted(stores))
+    tag = epi.tag + "_s" + "".join(str(2 * la + lc) for lc, la in sorted(stores))
     direct = "_bd" if b_direct else ""
     if a_direct is not None:
         direct += f"_ad{'t' if a_direct else 'n'}"
@@ -309,9 +327,13 @@ class _Store:
         real lanes of it: <= 0 none, >= lanes all) limits the columns; None stores it whole."""
         b, epi = self.b, self.epi
         off = b.add(b.add(self.base, b.mul(r, self.ldc)), col)
+        if epi.scale is not None:  # every block: scale * (acc_1 + acc_2 ...) block by block
+            v = b.fmul(v, const_vec(self.target.lanes, epi.scale))
         if load_c:
             v = b.fadd(v, self.load(self.cp, off, left))
-        if last:
+        elif epi.residual_first:  # the first K block: C is not written yet
+            v = b.fadd(v, self.load(self.resid, off, left))
+        if last and not epi.residual_first:
             if rb is not None:
                 v = b.fadd(v, rb)
             elif epi.bias_axis == "cols":

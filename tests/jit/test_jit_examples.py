@@ -58,3 +58,42 @@ def test_example_jit_equals_interpreter(path):
         ti, tj = getattr(mi, table), getattr(mj, table)
         _close({k: ti[k] for k in ti}, {k: tj[k] for k in tj}, table)
     assert mj.step == mi.step == 3
+
+
+SGD_NET = """
+model sgd_update(batch = 600) {
+    input  x: f32[batch, 20]
+    target y: i32[batch]
+    logits = x -> Dense(32) as fc1 -> relu -> Dense(16) as fc2
+    loss cross_entropy(logits, y)
+}
+
+train sgd_update {
+    optimizer = sgd(lr = 0.05)
+}
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sgd_update_fused_into_the_weight_gradient(tmp_path, threads):
+    """Plain SGD's `W - lr * dW` is the weight-gradient GEMM's epilogue, written over W (the
+    residual added in the first K block: here K = batch = 600 spans several blocks). Three
+    steps equal the interpreter's."""
+    from netc.compiler.codegen.gemm import choose_blocking
+    from netc.compiler.codegen.target import get_target
+
+    assert choose_blocking(get_target(), 20, 32, 600).kc < 600  # several K blocks
+    path = tmp_path / "sgd.net"
+    path.write_text(SGD_NET)
+    mi = netc.compile(str(path), backend="interpret", seed=2)
+    mj = netc.compile(str(path), backend="jit", seed=2, threads=threads)
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((600, 20)).astype(np.float32),
+             "y": rng.integers(0, 16, 600).astype(np.int32)}
+    for _ in range(3):
+        np.testing.assert_allclose(mj.train_step(**feeds), mi.train_step(**feeds), rtol=1e-4)
+    _close({k: mi.params[k] for k in mi.params}, {k: mj.params[k] for k in mj.params}, "params")
+    plan = mj._engine("train", None)[0].compiled("train_step").plan
+    fused = [k for k in plan.kernels if k.kind == "gemm" and any(
+        plan.graph.node(i).op == "sub" for i in k.nodes)]
+    assert len(fused) == 2, "the weight updates are not in the GEMMs' epilogues"

@@ -230,3 +230,31 @@ def test_reduction_of_short_rows_in_groups():
                                                                      "keepdims": False}, LOC)
     _run(g, {"x": rng.standard_normal((3, 9, 10)).astype(np.float32),
              "c": rng.standard_normal((9, 1)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("k", [24, 700])  # one K block, several
+def test_gemm_residual_chains(k):
+    """`P + A·B`, `P - c·(A·B)` and `P + c·(A·B)` are GEMM epilogues (the residual added in the
+    first K block); `A·B - P` is not (a negated residual) and stays a kernel of its own. All
+    equal the interpreter."""
+    rng = np.random.default_rng(7)
+    g = Graph("resid", float_dtype="f32")
+    x = g.input("x", TensorType((9, k), "f32"), LOC)
+    p = g.input("p", TensorType((9, 20), "f32"), LOC)
+    c = g.const(np.float32(0.25), "f32", LOC)
+    feeds = {"x": rng.standard_normal((9, k)).astype(np.float32),
+             "p": rng.standard_normal((9, 20)).astype(np.float32)}
+
+    def mm():  # a product of its own (one matmul used by several chains fuses none)
+        name = f"w{len(feeds)}"
+        feeds[name] = rng.standard_normal((k, 20)).astype(np.float32)
+        return g.add("matmul", [x, g.input(name, TensorType((k, 20), "f32"), LOC)], {}, LOC)
+
+    g.outputs["plus"] = g.add("add", [p, mm()], {}, LOC)
+    g.outputs["minus_scaled"] = g.add("sub", [p, g.add("mul", [mm(), c], {}, LOC)], {}, LOC)
+    g.outputs["plus_scaled"] = g.add("add", [g.add("mul", [c, mm()], {}, LOC), p], {}, LOC)
+    g.outputs["negated"] = g.add("sub", [mm(), p], {}, LOC)
+    plan = JitEngine(g, Store(0), threads=1).compiled("predict").plan
+    fused = [k for k in plan.kernels if k.kind == "gemm" and len(k.nodes) > 1]
+    assert len(fused) == 3
+    _run(g, feeds)
