@@ -52,12 +52,9 @@ def _bias_axis(shape: tuple[int, ...], m: int, n: int) -> str | None:
     return None
 
 
-def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | None, list[int]]:
-    """The prefix of kernel k's epilogue a generated kernel applies to its output tile:
-    `act(acc + bias)`, each part optional, with a bias `bias_axis(shape)` accepts (its axis) and
-    relu/sigmoid/tanh. Every value before the last one of the chain has no other reader (the
-    kernel stores only the last). Gives (Epilogue, bias node id or None, chain node ids)."""
-    n = g.node(k.main)
+def _sole_epilogue_user(g: Graph, k: Kernel):
+    """`next_user(v)`: v's one reader when it is in kernel k's epilogue and v is not a value the
+    step keeps (so a chain may end after it unstored), else None."""
     epi = {i for i in k.nodes if k.stages[i] == "epilogue"}
     roots = {r.id for r in live_roots(g)}
 
@@ -66,6 +63,16 @@ def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | Non
         if v.id in roots or len(users) != 1 or users[0].id not in epi:
             return None
         return users[0]
+    return next_user
+
+
+def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | None, list[int]]:
+    """The prefix of kernel k's epilogue a generated kernel applies to its output tile:
+    `act(acc + bias)`, each part optional, with a bias `bias_axis(shape)` accepts (its axis) and
+    relu/sigmoid/tanh. Every value before the last one of the chain has no other reader (the
+    kernel stores only the last). Gives (Epilogue, bias node id or None, chain node ids)."""
+    n = g.node(k.main)
+    next_user = _sole_epilogue_user(g, k)
 
     chain: list[int] = []
     bias, axis, act = None, None, None
@@ -101,14 +108,7 @@ def _update_chain(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]
     the result in P's own buffer (the update written over the weight). Gives (Epilogue,
     residual node id, chain node ids); an empty chain when the epilogue is not of this form."""
     n = g.node(k.main)
-    epi = {i for i in k.nodes if k.stages[i] == "epilogue"}
-    roots = {r.id for r in live_roots(g)}
-
-    def next_user(v):
-        users = g.users(v)
-        if v.id in roots or len(users) != 1 or users[0].id not in epi:
-            return None
-        return users[0]
+    next_user = _sole_epilogue_user(g, k)
 
     none = (Epilogue(), None, [])
     chain: list[int] = []
