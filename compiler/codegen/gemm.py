@@ -205,6 +205,12 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     waste = (mr - m % mr) % mr
     row_edge = emit_microkernel(module, target, mr, blk.nv, epi, b_direct, a_dir, stores,
                                 m % mr) if waste > ROW_WASTE * m else None
+    # The last column tile of a narrow N (under 2 NR, not a multiple of NR: half its tiles or
+    # more are that tile, e.g. 10 classes) gets a kernel of its own whose full tiles store the
+    # partial vector with plain moves (see emit_microkernel). A wider N keeps the shared
+    # kernel's edge path: one more variant per N would cost compile time for a few tiles.
+    col_edge = emit_microkernel(module, target, mr, blk.nv, epi, b_direct, a_dir, stores,
+                                cols_static=n % nr) if n % nr and n < 2 * nr else None
     if isinstance(load_c, bool):
         load_c = ir.Constant(ir.IntType(1), int(load_c))
     load_c32 = b.zext(load_c, I32)
@@ -243,16 +249,33 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                         else:
                             asl = gep(b, a_src.ptr, b.add(b.mul(ir_, lda), pc))
                         args = [kc, asl, bsl, c, ir_, jr, flags, bias, resid, i64(ldc)]
-                        if row_edge is None:
-                            nrows = _clamp(b, b.sub(i64(m), ir_), mr)
-                            b.call(kernel, [*args, nrows, ncols, lda, ldb])
+                        nrows = _clamp(b, b.sub(i64(m), ir_), mr)
+                        if col_edge is None:
+                            _call_rows(b, kernel, row_edge, args, ir_, m, mr, ncols, lda, ldb)
                         else:
-                            last_rows = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
-                            with b.if_else(last_rows, likely=False) as (then, other):
+                            last_col = b.icmp_signed(">", b.add(jr, i64(nr)), i64(n))
+                            with b.if_else(last_col) as (then, other):
                                 with then:
-                                    b.call(row_edge, [*args, i64(m % mr), ncols, lda, ldb])
+                                    b.call(col_edge, [*args, nrows, ncols, lda, ldb])
                                 with other:
-                                    b.call(kernel, [*args, i64(mr), ncols, lda, ldb])
+                                    _call_rows(b, kernel, row_edge, args, ir_, m, mr, ncols,
+                                               lda, ldb)
+
+
+def _call_rows(b: ir.IRBuilder, kernel: ir.Function, row_edge: ir.Function | None, args: list,
+               ir_: ir.Value, m: int, mr: int, ncols: ir.Value, lda: ir.Value, ldb: ir.Value
+               ) -> None:
+    """The micro-kernel call of the row tile at `ir_`: the last row tile's own kernel when
+    there is one."""
+    if row_edge is None:
+        b.call(kernel, [*args, _clamp(b, b.sub(i64(m), ir_), mr), ncols, lda, ldb])
+        return
+    last_rows = b.icmp_signed(">", b.add(ir_, i64(mr)), i64(m))
+    with b.if_else(last_rows, likely=False) as (then, other):
+        with then:
+            b.call(row_edge, [*args, i64(m % mr), ncols, lda, ldb])
+        with other:
+            b.call(kernel, [*args, i64(mr), ncols, lda, ldb])
 
 
 def _clamp(b: ir.IRBuilder, left: ir.Value, width: int) -> ir.Value:

@@ -41,6 +41,7 @@ from .loops import (
     for_range,
     gep,
     i64,
+    lane_indices,
     load_vec,
     masked_load_fn,
     masked_store_fn,
@@ -112,7 +113,7 @@ UK_ARGS = ("kc", "ap", "bp", "c", "row0", "col0", "flags", "bias", "resid", "ldc
 def microkernel_name(target: Target, mr: int, nv: int, epi: Epilogue,
                      b_direct: bool = False, a_direct: bool | None = None,
                      stores: frozenset[tuple[bool, bool]] = ALL_STORES,
-                     rows_static: int | None = None) -> str:
+                     rows_static: int | None = None, cols_static: int | None = None) -> str:
     """The variant's name: everything that is static in it (the register block, the epilogue,
     the store variants, how A and B are read). Strides and the tile's real size are arguments,
     so GEMMs of one module with other shapes share it."""
@@ -121,13 +122,15 @@ def microkernel_name(target: Target, mr: int, nv: int, epi: Epilogue,
     if a_direct is not None:
         direct += f"_ad{'t' if a_direct else 'n'}"
     direct += f"_r{rows_static}" if rows_static else ""
+    direct += f"_c{cols_static}" if cols_static else ""
     return f"netc_uk_{target.name}_{mr}x{nv * target.lanes}_{tag}{direct}"
 
 
 def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: Epilogue,
                      b_direct: bool = False, a_direct: bool | None = None,
                      stores: frozenset[tuple[bool, bool]] = ALL_STORES,
-                     rows_static: int | None = None) -> ir.Function:
+                     rows_static: int | None = None, cols_static: int | None = None
+                     ) -> ir.Function:
     """The MR x NR (NR = nv*lanes) micro-kernel: `uk(kc, ap, bp, c, row0, col0, flags, bias,
     resid, ldc, rows, cols, lda, ldb)` writes the `rows` x `cols` tile of C at (row0, col0), C's
     rows `ldc` floats apart (all i64 but `flags`, i32).
@@ -143,11 +146,16 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
     are emitted. `rows_static` (< MR): a kernel for the last row tile of a GEMM whose M is not a
     multiple of MR, computing only that many rows (`rows` must equal it; the shift above is then
     not needed); computing MR rows there cost up to 12% on GEMMs of a few row tiles.
+    `cols_static` (< NR): a kernel for the last column tile of a GEMM whose N is not a multiple
+    of NR: its full tiles (rows == MR, cols == cols_static) store the partial vector with plain
+    moves of 4, 2 and 1 lanes. Through the edge path, every tile of a 10-column product (the
+    logits of 10 classes) spilled its accumulators and took AVX2's slow masked moves.
     A full tile (rows == MR, cols == NR) stores whole vectors; an edge tile takes a compact path
     with lane-masked loads and stores, so one function serves every tile of every shape."""
     w = target.lanes
     nr = nv * w
-    name = microkernel_name(target, mr, nv, epi, b_direct, a_direct, stores, rows_static)
+    name = microkernel_name(target, mr, nv, epi, b_direct, a_direct, stores, rows_static,
+                            cols_static)
     nrows = rows_static or mr
     if name in module.globals:
         return module.globals[name]
@@ -240,7 +248,8 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
         accs = merged
 
     st = _Store(b, module, target, epi, cp, base, ldc, row0, col0, bias, resid)
-    full = b.and_(b.icmp_signed("==", rows, i64(nrows)), b.icmp_signed("==", cols, i64(nr)))
+    ncols = cols_static or nr
+    full = b.and_(b.icmp_signed("==", rows, i64(nrows)), b.icmp_signed("==", cols, i64(ncols)))
     full_bb = fn.append_basic_block("tile.full")
     edge_bb = fn.append_basic_block("tile.edge")
     exit_bb = fn.append_basic_block("tile.done")
@@ -252,7 +261,10 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
         for r in range(nrows):
             rb = st.row_bias(i64(r), last)
             for j in range(nv):
-                st.vector(accs[r * nv + j], i64(r), i64(j * w), None, load_c, last, rb)
+                lanes = min(w, ncols - j * w)  # static: whole, part of a vector or none
+                if lanes > 0:
+                    st.vector(accs[r * nv + j], i64(r), i64(j * w),
+                              None if lanes == w else lanes, load_c, last, rb)
 
     st.variants(flags, stores, full_rows, exit_bb)
 
@@ -371,10 +383,35 @@ class _Store:
         p = b.bitcast(gep(b, self.cp, off), vec_type(w).as_pointer())
         b.call(masked_store_fn(self.module, w), [v, p, ir.Constant(I32, 4), self._lane_mask(left)])
 
-    def load(self, ptr: ir.Value, off: ir.Value, left: ir.Value | None) -> ir.Value:
+    def _pieces(self, lanes: int) -> list[tuple[int, int]]:
+        """(first lane, count) of the plain moves covering `lanes` < w lanes: 4, 2, 1, ..."""
+        out, at, size = [], 0, self.target.lanes // 2
+        while size:
+            if lanes - at >= size:
+                out.append((at, size))
+                at += size
+            size //= 2
+        return out
+
+    def load(self, ptr: ir.Value, off: ir.Value, left: ir.Value | int | None) -> ir.Value:
         b, w = self.b, self.target.lanes
         if left is None:
             return load_vec(b, ptr, off, w)
+        if isinstance(left, int):  # the first `left` lanes, static: plain moves, rest zero
+            v = const_vec(w, 0.0)
+            for at, size in self._pieces(left):
+                p = b.add(off, i64(at))
+                if size > 1:
+                    part = load_vec(b, ptr, p, size)
+                else:
+                    part = b.insert_element(ir.Constant(vec_type(1), ir.Undefined),
+                                            b.load(gep(b, ptr, p), align=4), ir.Constant(I32, 0))
+                # widened to w lanes (the lanes past `size` are never selected below)
+                wide = b.shuffle_vector(part, ir.Constant(part.type, ir.Undefined),
+                                        lane_indices(min(x, size - 1) for x in range(w)))
+                v = b.shuffle_vector(v, wide, lane_indices(
+                    [w + x - at if at <= x < at + size else x for x in range(w)]))
+            return v
         if self.target.name == "avx512":
             return self._masked_load(ptr, off, left)
         with b.if_else(b.icmp_signed(">=", left, i64(w)), likely=True) as (then, other):
@@ -387,10 +424,19 @@ class _Store:
         phi.add_incoming(part, part_bb)
         return phi
 
-    def store(self, v: ir.Value, off: ir.Value, left: ir.Value | None) -> None:
+    def store(self, v: ir.Value, off: ir.Value, left: ir.Value | int | None) -> None:
         b, w = self.b, self.target.lanes
         if left is None:
             store_vec(b, v, self.cp, off)
+        elif isinstance(left, int):  # the first `left` lanes, static: plain moves
+            for at, size in self._pieces(left):
+                if size == 1:
+                    b.store(b.extract_element(v, ir.Constant(I32, at)),
+                            gep(b, self.cp, b.add(off, i64(at))), align=4)
+                else:
+                    part = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                                            lane_indices(range(at, at + size)))
+                    store_vec(b, part, self.cp, b.add(off, i64(at)))
         elif self.target.name == "avx512":
             self._masked_store(v, off, left)
         else:

@@ -251,3 +251,19 @@ def test_both_operands_in_place(rng, trans_a, target):
         two = K.gemm(a, b, trans_a=trans_a, bias=bias, activation="relu", target=target,
                      threads=2)
         assert np.array_equal(got, two)
+
+
+@pytest.mark.parametrize("target", [t for t in TARGET_NAMES if get_target(t).runnable])
+def test_narrow_column_edge_kernels(rng, target):
+    """N under 2 NR and not a multiple of NR: the last column tile's own kernel stores its
+    partial vector with plain 4-, 2- and 1-lane moves; with a column bias, an activation, C
+    accumulated and several K blocks (C read back partially too), and a partial row tile."""
+    tg = get_target(target)
+    nr = choose_blocking(tg, 8, 8, 8).nr
+    kc = choose_blocking(tg, 13, 10, 400).kc
+    for n in sorted({1, 2, 3, 5, 7, 9, 10, nr - 1, nr + 1, nr + 7, 2 * nr - 1} - {0, nr}):
+        a, b = operands(rng, 13, n, kc + 5, False, False)
+        c0, bias = rand(rng, 13, n), rand(rng, n)
+        c = c0.copy()
+        K.gemm(a, b, c, accumulate=True, bias=bias, activation="tanh", target=target)
+        close(c, reference(a, b, c0.astype(np.float64), bias=bias, activation="tanh"), kc + 5)
