@@ -42,7 +42,7 @@ from .strided import (
     Access,
     broadcast_strides,
     contiguous_strides,
-    inner_stride,
+    inner_strides,
     new_kernel_fn,
     strided_vector_loop,
 )
@@ -126,6 +126,18 @@ def evaluate(cx: Ctx, b: ir.IRBuilder, members: list, vals: dict[int, ir.Value],
                                        n.type.dtype)
 
 
+def load_operand(b: ir.IRBuilder, ptr: ir.Value, dtype: str, w: int, broadcast: bool,
+                 given: ir.Value | None) -> ir.Value:
+    """An operand of a `strided_vector_loop` step of width `w` at the element pointer `ptr`:
+    the vector the loop `given` (converted from memory), else one element splat when the
+    operand is broadcast along the row, else `w` consecutive elements."""
+    if given is not None:
+        return from_memory(b, given, dtype)
+    if w > 1 and broadcast:
+        return splat(b, load_value(b, ptr, dtype), w)
+    return load_value(b, ptr, dtype, w)
+
+
 def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
     space = k.space
     members = [cx.node(i) for i in k.nodes]
@@ -155,7 +167,7 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
                  for i in loads]
     n_out = len(k.outputs)
     # which loads are one element per vector step (broadcast along the innermost dimension)
-    splat_load = [inner_stride(space, accesses, n_out + j) == 0 for j in range(len(loads))]
+    splat_load = [s == 0 for s in inner_strides(space, accesses)[n_out:]]
     # Outputs stored over the element of an input they read: x86 LLVM turns
     # `store(select(c, load p, 0), p)` (relu and its gradient, in place) into a masked store of
     # the zeros, microcoded and many times slower on AMD cores. A frozen stored value hides the
@@ -167,14 +179,8 @@ def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
         vals: dict[int, ir.Value] = {}
         # every load of an element comes before any store of it (in-place outputs)
         for j, i in enumerate(loads):
-            dt = cx.node(i).type.dtype
-            ptr = accesses[n_out + j].at(b, offs[n_out + j])
-            if n_out + j in given:
-                vals[i] = from_memory(b, given[n_out + j], dt)
-            elif w > 1 and splat_load[j]:
-                vals[i] = splat(b, load_value(b, ptr, dt), w)
-            else:
-                vals[i] = load_value(b, ptr, dt, w)
+            vals[i] = load_operand(b, accesses[n_out + j].at(b, offs[n_out + j]),
+                                   cx.node(i).type.dtype, w, splat_load[j], given.get(n_out + j))
         evaluate(cx, b, members, vals, offs[0], keys, w)
         for j, i in enumerate(k.outputs):
             v = freeze(b, vals[i]) if ext_slot[i] in in_place else vals[i]
@@ -206,8 +212,7 @@ def emit_copy(cx: Ctx, src: int, dst: int, stem: str = "copy") -> list[Call]:
 
     def body(b: ir.IRBuilder, offs: list[ir.Value], w: int, given: dict[int, ir.Value]
              ) -> None:
-        v = from_memory(b, given[1], dt) if 1 in given else load_value(b, acc[1].at(b, offs[1]),
-                                                                        dt, w)
+        v = load_operand(b, acc[1].at(b, offs[1]), dt, w, False, given.get(1))
         store_value(b, v, acc[0].at(b, offs[0]), dt)
 
     strided_vector_loop(b, shape, acc, body, tid, nt, cx.target.lanes)

@@ -25,12 +25,11 @@ from llvmlite import ir
 from ..ir import Graph
 from ..passes.kernel_graph import Kernel
 from .emit_ctx import Call, Ctx, mode_for, size_of
-from .kernels_elementwise import evaluate, is_scalar_const
-from .loops import for_range, i64, lane_indices, splat
+from .kernels_elementwise import evaluate, is_scalar_const, load_operand
+from .loops import for_range, i64, lane_indices
 from .lower_elementwise import (
     ELEMENTWISE,
     const,
-    from_memory,
     lanes_of,
     load_value,
     reg_type,
@@ -40,7 +39,7 @@ from .strided import (
     Access,
     broadcast_strides,
     contiguous_strides,
-    inner_stride,
+    inner_strides,
     new_kernel_fn,
     strided_loop,
     strided_rows,
@@ -131,7 +130,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], broadcast_strides(cx.node(i).type.shape,
                                                                          shape)) for i in loads]
     first_load = 1 + len(stored)
-    inner = [inner_stride(shape, acc, j, splittable) for j in range(len(acc))]
+    inner = inner_strides(shape, acc, splittable)
 
     def combine(b: ir.IRBuilder, a: ir.Value, v: ir.Value) -> ir.Value:
         """The primitive's own body (add, maximum, minimum: NaN propagates)."""
@@ -142,15 +141,9 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
         """The input at `w` consecutive elements of the row from `offs` (the prologue evaluated,
         its stored values stored): one element splat where an operand is broadcast, `given`
         operands as given (see strided_vector_loop)."""
-        vals = {}
-        for j, i in enumerate(loads):
-            dti, ptr = cx.node(i).type.dtype, acc[first_load + j].at(b, offs[first_load + j])
-            if first_load + j in given:
-                vals[i] = from_memory(b, given[first_load + j], dti)
-            elif w > 1 and inner[first_load + j] == 0:
-                vals[i] = splat(b, load_value(b, ptr, dti), w)
-            else:
-                vals[i] = load_value(b, ptr, dti, w)
+        vals = {i: load_operand(b, acc[a].at(b, offs[a]), cx.node(i).type.dtype, w,
+                                inner[a] == 0, given.get(a))
+                for a, i in enumerate(loads, first_load)}
         evaluate(cx, b, pro, vals, lanes=w)
         for j, i in enumerate(stored):
             store_value(b, vals[i], acc[1 + j].at(b, offs[1 + j]), cx.node(i).type.dtype)
@@ -160,7 +153,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
              ) -> None:
         # the innermost axis is kept (y contiguous along it): y's w elements each take one input
         yp = acc[0].at(b, offs[0])
-        y_old = from_memory(b, given[0], dt) if 0 in given else load_value(b, yp, dt, w)
+        y_old = load_operand(b, yp, dt, w, False, given.get(0))
         store_value(b, combine(b, y_old, values(b, offs, w, given)), yp, dt)
 
     lanes = cx.target.lanes

@@ -149,11 +149,21 @@ def vector_width(shape: Sequence[int], accesses: list[Access], lanes: int,
     return w if w <= sizes[-1] else 1
 
 
-def inner_stride(shape: Sequence[int], accesses: list[Access], k: int,
-                 splittable: Sequence[bool] | None = None) -> int:
-    """Access k's stride along the innermost planned dimension (0: broadcast along it)."""
+def inner_strides(shape: Sequence[int], accesses: list[Access],
+                  splittable: Sequence[bool] | None = None) -> list[int]:
+    """Each access's stride along the innermost planned dimension (0: broadcast along it)."""
     sizes, strides, _ = _plan(shape, accesses, splittable, False)
-    return strides[k][-1] if sizes else 0
+    return [s[-1] if sizes else 0 for s in strides]
+
+
+def _span(b: ir.IRBuilder, tid: ir.Value, nt: ir.Value, size: int, step: int, split: bool
+          ) -> tuple[ir.Value, ir.Value, ir.Value]:
+    """(lo, hi, end) of a planned dimension of `size`: this thread's range of it when it is the
+    split one, else the whole; `end` closes the whole steps of `step` (a power of two) from lo."""
+    if split:
+        lo, hi = thread_range(b, tid, nt, size)
+        return lo, hi, b.add(lo, b.and_(b.sub(hi, lo), i64(-step)))
+    return i64(0), i64(size), i64(size // step * step)
 
 
 GROUP_VECTORS = 8  # the most vectors a group of short rows may take (each is unrolled code)
@@ -217,12 +227,7 @@ def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Ac
 
     def row(offs: list[ir.Value]) -> None:
         """The innermost dimension from `offs` (this thread's part of it when split)."""
-        if split == inner:
-            lo, hi = thread_range(b, tid, nt, sizes[inner])
-            vend = b.add(lo, b.and_(b.sub(hi, lo), i64(-w)))  # w is a power of two
-        else:
-            lo, hi = i64(0), i64(sizes[inner])
-            vend = i64(sizes[inner] // w * w)
+        lo, hi, vend = _span(b, tid, nt, sizes[inner], w, split == inner)
         if w == 1:
             with for_range(b, lo, hi, name="t") as i:
                 body(b, at(offs, i, inner), 1, {})
@@ -256,11 +261,7 @@ def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Ac
                                 lane_indices(lane_of(x) for x in range(w)))
 
     def leaf_groups(offs: list[ir.Value], _index: list[ir.Value]) -> None:
-        if split == rdim:
-            lo, hi = thread_range(b, tid, nt, sizes[rdim])
-            gend = b.add(lo, b.mul(b.sdiv(b.sub(hi, lo), i64(per)), i64(per)))
-        else:
-            lo, hi, gend = i64(0), i64(sizes[rdim]), i64(sizes[rdim] // per * per)
+        lo, hi, gend = _span(b, tid, nt, sizes[rdim], per, split == rdim)  # per: w / gcd
         fixed = {k: load(k, offs[k], length) for k, kind in enumerate(kinds) if kind == "row"}
         with for_range(b, lo, gend, per, name="g", unroll=False, vectorize=False) as r0:
             base = at(offs, r0, rdim)
@@ -308,17 +309,10 @@ def strided_transpose(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Acce
     out_i, src_j = strides[0][depth], strides[1][depth + 1]  # the other strides are 1
     vt = ir.VectorType(out.ptr.type.pointee, tile).as_pointer()
 
-    def span(k: int) -> tuple[ir.Value, ir.Value, ir.Value]:
-        """Planned dimension k's range for this thread and the end of its whole tiles."""
-        if k == split:
-            lo, hi = thread_range(b, tid, nt, sizes[k])
-            return lo, hi, b.add(lo, b.and_(b.sub(hi, lo), i64(-tile)))  # tile: a power of 2
-        return i64(0), i64(sizes[k]), i64(sizes[k] // tile * tile)
-
     def leaf(offs: list[ir.Value], _index: list[ir.Value]) -> None:
         o_out, o_src = offs
-        ilo, ihi, iend = span(depth)
-        jlo, jhi, jend = span(depth + 1)
+        ilo, ihi, iend = _span(b, tid, nt, sizes[depth], tile, split == depth)
+        jlo, jhi, jend = _span(b, tid, nt, sizes[depth + 1], tile, split == depth + 1)
 
         def src_at(ii: ir.Value, jj: ir.Value) -> ir.Value:
             return b.gep(src.ptr, [b.add(o_src, b.add(ii, b.mul(jj, i64(src_j))))])
