@@ -400,12 +400,7 @@ class _Store:
         if isinstance(left, int):  # the first `left` lanes, static: plain moves, rest zero
             v = const_vec(w, 0.0)
             for at, size in self._pieces(left):
-                p = b.add(off, i64(at))
-                if size > 1:
-                    part = load_vec(b, ptr, p, size)
-                else:
-                    part = b.insert_element(ir.Constant(vec_type(1), ir.Undefined),
-                                            b.load(gep(b, ptr, p), align=4), ir.Constant(I32, 0))
+                part = load_vec(b, ptr, b.add(off, i64(at)), size)
                 # widened to w lanes (the lanes past `size` are never selected below)
                 wide = b.shuffle_vector(part, ir.Constant(part.type, ir.Undefined),
                                         lane_indices(min(x, size - 1) for x in range(w)))
@@ -430,13 +425,9 @@ class _Store:
             store_vec(b, v, self.cp, off)
         elif isinstance(left, int):  # the first `left` lanes, static: plain moves
             for at, size in self._pieces(left):
-                if size == 1:
-                    b.store(b.extract_element(v, ir.Constant(I32, at)),
-                            gep(b, self.cp, b.add(off, i64(at))), align=4)
-                else:
-                    part = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
-                                            lane_indices(range(at, at + size)))
-                    store_vec(b, part, self.cp, b.add(off, i64(at)))
+                part = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                                        lane_indices(range(at, at + size)))
+                store_vec(b, part, self.cp, b.add(off, i64(at)))
         elif self.target.name == "avx512":
             self._masked_store(v, off, left)
         else:
