@@ -135,12 +135,10 @@ def strided_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Access], 
 VectorBody = Callable[[ir.IRBuilder, list[ir.Value], int, dict[int, ir.Value]], None]
 
 
-def vector_width(shape: Sequence[int], accesses: list[Access], lanes: int,
-                 splittable: Sequence[bool] | None = None) -> int:
-    """The width `strided_vector_loop` steps its innermost loop by: the target's `lanes`, fewer
-    (down to 4) when the innermost planned dimension is shorter, 1 when shorter than 4 or when
-    an access is neither contiguous nor broadcast along it (then every step is a scalar)."""
-    sizes, strides, _ = _plan(shape, accesses, splittable, False)
+def _vector_width(sizes: list[int], strides: list[list[int]], lanes: int) -> int:
+    """The width `strided_vector_loop` steps a planned innermost loop by: the target's `lanes`,
+    fewer (down to 4) when the innermost dimension is shorter, 1 when shorter than 4 or when an
+    access is neither contiguous nor broadcast along it (then every step is a scalar)."""
     if not sizes or any(s[-1] not in (0, 1) for s in strides):
         return 1
     w = lanes
@@ -207,7 +205,7 @@ def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Ac
     already loaded (a vector of its memory type: the body converts it as it would a load). The
     first `outputs` accesses are the ones the body writes.
 
-    A row runs as whole vectors of `width = vector_width(...)`, then its tail element by element
+    A row runs as whole vectors of `width = _vector_width(...)`, then its tail element by element
     (width 1) in order. Short ragged rows (10 classes on 8 lanes) run in groups of rows that
     are whole vectors (`_row_groups`: 4 rows of 10 are 5 vectors): full operands are read
     straight through the group, an operand with one element per row (a softmax's max) is read
@@ -218,7 +216,7 @@ def strided_vector_loop(b: ir.IRBuilder, shape: Sequence[int], accesses: list[Ac
     start and its own tail."""
     sizes, strides, split = _plan(shape, accesses, splittable, False)
     groups = _row_groups(sizes, strides, lanes, outputs)
-    w = lanes if groups is not None else vector_width(shape, accesses, lanes, splittable)
+    w = lanes if groups is not None else _vector_width(sizes, strides, lanes)
     inner = len(sizes) - 1
 
     def at(offs: list[ir.Value], i: ir.Value, dim: int) -> list[ir.Value]:
