@@ -238,7 +238,7 @@ def test_both_operands_in_place(rng, trans_a, target):
     tg = get_target(target)
     blk = choose_blocking(tg, 32, 2 * tg.lanes * 2, 64)
     n = blk.nr * 2
-    for m in (32, 13):
+    for m in (32, blk.mr + 3):  # whole row tiles and an edge tile, on every target's MR
         spec = GemmSpec(m, n, 64, trans_a, False)
         assert use_a_direct(choose_blocking(tg, m, n, 64), spec) and use_b_direct(blk, spec)
         a = rand(rng, 64, m) if trans_a else rand(rng, m, 64)
