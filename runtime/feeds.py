@@ -37,11 +37,10 @@ def batch_of(g: Graph, feeds: dict[str, object], batch: int) -> int | None:
 
 def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> dict[str, np.ndarray]:
     """Validate and convert `feeds` for `g`. Without targets (predict), targets are ignored."""
-    wanted = {n: x for n, x in g.inputs.items()
-              if with_targets or x.attrs["role"] == "input"}
-    declared = ", ".join(_describe(x) for x in wanted.values())
+    wanted = _wanted(g, with_targets)
     for name in feeds:
         if name not in g.inputs:
+            declared = ", ".join(_describe(x) for x in wanted.values())
             raise DataError(f"unknown input '{name}'{suggestion(name, g.inputs)} (the model "
                             f"takes {declared})")
     out = {}
@@ -52,6 +51,20 @@ def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> di
             raise DataError(f"missing {what} '{name}' ({node.type})", node.loc)
         out[name] = _convert(what, name, node, feeds[name], limits.get(name))
     return out
+
+
+_WANTED: weakref.WeakKeyDictionary[Graph, dict[bool, dict[str, Node]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _wanted(g: Graph, with_targets: bool) -> dict[str, Node]:
+    """The inputs a call must feed (targets too when `with_targets`), computed once per graph."""
+    per = _WANTED.setdefault(g, {})
+    hit = per.get(with_targets)
+    if hit is None:
+        hit = per[with_targets] = {n: x for n, x in g.inputs.items()
+                                   if with_targets or x.attrs["role"] == "input"}
+    return hit
 
 
 # ops that pass an integer input's values on unchanged (the index may be reshaped first)
@@ -100,6 +113,9 @@ def _index_error(name: str, node: Node, a: np.ndarray, n: int, what: str) -> Dat
                      f"but its values index {n} {what}: each must lie in [0, {n})", node.loc)
 
 
+_I32_MIN, _I32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
+
+
 def _convert(what: str, name: str, node: Node, value: object,
              limit: tuple[int, str] | None = None) -> np.ndarray:
     """`value` checked and converted; `limit` (n, what): an index input's values lie in [0, n)."""
@@ -116,13 +132,16 @@ def _convert(what: str, name: str, node: Node, value: object,
         raise DataError(f"{what} '{name}' should have shape {list(t.shape)} ({t}), got "
                         f"{list(arr.shape)}", node.loc)
     if t.dtype == "i32" and arr.size:
-        info = np.iinfo(np.int32)
-        lo, hi = arr.min(), arr.max()
-        if lo < info.min or hi > info.max:
-            raise DataError(f"{what} '{name}' ({t}) holds values outside the i32 range",
-                            node.loc)
-        if limit is not None and (lo < 0 or hi >= limit[0]):
-            raise _index_error(name, node, arr, *limit)
+        if arr.dtype == np.int32:  # in range by type; an index check is one unsigned max
+            if limit is not None and int(arr.view(np.uint32).max()) >= limit[0]:
+                raise _index_error(name, node, arr, *limit)
+        else:
+            lo, hi = arr.min(), arr.max()
+            if lo < _I32_MIN or hi > _I32_MAX:
+                raise DataError(f"{what} '{name}' ({t}) holds values outside the i32 range",
+                                node.loc)
+            if limit is not None and (lo < 0 or hi >= limit[0]):
+                raise _index_error(name, node, arr, *limit)
     converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
     if kind == "f" and not np.isfinite(arr).all():
         raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity", node.loc)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,13 @@ class _Compiled:
     loop: Any
     keep: Any
     plan: StepPlan
+    # bound once, so a call costs no view arithmetic: the arena slot of each fed input, the
+    # tensor holding each wanted value (an arena view, or the Store array of a persistent one),
+    # the header's RNG step word and the arena's address
+    fed: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    wanted: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    step_word: np.ndarray | None = None
+    address: int = 0
 
 
 class JitEngine:
@@ -134,8 +141,17 @@ class JitEngine:
             self._init_arena(sm, arena)
             step = _STEP(comp.address(f"{k}_netc_step"))
             loop_fn = _LOOP(comp.address(f"{k}_netc_train_steps")) if k == "train_step" else None
-            self._kinds[k] = _Compiled(sm, arena, step, loop_fn, comp, plans[k])
+            self._kinds[k] = self._bind(_Compiled(sm, arena, step, loop_fn, comp, plans[k]))
         return self._kinds[kind]
+
+    def _bind(self, c: _Compiled) -> _Compiled:
+        plan, g = c.plan, c.plan.graph
+        c.fed = [(name, self._view(c.arena, g.node(i), plan.offset[i]))
+                 for name, i in plan.fed.items()]
+        c.wanted = [(name, self._holder(c, g.node(i))) for name, i in plan.wanted.items()]
+        c.step_word = c.arena[KEY_OFFSET + 8:KEY_OFFSET + 12].view(np.uint32)
+        c.address = c.arena.ctypes.data
+        return c
 
     def _init_arena(self, sm: StepModule, arena: np.ndarray) -> None:
         plan = sm.plan
@@ -157,11 +173,12 @@ class JitEngine:
         size = int(np.prod(n.type.shape, dtype=np.int64)) * dt.itemsize
         return arena[off:off + size].view(dt).reshape(n.type.shape)
 
-    def _value(self, c: _Compiled, n: Node) -> np.ndarray:
+    def _holder(self, c: _Compiled, n: Node) -> np.ndarray:
+        """Where the value of `n` is after a call (read it by copying)."""
         plan = c.sm.plan
         if n.id in plan.persistent:
-            return self.store.arrays[plan.persistent[n.id]].reshape(n.type.shape).copy()
-        return self._view(c.arena, n, plan.offset[n.id]).copy()
+            return self.store.arrays[plan.persistent[n.id]].reshape(n.type.shape)
+        return self._view(c.arena, n, plan.offset[n.id])
 
     # ------------------------------------------------------------------ run
 
@@ -174,19 +191,17 @@ class JitEngine:
             get_pool().run(fn, self.threads, *args)
 
     def _set_step(self, c: _Compiled) -> None:
-        c.arena[KEY_OFFSET + 8:KEY_OFFSET + 12].view(np.uint32)[0] = self.store.step & 0xFFFFFFFF
+        c.step_word[0] = self.store.step & 0xFFFFFFFF
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._fallback is not None:
             return self._fallback.run(kind, feeds)
-        c = self.compiled(kind)
-        plan = c.sm.plan
-        for name, i in plan.fed.items():
-            self._view(c.arena, plan.graph.node(i), plan.offset[i])[...] = feeds[name]
+        c = self._kinds.get(kind) or self.compiled(kind)
+        for name, slot in c.fed:
+            slot[...] = feeds[name]
         self._set_step(c)
-        self._launch(c, c.step, c.arena.ctypes.data)
-        g = c.plan.graph
-        return {k: self._value(c, g.node(i)) for k, i in c.plan.wanted.items()}
+        self._launch(c, c.step, c.address)
+        return {name: value.copy() for name, value in c.wanted}
 
     def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
         """Run len(index) // batch steps natively over rows `index` of `data` (inputs and
@@ -213,7 +228,7 @@ class JitEngine:
         acc = c.arena[LOSS_OFFSET:LOSS_OFFSET + 8 * len(c.sm.losses)].view(np.float64)
         acc[:] = 0
         self._set_step(c)
-        self._launch(c, c.loop, c.arena.ctypes.data, ptrs.ctypes.data, index.ctypes.data, n_steps)
+        self._launch(c, c.loop, c.address, ptrs.ctypes.data, index.ctypes.data, n_steps)
         names = list(c.plan.wanted)
         return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
 
