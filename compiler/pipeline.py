@@ -12,7 +12,8 @@ Debugging: `verify` runs after every graph stage. `NETC_DUMP_IR=dir` writes the 
 `05-plan_memory.txt`). Every stage can be switched off for
 bisecting, by name or alias, with `optimize(g, disable={...})` or `NETC_DISABLE=simplify,cse`:
 simplify, eliminate_common (cse), eliminate_dead (dce), fuse_kernels (fuse: one kernel per node),
-inplace (no in-place buffer reuse), reuse (no arena reuse at all: the naive plan). With
+fuse_rows (rows: no rows kernels, softmax and cross-entropy as separate kernels), inplace
+(no in-place buffer reuse), reuse (no arena reuse at all: the naive plan). With
 `check=True` or NETC_CHECK_PLAN=1 the plan is proven safe by `check_plan`.
 """
 
@@ -40,9 +41,10 @@ GRAPH_STAGES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("eliminate_common", eliminate_common),
     ("eliminate_dead", eliminate_dead),
 ]
-SWITCHES = ("simplify", "eliminate_common", "eliminate_dead", "fuse_kernels", "inplace", "reuse")
+SWITCHES = ("simplify", "eliminate_common", "eliminate_dead", "fuse_kernels", "fuse_rows",
+            "inplace", "reuse")
 ALIASES = {"cse": "eliminate_common", "dce": "eliminate_dead", "fuse": "fuse_kernels",
-           "fusion": "fuse_kernels"}
+           "fusion": "fuse_kernels", "rows": "fuse_rows"}
 
 
 @dataclass
@@ -90,7 +92,7 @@ def optimize(g: Graph, *, disable: set[str] | None = None, check: bool | None = 
                 raise InternalCompilerError(f"stage {name} must return the graph it was given")
             verify(g)
         _dump(dump_path, i, name, g.to_text() + ("\n(stage disabled)" if name in off else ""))
-    kernels = fuse_kernels(g, fuse="fuse_kernels" not in off)
+    kernels = fuse_kernels(g, fuse="fuse_kernels" not in off, rows="fuse_rows" not in off)
     _dump(dump_path, 4, "fuse_kernels", kernels.to_text())
     if fit is not None:
         kernels = legalize(kernels, fit)

@@ -214,6 +214,48 @@ def transpose_square(b: ir.IRBuilder, rows: list[ir.Value]) -> list[ir.Value]:
     return rows
 
 
+def pieces(count: int, lanes: int) -> list[tuple[int, int]]:
+    """(first lane, size) of the plain moves that cover the first `count` < `lanes` lanes:
+    halves, quarters, ... of the vector (10 of 16 lanes: 8 then 2)."""
+    out, at, size = [], 0, lanes // 2
+    while size:
+        if count - at >= size:
+            out.append((at, size))
+            at += size
+        size //= 2
+    return out
+
+
+def load_first(b: ir.IRBuilder, ptr: ir.Value, offset: ir.Value | int, count: int, lanes: int
+               ) -> ir.Value:
+    """A vector of `lanes` f32 whose first `count` lanes are loaded from `ptr + offset` by plain
+    moves (`pieces`) and whose other lanes are 0: nothing past the last element is read."""
+    if count >= lanes:
+        return load_vec(b, ptr, offset, lanes)
+    v = const_vec(lanes, 0.0)
+    for at, size in pieces(count, lanes):
+        part = load_vec(b, ptr, b.add(as_i64(b, offset), i64(at)), size)
+        # widened to `lanes` (the lanes past `size` are never selected below)
+        wide = b.shuffle_vector(part, ir.Constant(part.type, ir.Undefined),
+                                lane_indices(min(x, size - 1) for x in range(lanes)))
+        v = b.shuffle_vector(v, wide, lane_indices(
+            [lanes + x - at if at <= x < at + size else x for x in range(lanes)]))
+    return v
+
+
+def store_first(b: ir.IRBuilder, v: ir.Value, ptr: ir.Value, offset: ir.Value | int,
+                count: int) -> None:
+    """Store the first `count` lanes of the f32 vector `v` at `ptr + offset` by plain moves."""
+    lanes = v.type.count
+    if count >= lanes:
+        store_vec(b, v, ptr, offset)
+        return
+    for at, size in pieces(count, lanes):
+        part = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                                lane_indices(range(at, at + size)))
+        store_vec(b, part, ptr, b.add(as_i64(b, offset), i64(at)))
+
+
 def lane_mask(lanes: int, valid: int) -> ir.Constant:
     """A constant <lanes x i1> with the first `valid` lanes set."""
     return ir.Constant(ir.VectorType(I1, lanes), [1 if i < valid else 0 for i in range(lanes)])

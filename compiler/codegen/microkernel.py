@@ -41,13 +41,14 @@ from .loops import (
     for_range,
     gep,
     i64,
-    lane_indices,
+    load_first,
     load_vec,
     masked_load_fn,
     masked_store_fn,
     no_unroll_md,
     prefetch_fn,
     splat,
+    store_first,
     store_vec,
     vec_type,
 )
@@ -383,30 +384,12 @@ class _Store:
         p = b.bitcast(gep(b, self.cp, off), vec_type(w).as_pointer())
         b.call(masked_store_fn(self.module, w), [v, p, ir.Constant(I32, 4), self._lane_mask(left)])
 
-    def _pieces(self, lanes: int) -> list[tuple[int, int]]:
-        """(first lane, count) of the plain moves covering `lanes` < w lanes: 4, 2, 1, ..."""
-        out, at, size = [], 0, self.target.lanes // 2
-        while size:
-            if lanes - at >= size:
-                out.append((at, size))
-                at += size
-            size //= 2
-        return out
-
     def load(self, ptr: ir.Value, off: ir.Value, left: ir.Value | int | None) -> ir.Value:
         b, w = self.b, self.target.lanes
         if left is None:
             return load_vec(b, ptr, off, w)
         if isinstance(left, int):  # the first `left` lanes, static: plain moves, rest zero
-            v = const_vec(w, 0.0)
-            for at, size in self._pieces(left):
-                part = load_vec(b, ptr, b.add(off, i64(at)), size)
-                # widened to w lanes (the lanes past `size` are never selected below)
-                wide = b.shuffle_vector(part, ir.Constant(part.type, ir.Undefined),
-                                        lane_indices(min(x, size - 1) for x in range(w)))
-                v = b.shuffle_vector(v, wide, lane_indices(
-                    [w + x - at if at <= x < at + size else x for x in range(w)]))
-            return v
+            return load_first(b, ptr, off, left, w)
         if self.target.name == "avx512":
             return self._masked_load(ptr, off, left)
         with b.if_else(b.icmp_signed(">=", left, i64(w)), likely=True) as (then, other):
@@ -424,10 +407,7 @@ class _Store:
         if left is None:
             store_vec(b, v, self.cp, off)
         elif isinstance(left, int):  # the first `left` lanes, static: plain moves
-            for at, size in self._pieces(left):
-                part = b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
-                                        lane_indices(range(at, at + size)))
-                store_vec(b, part, self.cp, b.add(off, i64(at)))
+            store_first(b, v, self.cp, off, left)
         elif self.target.name == "avx512":
             self._masked_store(v, off, left)
         else:

@@ -41,6 +41,7 @@ from .barrier import call_barrier
 from .emit_ctx import Call, Ctx
 from .kernels_dense import DENSE_EMITTERS
 from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key
+from .kernels_rows import emit_rows
 from .kernels_shape import SHAPE_EMITTERS
 from .loops import for_range, i64
 from .step_input import LOOP_OPS, StepPlan
@@ -107,6 +108,8 @@ def share_identical_kernels(module: ir.Module, calls: list[Call]) -> None:
 def _emit_kernel(cx: Ctx, k: Kernel) -> list[Call]:
     if k.kind == "view":
         return []  # a row-major reshape: its output is its input's buffer
+    if k.kind == "rows":
+        return emit_rows(cx, k)
     if k.kind == "elementwise":
         if all(cx.node(i).op in LOOP_OPS for i in k.nodes):
             return emit_elementwise(cx, k)

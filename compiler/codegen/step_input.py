@@ -45,6 +45,8 @@ LOOP_OPS = frozenset(ELEMENTWISE) | RANDOM | {"broadcast_to"}
 
 def jit_fit(g: Graph, k: Kernel) -> set[int]:
     """The nodes of kernel `k` the JIT's emitters emit as one kernel (passes/legalize.py)."""
+    if k.kind == "rows":
+        return set(k.nodes)  # kernels_rows emits every node fuse_kernels puts in one
     if k.main is None:
         return {i for i in k.nodes if g.node(i).op in LOOP_OPS}
     if k.kind == "gemm":

@@ -15,6 +15,10 @@ the same iteration; store every id in `outputs`. `stages[id]` says where a node 
   - "main": the anchor op (`main`) — the matmul, reduction, conv, pool, gather, copy or view;
   - "epilogue": elementwise over the main op's output shape, applied per output tile/row once
     the main value of that element is final.
+A "rows" kernel (no main node; `space` is [*lead, C]) computes every node one block of rows at
+a time: its reductions ("main") over the last axis and its elementwise nodes ("body") over
+[*lead, C] or [*lead, 1], in node order (fuse_kernels: softmax and cross-entropy, forward and
+backward, in one pass).
 `recomputed` lists prologue nodes that are not stored anywhere: cheap elementwise ops (or an
 operand transpose) recomputed inside every kernel that consumes them instead of being
 materialised. Every other node belongs to exactly one kernel (`KernelGraph.owner`).
@@ -41,7 +45,7 @@ class Kernel:
     """One fused loop nest. Node ids refer to the graph the kernel graph was made from."""
 
     id: int
-    kind: str  # elementwise | reduction | gemm | conv | pool | gather | copy | view
+    kind: str  # elementwise | reduction | rows | gemm | conv | pool | gather | copy | view
     nodes: list[int]
     stages: dict[int, str]
     inputs: list[int]
@@ -144,16 +148,18 @@ def kernel_bytes(g: Graph, k: Kernel) -> int:
 
 
 def make_kernel(g: Graph, kid: int, nodes: list[int], stages: dict[int, str], main: int | None,
-                recomputed: list[int], pos: dict[int, int]) -> Kernel:
+                recomputed: list[int], pos: dict[int, int], kind: str | None = None) -> Kernel:
     """The kernel computing `nodes` (any order; `pos`: node id -> schedule position): its kind is
-    the main node's class (elementwise without one), its inputs every value it reads from
-    outside, its space the main node's iteration space (a reduction's input) or the last node's
-    shape."""
+    `kind` ("rows") or the main node's class (elementwise without one), its inputs every value it
+    reads from outside, its space the main node's iteration space (a reduction's input; a rows
+    kernel's rows) or the last node's shape."""
     nodes = sorted(nodes, key=pos.__getitem__)
     inside = set(nodes)
     inputs = sorted({x.id for i in nodes for x in g.node(i).inputs if x.id not in inside},
                     key=pos.__getitem__)
-    if main is None:
+    if kind == "rows":
+        space = next(g.node(i).inputs[0].type.shape for i in nodes if stages[i] == "main")
+    elif main is None:
         kind, space = "elementwise", g.node(nodes[-1]).type.shape
     else:
         m = g.node(main)
@@ -173,7 +179,9 @@ def describe(g: Graph, k: Kernel) -> str:
 
     names = {n.id: f"update {name}" for name, n in g.updates.items()}
     parts = []
-    if k.main is None:
+    if k.kind == "rows":
+        parts.append(f"rows of {k.space[-1]}: {', '.join(g.node(i).op for i in k.nodes)}")
+    elif k.main is None:
         parts.append(f"{len(k.nodes)} elementwise ops: {', '.join(ops('body'))}")
     else:
         parts.append(g.node(k.main).op)

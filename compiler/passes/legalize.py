@@ -13,6 +13,7 @@ order, so every piece reads only values of earlier kernels or earlier pieces):
   kernel] [elementwise piece of its unfit epilogue nodes];
 - an elementwise kernel (or a piece) is cut in node order around each node the backend cannot
   evaluate in a loop of its own (e.g. `one_hot`), which becomes a one-node kernel;
+- a rows kernel the backend cannot emit whole becomes one kernel per node;
 - a recomputed prologue node some consumer cannot recompute is materialised once: a kernel of its
   own (an elementwise group, or the operand transpose) scheduled right before its first consumer,
   and every consumer then reads it instead of recomputing it.
@@ -44,7 +45,7 @@ def legalize(kg: KernelGraph, fit: Fit) -> KernelGraph:
     for k, keep in zip(kg.kernels, fits):
         lost = [i for i in k.recomputed if i not in keep]
         materialize |= _closure(g, lost, set(k.recomputed))
-    pieces: list[tuple[list[int], dict[int, str], int | None, list[int]]] = []
+    pieces: list[tuple] = []  # (nodes, stages, main, recomputed[, kind])
     placed: set[int] = set()
     for k, keep in zip(kg.kernels, fits):
         # recomputed values this kernel no longer recomputes, not yet placed: before it
@@ -57,8 +58,7 @@ def legalize(kg: KernelGraph, fit: Fit) -> KernelGraph:
             else:
                 pieces.append((comp, {comp[0]: "main"}, comp[0], []))
         pieces += _split(g, k, keep, materialize, fit)
-    kernels = [make_kernel(g, i, nodes, stages, main, recomputed, pos)
-               for i, (nodes, stages, main, recomputed) in enumerate(pieces)]
+    kernels = [make_kernel(g, i, *piece[:4], pos, *piece[4:]) for i, piece in enumerate(pieces)]
     return assemble(g, kernels, kg.leaves, kg.roots, "legalize")
 
 
@@ -108,6 +108,11 @@ def _find(parent: dict[int, int], i: int) -> int:
 
 
 def _split(g: Graph, k: Kernel, keep: set[int], materialize: set[int], fit: Fit) -> list:
+    if k.kind == "rows":  # whole, or as kernels of one node each
+        if keep == set(k.nodes):
+            return [(list(k.nodes), dict(k.stages), None, [], "rows")]
+        return [([i], {i: "main"}, i, []) if k.stages[i] == "main"
+                else ([i], {i: "body"}, None, []) for i in k.nodes]
     if k.main is None:
         return _elementwise_pieces(g, list(k.nodes), fit) if keep != set(k.nodes) else \
             [(list(k.nodes), dict(k.stages), None, [])]

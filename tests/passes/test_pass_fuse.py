@@ -33,7 +33,7 @@ def test_kernels_are_self_contained_and_scheduled(name):
             assert all(x.id in inside or x.id in k.inputs for x in g.node(nid).inputs)
         assert set(k.inputs) <= done, "a kernel reads a value no earlier kernel stored"
         assert set(k.outputs) <= inside - set(k.recomputed)
-        assert set(k.stages) == inside and (k.main is None) == (k.kind == "elementwise")
+        assert set(k.stages) == inside and (k.main is None) == (k.kind in ("elementwise", "rows"))
         done |= set(k.outputs)
     assert set(kg.roots) <= done
     owned = [i for k in kg.kernels for i in k.nodes if i not in k.recomputed]
@@ -120,3 +120,50 @@ def test_text_printer_describes_every_kernel(mlp_big):
     text = mlp_big.kernels.to_text()
     assert text.count("\nk") == len(mlp_big.kernels.kernels)
     assert "epilogue[add, relu" in text and "update fc1.W" in text and "flops=" in text
+
+
+def test_softmax_cross_entropy_forward_and_backward_are_one_rows_kernel():
+    """The f32 classifier's max, exp, sum, log, one_hot and the logits' gradient run in one
+    rows kernel; exp(z - max) and log-softmax are never stored; what leaves it is the
+    per-example loss, the logits' gradient and (for the output) the softmax."""
+    g = step_graph(MODELS["mlp"], float_dtype="f32")
+    kg = optimize(g).kernels
+    g = kg.graph
+    rows = [k for k in kg.kernels if k.kind == "rows"]
+    assert len(rows) == 1
+    k = rows[0]
+    ops = [g.node(i).op for i in k.nodes]
+    assert {"max", "exp", "sum", "log", "one_hot"} <= set(ops) and ops.count("sum") >= 2
+    assert k.space == (8, 4) and all(k.stages[i] == ("main" if g.node(i).op in ("max", "sum")
+                                                      else "body") for i in k.nodes)
+    stored = [g.node(i).op for i in k.outputs]
+    assert "exp" not in stored and "one_hot" not in stored
+    assert not any(o in ("max", "sum") for o in (g.node(i).op for i in k.inputs))
+
+
+def test_rows_kernels_need_f32_rows_of_at_most_row_max():
+    from netc.compiler.passes.fuse_kernels import ROW_MAX
+
+    def classifier(classes):
+        text = MODELS["mlp"].replace("Dense(4) as fc3", f"Dense({classes}) as fc3")
+        return step_graph(text, float_dtype="f32")
+
+    assert any(k.kind == "rows" for k in optimize(classifier(ROW_MAX)).kernels.kernels)
+    assert not any(k.kind == "rows" for k in optimize(classifier(ROW_MAX + 1)).kernels.kernels)
+    assert not any(k.kind == "rows" for k in optimize(step_graph(MODELS["mlp"])).kernels.kernels)
+
+
+def test_a_bool_row_used_elsewhere_stays_out_of_a_rows_kernel():
+    """A compare over the rows read by a later kernel would have to be stored: rows kernels
+    store f32 rows only, so that compare's group stays out (the softmax still fuses)."""
+    g = Graph("t", float_dtype="f32")
+    x = g.input("x", TensorType((6, 5), "f32"), L)
+    m = g.add("max", [x], {"axes": (1,), "keepdims": True}, L)
+    e = g.add("exp", [g.add("sub", [x, m], None, L)], None, L)
+    g.outputs["p"] = g.add("div", [e, g.add("sum", [e], {"axes": (1,), "keepdims": True}, L)],
+                           None, L)
+    mask = g.add("gt", [x, m], None, L)
+    g.outputs["mask"] = mask
+    kg = fuse_kernels(g)
+    owner = next(k for k in kg.kernels if mask.id in k.nodes)
+    assert owner.kind != "rows" and any(k.kind == "rows" for k in kg.kernels)
