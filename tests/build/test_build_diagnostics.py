@@ -82,6 +82,21 @@ def test_tensor_too_large():
     expect_error(M("    input x: f32[100000, 100000]"), "more than the 8 GiB", 2, 14)
 
 
+def test_tensor_size_is_exact_for_huge_dimensions():
+    # the element count once went through an int64 product: 2**32 * 2**32 wrapped to 0 (and
+    # passed), a dimension past 2**63 raised OverflowError (an internal compiler error)
+    expect_error(M("    input x: f32[4294967296, 4294967296]"), "more than the 8 GiB", 2, 14)
+    expect_error(M("    input x: f32[99999999999999999999999999, 3]"), "more than the 8 GiB",
+                 2, 14)
+
+
+def test_computed_tensor_too_large():
+    # the limit holds for every value, not only declared ones: zeros()/broadcast_to()/reshape
+    # results once got through and the interpreter died allocating them
+    expect_error(M("    input x: f32[2]\n    output o = x + sum(zeros([100000, 100000, 100]))"),
+                 "f32[100000,100000,100] needs 3725.3 GiB, more than the 8 GiB", 3, 24)
+
+
 def test_bad_dimension():
     expect_error(M("    input x: f32[2, 0]"), "a dimension must be a positive compile-time "
                  "integer, got the number 0", 2, 21)
