@@ -40,6 +40,8 @@ def format_of(path: str, fmt: str | None = None) -> str:
 def atomic_write(path: str, write) -> None:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DataError(f"cannot write '{path}': it is a directory (name a file in it)")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                    dir=folder)
@@ -51,9 +53,11 @@ def atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # a full disk, a quota, a name that became a folder
+            raise DataError(f"cannot write '{path}': {e.strerror or e}") from None
         raise
 
 
