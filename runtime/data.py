@@ -292,16 +292,27 @@ def split_validation(arrays: dict[str, np.ndarray], fraction: float, seed: int,
                      stratify: np.ndarray | None = None):
     """Hold out `fraction` of the rows (shuffled with `seed`; stratified by class when given)."""
     n = len(next(iter(arrays.values())))
+    k = int(round(n * fraction))
+    if not 0 < k < n:
+        raise DataError(f"validation = {fraction:g} of {n} row(s) leaves "
+                        f"{'no rows to validate on' if k == 0 else 'no rows to train on'}; "
+                        "give more data, a validation file, or validation = 0")
     rng = np.random.default_rng(seed + 7919)
     if stratify is not None:
+        groups = [np.flatnonzero(stratify == c) for c in np.unique(stratify)]
+        # each class gives its share of the k rows (largest remainders get the rounding), so
+        # small classes never round the held-out set away
+        quota = np.array([len(idx) * fraction for idx in groups])
+        counts = np.floor(quota).astype(int)
+        extra = np.argsort(-(quota - counts), kind="stable")[: k - counts.sum()]
+        counts[extra] += 1
         val_idx = []
-        for c in np.unique(stratify):
-            idx = np.flatnonzero(stratify == c)
+        for idx, m in zip(groups, counts, strict=True):
             rng.shuffle(idx)
-            val_idx.append(idx[: int(round(len(idx) * fraction))])
+            val_idx.append(idx[:m])
         val = np.sort(np.concatenate(val_idx))
     else:
-        val = np.sort(rng.permutation(n)[: int(round(n * fraction))])
+        val = np.sort(rng.permutation(n)[:k])
     mask = np.ones(n, bool)
     mask[val] = False
     return ({k: v[mask] for k, v in arrays.items()}, {k: v[val] for k, v in arrays.items()})

@@ -135,7 +135,8 @@ def pick_prediction(outputs: dict, targets: dict, metric: str):
     return None
 
 
-def evaluate_arrays(model, arrays: dict, batch: int, metrics: tuple[str, ...]) -> dict[str, float]:
+def evaluate_arrays(model, arrays: dict, batch: int, metrics: tuple[str, ...],
+                    what: str = "the data to evaluate") -> dict[str, float]:
     """Eval-mode losses (row-weighted over chunks) and metrics over every row of `arrays`."""
     n = len(next(iter(arrays.values())))
     fixed = model.fixed_batch
@@ -155,7 +156,8 @@ def evaluate_arrays(model, arrays: dict, batch: int, metrics: tuple[str, ...]) -
             preds.setdefault(k, []).append(out[k])
         rows += m
     if rows == 0:
-        raise DataError(f"the validation data has {n} rows, fewer than the fixed batch of {fixed}")
+        raise DataError(f"{what} has no rows" if n == 0 else
+                        f"{what} has {n} rows, fewer than the fixed batch of {fixed}")
     result = {k: v / rows for k, v in sums.items()}
     if "loss" not in result and result:
         result["loss"] = sum(result.values())
@@ -210,6 +212,8 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     else:
         wanted = {**model.inputs, **model.targets}
         arrays = bind_arrays(arrays, wanted, "fit()")
+    if not len(next(iter(arrays.values()))):
+        raise DataError("the training data has no rows")
     notes = []
     if not validation and cfg.early_stop is not None and cfg.early_stop.monitor.startswith("val_"):
         validation = DEFAULT_VALIDATION  # early stopping on a validation value needs some
@@ -274,11 +278,12 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
             logs.update({k: v / max(count, 1) for k, v in per_loss.items()})
         if cfg.metrics:
             train_eval = evaluate_arrays(model, {k: v[:min(n, 4096)] for k, v in arrays.items()},
-                                         batch, cfg.metrics)
+                                         batch, cfg.metrics, "the training data")
             logs.update({k: v for k, v in train_eval.items() if k in cfg.metrics})
         if val is not None:
             logs.update({f"val_{k}": v for k, v in
-                         evaluate_arrays(model, val, batch, cfg.metrics).items()})
+                         evaluate_arrays(model, val, batch, cfg.metrics,
+                                         "the validation data").items()})
         logs["time"] = time.perf_counter() - t0
         history.record(epoch, logs)
         if progress:

@@ -124,3 +124,25 @@ def test_stratified_split_keeps_class_balance():
     train, val = split_validation({"x": np.arange(100.0), "y": y}, 0.2, 0, stratify=y)
     assert np.bincount(val["y"]).tolist() == [5, 5, 5, 5]
     assert len(train["x"]) == 80 and not set(train["x"]) & set(val["x"])
+
+
+def test_stratified_split_holds_out_its_share_with_small_classes():
+    # 20 rows of 10 classes: every class's 2 * 0.2 once rounded to 0, so nothing was held out
+    # and fitting failed with "the validation data has 0 rows, fewer than the fixed batch of None"
+    y = np.arange(20).astype(np.int32) % 10
+    train, val = split_validation({"x": np.arange(20.0), "y": y}, 0.2, 0, stratify=y)
+    assert len(val["x"]) == 4 and len(train["x"]) == 16
+    assert len(set(val["y"])) == 4  # four classes give one row each
+    assert sorted(np.concatenate([train["x"], val["x"]])) == list(np.arange(20.0))
+
+
+@pytest.mark.parametrize("n,fraction,pattern", [
+    (2, 0.2, "validation = 0.2 of 2 row\\(s\\) leaves no rows to validate on"),
+    (0, 0.2, "validation = 0.2 of 0 row\\(s\\) leaves no rows to validate on"),
+    (3, 0.9, "validation = 0.9 of 3 row\\(s\\) leaves no rows to train on"),
+])
+def test_split_that_leaves_a_side_empty_is_a_data_error(n, fraction, pattern):
+    y = np.zeros(n, np.int32)
+    for stratify in (None, y):
+        with pytest.raises(DataError, match=pattern):
+            split_validation({"x": np.arange(float(n)), "y": y}, fraction, 0, stratify=stratify)

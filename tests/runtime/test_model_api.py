@@ -117,6 +117,19 @@ def test_fit_returns_history_and_learns():
     assert m.step == 6 * 4 and m.steps_per_epoch == 4
 
 
+def test_fit_and_evaluate_on_no_rows_are_data_errors():
+    # zero rows once reached np.concatenate([]) in the stratified split (an internal error),
+    # and evaluating none said "the validation data has 0 rows, fewer than the fixed batch
+    # of None"
+    from netc.training import evaluate_arrays
+    m = _model()
+    data = blobs(0)
+    with pytest.raises(DataError, match="the training data has no rows"):
+        m.fit(validation=0.2, **data)
+    with pytest.raises(DataError, match="^the data to evaluate has no rows$"):
+        evaluate_arrays(m, data, 8, ("accuracy",))
+
+
 def test_unknown_backend_and_dtype():
     with pytest.raises(UsageError, match="use 'jit' or 'interpret'"):
         Model._from_builder(builder(), backend="cuda")
