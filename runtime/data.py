@@ -258,7 +258,10 @@ def bind_arrays(raw: dict[str, np.ndarray], wanted: dict[str, tuple[tuple[int, .
 
 def conform(a: np.ndarray, shape: tuple[int, ...], dtype: str, what: str) -> np.ndarray:
     """Check and convert one array: per-sample shape (reshape if sizes agree), dtype, finiteness."""
-    a = np.asarray(a)
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as e:  # a ragged list, say
+        raise DataError(f"{what} cannot be read as an array ({e})") from None
     if a.dtype == object or a.dtype.kind in "USV":
         raise DataError(f"{what} holds {a.dtype} values; a numeric array is needed")
     sample = tuple(shape[1:])

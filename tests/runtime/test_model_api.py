@@ -95,6 +95,7 @@ def test_static_batch_must_match():
     ({"x": np.full((8, 4), "a"), "y": blobs()["y"]}, "input 'x' should be f64\\[8,4\\]"),
     ({"x": np.full((8, 4), np.nan), "y": blobs()["y"]}, "input 'x' .* NaN or infinity"),
     ({"x": blobs()["x"], "y": np.full(8, 2**40)}, "target 'y' .* outside the i32 range"),
+    ({"x": [[1.0, 2.0], [3.0]], "y": blobs()["y"]}, "input 'x' .* unreadable value"),
 ])
 def test_bad_feeds_are_data_errors_naming_the_input(feeds, pattern):
     m = _model(with_batch=False)
@@ -128,6 +129,18 @@ def test_fit_and_evaluate_on_no_rows_are_data_errors():
         m.fit(validation=0.2, **data)
     with pytest.raises(DataError, match="^the data to evaluate has no rows$"):
         evaluate_arrays(m, data, 8, ("accuracy",))
+
+
+def test_ragged_lists_are_data_errors_in_every_entry_point():
+    # a ragged list once escaped as numpy's ValueError (from np.shape or np.asarray)
+    m = _model()
+    ragged, y = [[1.0, 2.0], [3.0]], blobs()["y"]
+    for call in (m.predict, m.train_step, m.gradients, m.evaluate):
+        with pytest.raises(DataError, match="input 'x' .* unreadable value"):
+            call(x=ragged, y=y)
+    for call, where in ((m.train_steps, "train_steps"), (m.fit, "fit")):
+        with pytest.raises(DataError, match=f"{where}\\(\\): array 'x' cannot be read"):
+            call(x=ragged, y=y)
 
 
 def test_unknown_backend_and_dtype():
