@@ -33,6 +33,7 @@ from . import (
 )
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
+from .threads import check_threads
 from .training import FitState, History, OnEpoch, Progress, check_batch
 from .training import fit as _fit
 
@@ -87,6 +88,11 @@ class Model:
                  threads: int | None = None, meta: dict | None = None, base: Any = None):
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r} (use 'jit' or 'interpret')")
+        if threads is not None:
+            threads = check_threads(threads)
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+        seed = int(seed)
         self._builder, self._backend, self.threads = builder, backend, threads
         self.meta = dict(meta or {})
         self.store = Store(seed)

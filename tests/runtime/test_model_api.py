@@ -143,6 +143,32 @@ def test_ragged_lists_are_data_errors_in_every_entry_point():
             call(x=ragged, y=y)
 
 
+@pytest.mark.parametrize("kw,pattern", [
+    ({"threads": 0}, "threads must be an integer from 1 to 256, got 0"),
+    ({"threads": 1000}, "threads must be an integer from 1 to 256, got 1000"),
+    ({"threads": "2"}, "threads must be an integer from 1 to 256, got '2'"),
+    ({"threads": 2.0}, "threads must be an integer from 1 to 256, got 2.0"),
+    ({"seed": -1}, "seed must be a non-negative integer, got -1"),
+    ({"seed": "a"}, "seed must be a non-negative integer, got 'a'"),
+])
+def test_bad_threads_and_seed_are_usage_errors(kw, pattern):
+    # threads=0 silently meant the default, threads="a" or 1000 and seed="a" failed later
+    # with raw TypeError / ValueError
+    with pytest.raises(UsageError, match=pattern):
+        Model._from_builder(builder(), **kw)
+
+
+def test_bad_netc_threads_is_a_usage_error(monkeypatch):
+    from netc.jit_engine import default_threads
+    for value, pattern in (("abc", "NETC_THREADS must be a whole number of threads, got 'abc'"),
+                           ("0", "NETC_THREADS must be an integer from 1 to 256, got 0")):
+        monkeypatch.setenv("NETC_THREADS", value)
+        with pytest.raises(UsageError, match=pattern):
+            default_threads()
+    monkeypatch.setenv("NETC_THREADS", " 3 ")
+    assert default_threads() == 3
+
+
 def test_unknown_backend_and_dtype():
     with pytest.raises(UsageError, match="use 'jit' or 'interpret'"):
         Model._from_builder(builder(), backend="cuda")
