@@ -97,6 +97,17 @@ def test_computed_tensor_too_large():
                  "f32[100000,100000,100] needs 3725.3 GiB, more than the 8 GiB", 3, 24)
 
 
+def test_boolean_meeting_a_number_at_compile_time():
+    # `true / 2` inside the prelude's MultiHeadAttention (heads = true) once raised
+    # AttributeError in number_const (an internal compiler error): the other operand was a
+    # plain number, not a tensor
+    expect_error(M("    input x: f32[2, 5, 3]\n    output o = x -> MultiHeadAttention(true, 4)"),
+                 "MultiHeadAttention: div: operands have different dtypes (f32[] and bool[])",
+                 3, 16)
+    expect_error(M("    input x: f32[2, 3]\n    output o = x + (true + 1)"),
+                 "add: operands have different dtypes (bool[] and f32[])", 3, 21)
+
+
 def test_bad_dimension():
     expect_error(M("    input x: f32[2, 0]"), "a dimension must be a positive compile-time "
                  "integer, got the number 0", 2, 21)
