@@ -108,6 +108,15 @@ def test_boolean_meeting_a_number_at_compile_time():
                  "add: operands have different dtypes (bool[] and f32[])", 3, 21)
 
 
+def test_mixed_dtypes_suggest_what_the_language_has():
+    # the message once said "use a cast", but the language has no cast function
+    expect_error(M("    input x: f32[2, 3]\n    output o = x * (x > 0)"),
+                 "mul: operands have different dtypes (f32[2,3] and bool[2,3]); element types "
+                 "never mix implicitly: turn a bool into numbers with where(c, 1.0, 0.0)", 3, 16)
+    expect_error(M("    input x: f64[2, 3]\n    param w: [3] = ones\n    output o = x * w"),
+                 "declare both f64 (param W: f64[...]), or compile with dtype='float64'", 4, 16)
+
+
 def test_bad_dimension():
     expect_error(M("    input x: f32[2, 0]"), "a dimension must be a positive compile-time "
                  "integer, got the number 0", 2, 21)
