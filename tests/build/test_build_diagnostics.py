@@ -217,9 +217,21 @@ TRAIN_MODEL = M("    input x: f32[2, 3]\n    target y: i32[2]\n"
     ("early_stop(monitor = val_acc)", "early_stop cannot monitor 'val_acc'", 5),
     ("augment = [random_crop(pad = 0)]", "random_crop: pad must be >= 1, got 0", 16),
     ("validation = 1.5", "validation must be < 1, got 1.5", 18),
+    # 1e400 is inf: once accepted as a learning rate (or decay), training gave NaN
+    ("optimizer = adam(lr = 1e400)", "adam: lr must be a finite number, got inf", 17),
+    ("schedule = exponential(1e999)", "exponential: gamma must be a finite number, got inf", 16),
 ])
 def test_train_block_mistakes(setting, message, col):
     expect_error(TRAIN_MODEL + "train m {\n    " + setting + "\n}\n", message, 8, col)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_overridden_lr_must_be_finite(value):
+    # --set lr=nan / lr=inf (read by Python's float) and configure(lr=nan) were accepted
+    from netc.compiler.build_train import override_train
+    built = build_text(TRAIN_MODEL)
+    with pytest.raises(NetError, match=f"lr must be a finite number, got {value}"):
+        override_train(built.train, {"lr": value}, built)
 
 
 def test_train_block_for_unknown_model():
