@@ -200,24 +200,32 @@ def load_arrays(spec: str, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
 
 # --------------------------------------------------------------------------- binding
 
-def _csv_bind(raw: dict, wanted: dict, source: str) -> dict[str, np.ndarray]:
+def _csv_columns(header: list[str], name: str) -> int | list[int] | None:
+    """The column named `name`, or the columns `name_0, name_1, ...` in order, or None."""
+    if name in header:
+        return header.index(name)
+    pat = re.compile(rf"^{re.escape(name)}(?:_|\.|\[)(\d+)\]?$")
+    cols = sorted(((int(m.group(1)), j) for j, h in enumerate(header)
+                   for m in [pat.match(h)] if m))
+    return [j for _, j in cols] or None
+
+
+def _csv_bind(raw: dict, wanted: dict, source: str,
+              ignore: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     header, data = raw["__columns__"], raw["__data__"]
     used: set[int] = set()
     out: dict[str, np.ndarray] = {}
     left = []
+    for name in ignore:  # e.g. the targets when predicting: their columns are no features
+        cols = _csv_columns(header, name)
+        used.update([cols] if isinstance(cols, int) else cols or [])
     for name in wanted:
-        if name in header:
-            j = header.index(name)
-            out[name], _ = data[:, j], used.add(j)
-            continue
-        pat = re.compile(rf"^{re.escape(name)}(?:_|\.|\[)(\d+)\]?$")
-        cols = sorted(((int(m.group(1)), j) for j, h in enumerate(header)
-                       for m in [pat.match(h)] if m))
-        if cols:
-            out[name] = data[:, [j for _, j in cols]]
-            used.update(j for _, j in cols)
-        else:
+        cols = _csv_columns(header, name)
+        if cols is None:
             left.append(name)
+            continue
+        out[name] = data[:, cols]
+        used.update([cols] if isinstance(cols, int) else cols)
     rest = [j for j in range(len(header)) if j not in used]
     if len(left) == 1 and rest:
         out[left[0]] = data[:, rest]
@@ -228,11 +236,13 @@ def _csv_bind(raw: dict, wanted: dict, source: str) -> dict[str, np.ndarray]:
 
 
 def bind_arrays(raw: dict[str, np.ndarray], wanted: dict[str, tuple[tuple[int, ...], str]],
-                source: str, *, required: set[str] | None = None) -> dict[str, np.ndarray]:
-    """Match raw arrays to `wanted` (name -> (declared shape with the batch first, dtype))."""
+                source: str, *, required: set[str] | None = None,
+                ignore: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Match raw arrays to `wanted` (name -> (declared shape with the batch first, dtype)).
+    Arrays named in `ignore` are left out (in a .csv, their columns are not features)."""
     required = set(wanted) if required is None else required
     if "__columns__" in raw:
-        raw = _csv_bind(raw, wanted, source)
+        raw = _csv_bind(raw, wanted, source, ignore)
     elif "__images__" in raw or "__idx__" in raw:
         names = list(wanted)
         bound = {names[0]: raw.get("__images__", raw.get("__idx__"))}

@@ -112,7 +112,8 @@ def model_arrays(model, spec: str, seed: int, *, with_targets: bool = True) -> d
     wanted = dict(model.inputs)
     if with_targets:
         wanted.update(model.targets)
-    return bind_arrays(raw, wanted, source)
+    # predicting from a labelled .csv: the target columns must not become input features
+    return bind_arrays(raw, wanted, source, ignore=() if with_targets else tuple(model.targets))
 
 
 def _stratify_key(model, arrays: dict) -> np.ndarray | None:

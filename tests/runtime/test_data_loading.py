@@ -47,6 +47,25 @@ def test_csv_binds_named_and_remaining_columns(tmp_path):
     np.testing.assert_array_equal(out["y"], [0, 1])
 
 
+def test_predicting_from_a_labelled_csv_leaves_the_label_column_out(tmp_path):
+    # predict binds only the inputs: the remaining-columns rule once gave 'y' to x as a fourth
+    # feature ("rows of shape [4], but the model expects [3]")
+    import netc
+    from netc.training import model_arrays
+    p = tmp_path / "d.csv"
+    p.write_text("a,b,c,y\n1,2,3,0\n4,5,6,1\n")
+    raw, src = load_arrays(str(p))
+    out = bind_arrays(raw, {"x": WANT["x"]}, src, ignore=("y",))
+    assert list(out) == ["x"]
+    np.testing.assert_array_equal(out["x"], [[1, 2, 3], [4, 5, 6]])
+    net = tmp_path / "m.net"
+    net.write_text("model m(batch = 2) {\n    input x: f32[batch, 3]\n    target y: i32[batch]\n"
+                   "    h = x -> Dense(2)\n    output h\n    loss cross_entropy(h, y)\n}\n")
+    m = netc.compile(net, backend="interpret")
+    assert list(model_arrays(m, str(p), 0, with_targets=False)) == ["x"]
+    assert m.predict(**model_arrays(m, str(p), 0, with_targets=False)).shape == (2, 2)
+
+
 def test_idx_files_and_folder(tmp_path):
     imgs = np.arange(2 * 3 * 1, dtype=np.uint8).reshape(2, 3, 1)
     (tmp_path / "mnist").mkdir()
