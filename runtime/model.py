@@ -34,7 +34,7 @@ from . import (
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
 from .threads import check_threads
-from .training import FitState, History, OnEpoch, Progress, check_batch
+from .training import FitState, History, OnEpoch, Progress, check_batch, check_count
 from .training import fit as _fit
 
 FORMAT = "netc-model"
@@ -90,9 +90,7 @@ class Model:
             raise UsageError(f"unknown backend {backend!r} (use 'jit' or 'interpret')")
         if threads is not None:
             threads = check_threads(threads)
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
-        seed = int(seed)
+        seed = check_count(seed, "seed", 0)
         self._builder, self._backend, self.threads = builder, backend, threads
         self.meta = dict(meta or {})
         self.store = Store(seed)

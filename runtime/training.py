@@ -205,6 +205,7 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
         on_epoch: OnEpoch | None = None) -> History:
     """Train for `epochs` epochs (counting those `state` says are done when resuming)."""
     cfg = model.config
+    epochs, seed = check_count(epochs, "epochs"), check_count(seed, "seed", 0)
     if arrays is None:
         if cfg.data is None:
             raise UsageError("no training data: pass arrays to fit(), or set data = ... in the "
@@ -309,11 +310,17 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     return history
 
 
+def check_count(value, what: str, lo: int = 1) -> int:
+    """An integer given through the API (batch, epochs, seed): an int >= lo, or a UsageError."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+        kind = "a positive int" if lo == 1 else f"an int >= {lo}"
+        raise UsageError(f"{what} must be {kind}, got {value!r}")
+    return int(value)
+
+
 def check_batch(batch) -> int:
     """A batch size given through the API: a positive int, or a UsageError."""
-    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
-        raise UsageError(f"batch must be a positive int, got {batch!r}")
-    return int(batch)
+    return check_count(batch, "batch")
 
 
 class _Chunks:

@@ -148,14 +148,28 @@ def test_ragged_lists_are_data_errors_in_every_entry_point():
     ({"threads": 1000}, "threads must be an integer from 1 to 256, got 1000"),
     ({"threads": "2"}, "threads must be an integer from 1 to 256, got '2'"),
     ({"threads": 2.0}, "threads must be an integer from 1 to 256, got 2.0"),
-    ({"seed": -1}, "seed must be a non-negative integer, got -1"),
-    ({"seed": "a"}, "seed must be a non-negative integer, got 'a'"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"seed": "a"}, "seed must be an int >= 0, got 'a'"),
 ])
 def test_bad_threads_and_seed_are_usage_errors(kw, pattern):
     # threads=0 silently meant the default, threads="a" or 1000 and seed="a" failed later
     # with raw TypeError / ValueError
     with pytest.raises(UsageError, match=pattern):
         Model._from_builder(builder(), **kw)
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    ({"epochs": 0}, "epochs must be a positive int, got 0"),
+    ({"epochs": 1.5}, "epochs must be a positive int, got 1.5"),
+    ({"epochs": 1, "seed": "a"}, "seed must be an int >= 0, got 'a'"),
+    ({"epochs": 1, "seed": -1}, "seed must be an int >= 0, got -1"),
+])
+def test_bad_fit_epochs_and_seed_are_usage_errors(kw, pattern):
+    # fit(epochs=1.5) and fit(seed="a") raised raw TypeErrors; epochs=0 or -1 silently trained
+    # nothing (the train block and the CLI refuse both)
+    m = _model()
+    with pytest.raises(UsageError, match=pattern):
+        m.fit(**kw, **blobs(16))
 
 
 def test_bad_netc_threads_is_a_usage_error(monkeypatch):
