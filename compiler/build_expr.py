@@ -129,10 +129,11 @@ class ExprMixin:
             raise NetTypeError(f"{what} must be a compile-time integer, got {describe(v)}", e.loc)
         return v
 
-    def number_const(self, v, like: Node | None, loc: SourceLoc) -> Node:
+    def number_const(self, v, like: object, loc: SourceLoc) -> Node:
         if isinstance(v, bool):
             return self.g.const(v, "bool", loc)
-        dtype = like.type.dtype if like is not None and like.type.dtype != "bool" \
+        # `like` is the other operand: a tensor gives its dtype, a plain number or bool does not
+        dtype = like.type.dtype if isinstance(like, Node) and like.type.dtype != "bool" \
             else self.g.float_dtype
         if dtype == "i32" and not float(v).is_integer():
             raise NetTypeError(f"the number {v} cannot meet an i32 tensor (it is not an "

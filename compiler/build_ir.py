@@ -38,8 +38,6 @@ from .program import Program, load_program
 from .train_config import TrainConfig
 from .verify import verify
 
-MAX_TENSOR_BYTES = 8 << 30  # one tensor larger than this cannot be allocated on these machines
-
 
 @dataclass
 class Built:
@@ -110,12 +108,7 @@ class Builder(ExprMixin, CallMixin):
         dtype = t.dtype or default_dtype or "f32"
         if dtype == "f32":
             dtype = self.g.float_dtype
-        ttype = TensorType(tuple(dims), dtype)
-        itemsize = 8 if dtype == "f64" else 4
-        if ttype.size * itemsize > MAX_TENSOR_BYTES:
-            raise ShapeError(f"{ttype} needs {ttype.size * itemsize / 2**30:.1f} GiB, more than "
-                             f"the {MAX_TENSOR_BYTES >> 30} GiB one tensor may take", t.loc)
-        return ttype
+        return TensorType(tuple(dims), dtype).check_size(t.loc)
 
     def _s_InputDecl(self, st: S.InputDecl) -> None:
         self._only_in(("model",), st.role, st.loc)

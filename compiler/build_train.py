@@ -11,6 +11,7 @@ plain loss has step blocks.
 
 from __future__ import annotations
 
+import math
 import os
 
 from . import syntax as S
@@ -61,6 +62,8 @@ class _Static:
 def _number(v, what: str, loc, *, integer=False, lo=None, lo_open=False, hi=None):
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise NetTypeError(f"{what} must be a number, got {v!r}", loc)
+    if not math.isfinite(v):  # 1e400 in a file, or --set lr=nan / inf read by Python's float
+        raise NetTypeError(f"{what} must be a finite number, got {v}", loc)
     if integer:
         if isinstance(v, float) and not v.is_integer():
             raise NetTypeError(f"{what} must be an integer, got {v}", loc)

@@ -14,6 +14,7 @@ never repeat; the networkx edges mirror `Node.inputs` exactly (change inputs onl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -21,11 +22,12 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from .errors import InternalCompilerError, NetError, SemanticError, SourceLoc
+from .errors import InternalCompilerError, NetError, SemanticError, ShapeError, SourceLoc
 
 DTYPES = ("f32", "f64", "i32", "bool")
 FLOAT_DTYPES = ("f32", "f64")
 _NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "bool": np.bool_}
+MAX_TENSOR_BYTES = 8 << 30  # one tensor larger than this cannot be allocated on these machines
 
 
 def np_dtype(dtype: str) -> type:
@@ -54,7 +56,18 @@ class TensorType:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # exact: a product of huge dimensions must not wrap
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * np.dtype(np_dtype(self.dtype)).itemsize
+
+    def check_size(self, loc: SourceLoc | None = None) -> TensorType:
+        """This type, or a ShapeError at `loc` if one tensor of it could never be allocated."""
+        if self.nbytes > MAX_TENSOR_BYTES:
+            raise ShapeError(f"{self} needs {self.nbytes / 2**30:.1f} GiB, more than the "
+                             f"{MAX_TENSOR_BYTES >> 30} GiB one tensor may take", loc)
+        return self
 
     @property
     def is_float(self) -> bool:
@@ -236,7 +249,7 @@ class Graph:
         in_types = [x.type for x in inputs]
         try:
             attrs = prim.canonicalize(in_types, dict(attrs or {}), self.float_dtype)
-            ttype = prim.infer(in_types, attrs)
+            ttype = prim.infer(in_types, attrs).check_size()
         except NetError as e:
             if e.loc is None:
                 e.diagnostics[0].loc = loc

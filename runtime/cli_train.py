@@ -161,17 +161,21 @@ def _resume(args) -> tuple:
 
 def cmd_train(args, sets: dict) -> int:
     from .runs import Run, new_run_dir, settings_json
+    from .saved import check_writable
 
     if args.folds is not None:
         from .crossval import cmd_folds
         return cmd_folds(args, sets)
     if args.resume:
         m, state, run, command = _resume(args)
+        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}")
     else:
         if not args.file:
             raise UsageError("netc train needs FILE (or --resume RUN)")
         m = open_model(args, sets)
         state, command = None, _train_command(args, sets)
+        # refuse a bad -o before training (and before making a run folder), not after it
+        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}")
         run = Run(args.run_dir or new_run_dir(m.name, m.config.checkpoint),
                   tensorboard=args.tensorboard, quiet=args.quiet)
         train = settings_json(m.config)
@@ -196,7 +200,6 @@ def cmd_train(args, sets: dict) -> int:
     finally:
         signal.signal(signal.SIGINT, old)
     run.finish(history)
-    out = command["out"] or f"{m.name}.{args.format or 'npz'}"
     m.save(out, format=args.format)
     if history.dropped_rows:
         history.notes.append(f"the batch size is fixed by the file: the last {history.dropped_rows}"

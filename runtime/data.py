@@ -200,24 +200,32 @@ def load_arrays(spec: str, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
 
 # --------------------------------------------------------------------------- binding
 
-def _csv_bind(raw: dict, wanted: dict, source: str) -> dict[str, np.ndarray]:
+def _csv_columns(header: list[str], name: str) -> int | list[int] | None:
+    """The column named `name`, or the columns `name_0, name_1, ...` in order, or None."""
+    if name in header:
+        return header.index(name)
+    pat = re.compile(rf"^{re.escape(name)}(?:_|\.|\[)(\d+)\]?$")
+    cols = sorted(((int(m.group(1)), j) for j, h in enumerate(header)
+                   for m in [pat.match(h)] if m))
+    return [j for _, j in cols] or None
+
+
+def _csv_bind(raw: dict, wanted: dict, source: str,
+              ignore: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     header, data = raw["__columns__"], raw["__data__"]
     used: set[int] = set()
     out: dict[str, np.ndarray] = {}
     left = []
+    for name in ignore:  # e.g. the targets when predicting: their columns are no features
+        cols = _csv_columns(header, name)
+        used.update([cols] if isinstance(cols, int) else cols or [])
     for name in wanted:
-        if name in header:
-            j = header.index(name)
-            out[name], _ = data[:, j], used.add(j)
-            continue
-        pat = re.compile(rf"^{re.escape(name)}(?:_|\.|\[)(\d+)\]?$")
-        cols = sorted(((int(m.group(1)), j) for j, h in enumerate(header)
-                       for m in [pat.match(h)] if m))
-        if cols:
-            out[name] = data[:, [j for _, j in cols]]
-            used.update(j for _, j in cols)
-        else:
+        cols = _csv_columns(header, name)
+        if cols is None:
             left.append(name)
+            continue
+        out[name] = data[:, cols]
+        used.update([cols] if isinstance(cols, int) else cols)
     rest = [j for j in range(len(header)) if j not in used]
     if len(left) == 1 and rest:
         out[left[0]] = data[:, rest]
@@ -228,11 +236,13 @@ def _csv_bind(raw: dict, wanted: dict, source: str) -> dict[str, np.ndarray]:
 
 
 def bind_arrays(raw: dict[str, np.ndarray], wanted: dict[str, tuple[tuple[int, ...], str]],
-                source: str, *, required: set[str] | None = None) -> dict[str, np.ndarray]:
-    """Match raw arrays to `wanted` (name -> (declared shape with the batch first, dtype))."""
+                source: str, *, required: set[str] | None = None,
+                ignore: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Match raw arrays to `wanted` (name -> (declared shape with the batch first, dtype)).
+    Arrays named in `ignore` are left out (in a .csv, their columns are not features)."""
     required = set(wanted) if required is None else required
     if "__columns__" in raw:
-        raw = _csv_bind(raw, wanted, source)
+        raw = _csv_bind(raw, wanted, source, ignore)
     elif "__images__" in raw or "__idx__" in raw:
         names = list(wanted)
         bound = {names[0]: raw.get("__images__", raw.get("__idx__"))}
@@ -258,7 +268,10 @@ def bind_arrays(raw: dict[str, np.ndarray], wanted: dict[str, tuple[tuple[int, .
 
 def conform(a: np.ndarray, shape: tuple[int, ...], dtype: str, what: str) -> np.ndarray:
     """Check and convert one array: per-sample shape (reshape if sizes agree), dtype, finiteness."""
-    a = np.asarray(a)
+    try:
+        a = np.asarray(a)
+    except (ValueError, TypeError) as e:  # a ragged list, say
+        raise DataError(f"{what} cannot be read as an array ({e})") from None
     if a.dtype == object or a.dtype.kind in "USV":
         raise DataError(f"{what} holds {a.dtype} values; a numeric array is needed")
     sample = tuple(shape[1:])
@@ -292,16 +305,27 @@ def split_validation(arrays: dict[str, np.ndarray], fraction: float, seed: int,
                      stratify: np.ndarray | None = None):
     """Hold out `fraction` of the rows (shuffled with `seed`; stratified by class when given)."""
     n = len(next(iter(arrays.values())))
+    k = int(round(n * fraction))
+    if not 0 < k < n:
+        raise DataError(f"validation = {fraction:g} of {n} row(s) leaves "
+                        f"{'no rows to validate on' if k == 0 else 'no rows to train on'}; "
+                        "give more data, a validation file, or validation = 0")
     rng = np.random.default_rng(seed + 7919)
     if stratify is not None:
+        groups = [np.flatnonzero(stratify == c) for c in np.unique(stratify)]
+        # each class gives its share of the k rows (largest remainders get the rounding), so
+        # small classes never round the held-out set away
+        quota = np.array([len(idx) * fraction for idx in groups])
+        counts = np.floor(quota).astype(int)
+        extra = np.argsort(-(quota - counts), kind="stable")[: k - counts.sum()]
+        counts[extra] += 1
         val_idx = []
-        for c in np.unique(stratify):
-            idx = np.flatnonzero(stratify == c)
+        for idx, m in zip(groups, counts, strict=True):
             rng.shuffle(idx)
-            val_idx.append(idx[: int(round(len(idx) * fraction))])
+            val_idx.append(idx[:m])
         val = np.sort(np.concatenate(val_idx))
     else:
-        val = np.sort(rng.permutation(n)[: int(round(n * fraction))])
+        val = np.sort(rng.permutation(n)[:k])
     mask = np.ones(n, bool)
     mask[val] = False
     return ({k: v[mask] for k, v in arrays.items()}, {k: v[val] for k, v in arrays.items()})

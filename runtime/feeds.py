@@ -29,7 +29,10 @@ def batch_of(g: Graph, feeds: dict[str, object], batch: int) -> int | None:
     """The leading size of the first fed input declared with `batch` rows (None: not found)."""
     for name, node in g.inputs.items():
         if node.type.rank and node.type.shape[0] == batch and name in feeds:
-            shape = np.shape(feeds[name])
+            try:
+                shape = np.shape(feeds[name])
+            except (ValueError, TypeError):  # unreadable (a ragged list): check_feeds says so
+                return None
             if shape:
                 return int(shape[0])
     return None

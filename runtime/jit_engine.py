@@ -39,7 +39,7 @@ from netc.compiler.train import StepInfo
 
 from .engine import BACKENDS, InterpretEngine, Store
 from .jit_cache import compile_cached
-from .threads import get_pool
+from .threads import check_threads, get_pool
 
 _ALIGN = 64
 _STEP = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p)
@@ -55,7 +55,7 @@ def aligned_bytes(n: int) -> np.ndarray:
 
 def default_threads() -> int:
     env = os.environ.get("NETC_THREADS")
-    return int(env) if env else 1
+    return check_threads(env, "NETC_THREADS") if env else 1
 
 
 @dataclass

@@ -33,7 +33,8 @@ from . import (
 )
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
-from .training import FitState, History, OnEpoch, Progress, check_batch
+from .threads import check_threads
+from .training import FitState, History, OnEpoch, Progress, check_batch, check_count
 from .training import fit as _fit
 
 FORMAT = "netc-model"
@@ -87,6 +88,9 @@ class Model:
                  threads: int | None = None, meta: dict | None = None, base: Any = None):
         if backend not in BACKENDS:
             raise UsageError(f"unknown backend {backend!r} (use 'jit' or 'interpret')")
+        if threads is not None:
+            threads = check_threads(threads)
+        seed = check_count(seed, "seed", 0)
         self._builder, self._backend, self.threads = builder, backend, threads
         self.meta = dict(meta or {})
         self.store = Store(seed)
@@ -193,7 +197,7 @@ class Model:
         Python is touched once, not per batch; the results equal that many `train_step` calls
         bit for bit. Returns the mean of each reported loss over the steps (also in
         `last_losses`). `len(index)` must be a positive multiple of the batch."""
-        arrays = bind_arrays({k: np.asarray(v) for k, v in data.items()},
+        arrays = bind_arrays(dict(data),
                              {**self.inputs, **self.targets}, "train_steps()")
         if not arrays:
             raise DataError("train_steps(): no arrays given (pass the inputs and targets by "
@@ -338,7 +342,7 @@ class Model:
             arrays_or_none = None
             self.config = cfg = _replace_data(cfg, data)
         else:
-            arrays_or_none = {k: np.asarray(v) for k, v in arrays.items()} or None
+            arrays_or_none = dict(arrays) or None  # bind_arrays converts and checks them
         return _fit(self, arrays_or_none, epochs=cfg.epochs if epochs is None else epochs,
                     batch=cfg.batch if batch is None else batch,
                     validation=cfg.validation if validation is None else validation,

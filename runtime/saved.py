@@ -37,9 +37,22 @@ def format_of(path: str, fmt: str | None = None) -> str:
     return "safetensors" if str(path).endswith(".safetensors") else "npz"
 
 
+def check_writable(path: str) -> str:
+    """`path`, or a DataError saying why it cannot be written (so a long job can refuse an
+    output before it starts, not after)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise DataError(f"cannot write '{path}': it is a directory (name a file in it)")
+    if not os.path.isdir(folder):
+        raise DataError(f"cannot write '{path}': the folder '{folder}' does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"cannot write '{path}': the folder '{folder}' is not writable")
+    return path
+
+
 def atomic_write(path: str, write) -> None:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.abspath(check_writable(path)))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
                                    dir=folder)
@@ -51,9 +64,11 @@ def atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # a full disk, a quota, a name that became a folder
+            raise DataError(f"cannot write '{path}': {e.strerror or e}") from None
         raise
 
 

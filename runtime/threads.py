@@ -33,6 +33,21 @@ from typing import Any
 import numpy as np
 
 from netc.compiler.codegen.workers import CTL_BYTES, MAX_ARGS, MAX_WORKERS, RUN_PREFIX
+from netc.compiler.errors import UsageError
+
+MAX_THREADS = MAX_WORKERS + 1  # the caller runs thread id 0
+
+
+def check_threads(n: object, what: str = "threads") -> int:
+    """A user's thread count as an int in [1, MAX_THREADS], or a UsageError naming `what`."""
+    if isinstance(n, str) and what.startswith("NETC_"):  # an environment variable
+        try:
+            n = int(n.strip())
+        except ValueError:
+            raise UsageError(f"{what} must be a whole number of threads, got {n!r}") from None
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= MAX_THREADS:
+        raise UsageError(f"{what} must be an integer from 1 to {MAX_THREADS}, got {n!r}")
+    return int(n)
 
 # Argument types a native job may have after (tid, n_threads): passed as i64 in a register/slot.
 _INT_LIKE = (ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_char_p,

@@ -112,7 +112,8 @@ def model_arrays(model, spec: str, seed: int, *, with_targets: bool = True) -> d
     wanted = dict(model.inputs)
     if with_targets:
         wanted.update(model.targets)
-    return bind_arrays(raw, wanted, source)
+    # predicting from a labelled .csv: the target columns must not become input features
+    return bind_arrays(raw, wanted, source, ignore=() if with_targets else tuple(model.targets))
 
 
 def _stratify_key(model, arrays: dict) -> np.ndarray | None:
@@ -135,7 +136,8 @@ def pick_prediction(outputs: dict, targets: dict, metric: str):
     return None
 
 
-def evaluate_arrays(model, arrays: dict, batch: int, metrics: tuple[str, ...]) -> dict[str, float]:
+def evaluate_arrays(model, arrays: dict, batch: int, metrics: tuple[str, ...],
+                    what: str = "the data to evaluate") -> dict[str, float]:
     """Eval-mode losses (row-weighted over chunks) and metrics over every row of `arrays`."""
     n = len(next(iter(arrays.values())))
     fixed = model.fixed_batch
@@ -155,7 +157,8 @@ def evaluate_arrays(model, arrays: dict, batch: int, metrics: tuple[str, ...]) -
             preds.setdefault(k, []).append(out[k])
         rows += m
     if rows == 0:
-        raise DataError(f"the validation data has {n} rows, fewer than the fixed batch of {fixed}")
+        raise DataError(f"{what} has no rows" if n == 0 else
+                        f"{what} has {n} rows, fewer than the fixed batch of {fixed}")
     result = {k: v / rows for k, v in sums.items()}
     if "loss" not in result and result:
         result["loss"] = sum(result.values())
@@ -202,6 +205,7 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
         on_epoch: OnEpoch | None = None) -> History:
     """Train for `epochs` epochs (counting those `state` says are done when resuming)."""
     cfg = model.config
+    epochs, seed = check_count(epochs, "epochs"), check_count(seed, "seed", 0)
     if arrays is None:
         if cfg.data is None:
             raise UsageError("no training data: pass arrays to fit(), or set data = ... in the "
@@ -210,6 +214,8 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     else:
         wanted = {**model.inputs, **model.targets}
         arrays = bind_arrays(arrays, wanted, "fit()")
+    if not len(next(iter(arrays.values()))):
+        raise DataError("the training data has no rows")
     notes = []
     if not validation and cfg.early_stop is not None and cfg.early_stop.monitor.startswith("val_"):
         validation = DEFAULT_VALIDATION  # early stopping on a validation value needs some
@@ -274,11 +280,12 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
             logs.update({k: v / max(count, 1) for k, v in per_loss.items()})
         if cfg.metrics:
             train_eval = evaluate_arrays(model, {k: v[:min(n, 4096)] for k, v in arrays.items()},
-                                         batch, cfg.metrics)
+                                         batch, cfg.metrics, "the training data")
             logs.update({k: v for k, v in train_eval.items() if k in cfg.metrics})
         if val is not None:
             logs.update({f"val_{k}": v for k, v in
-                         evaluate_arrays(model, val, batch, cfg.metrics).items()})
+                         evaluate_arrays(model, val, batch, cfg.metrics,
+                                         "the validation data").items()})
         logs["time"] = time.perf_counter() - t0
         history.record(epoch, logs)
         if progress:
@@ -303,11 +310,17 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     return history
 
 
+def check_count(value, what: str, lo: int = 1) -> int:
+    """An integer given through the API (batch, epochs, seed): an int >= lo, or a UsageError."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < lo:
+        kind = "a positive int" if lo == 1 else f"an int >= {lo}"
+        raise UsageError(f"{what} must be {kind}, got {value!r}")
+    return int(value)
+
+
 def check_batch(batch) -> int:
     """A batch size given through the API: a positive int, or a UsageError."""
-    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
-        raise UsageError(f"batch must be a positive int, got {batch!r}")
-    return int(batch)
+    return check_count(batch, "batch")
 
 
 class _Chunks:

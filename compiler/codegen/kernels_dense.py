@@ -41,8 +41,11 @@ def _mm_shapes(a, b):
 
 
 def _bias_axis(shape: tuple[int, ...], m: int, n: int) -> str | None:
-    """How a bias of `shape` broadcasts over an M x N product: one value per column or row."""
-    if len(shape) > 2 or any(d != 1 for d in shape[:-2]):
+    """How a bias of `shape` broadcasts over an M x N product: one value per column or row.
+    A tensor shaped exactly like C (a [1, N] addend when M = 1) is no bias but a residual: it
+    goes to `_update_chain`, which adds it before C is first written, so the plan may put C in
+    its buffer (an epilogue bias is read after C's K blocks have overwritten that buffer)."""
+    if len(shape) > 2 or any(d != 1 for d in shape[:-2]) or tuple(shape) == (m, n):
         return None
     a, b = ((1, 1) + tuple(shape))[-2:]
     if (a, b) == (1, n):

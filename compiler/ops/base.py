@@ -91,7 +91,13 @@ def same_dtype(op: str, *types: TensorType) -> str:
     dtypes = {t.dtype for t in types}
     if len(dtypes) > 1:
         shown = " and ".join(str(t) for t in types)
-        raise NetTypeError(f"{op}: operands have different dtypes ({shown}); use a cast")
+        # the language has no cast: say what does convert (a comparison's bool via where)
+        hint = "; element types never mix implicitly"
+        if "bool" in dtypes:
+            hint += ": turn a bool into numbers with where(c, 1.0, 0.0)"
+        elif dtypes == {"f32", "f64"}:
+            hint += ": declare both f64 (param W: f64[...]), or compile with dtype='float64'"
+        raise NetTypeError(f"{op}: operands have different dtypes ({shown}){hint}")
     return types[0].dtype
 
 

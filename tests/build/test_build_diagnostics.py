@@ -82,6 +82,41 @@ def test_tensor_too_large():
     expect_error(M("    input x: f32[100000, 100000]"), "more than the 8 GiB", 2, 14)
 
 
+def test_tensor_size_is_exact_for_huge_dimensions():
+    # the element count once went through an int64 product: 2**32 * 2**32 wrapped to 0 (and
+    # passed), a dimension past 2**63 raised OverflowError (an internal compiler error)
+    expect_error(M("    input x: f32[4294967296, 4294967296]"), "more than the 8 GiB", 2, 14)
+    expect_error(M("    input x: f32[99999999999999999999999999, 3]"), "more than the 8 GiB",
+                 2, 14)
+
+
+def test_computed_tensor_too_large():
+    # the limit holds for every value, not only declared ones: zeros()/broadcast_to()/reshape
+    # results once got through and the interpreter died allocating them
+    expect_error(M("    input x: f32[2]\n    output o = x + sum(zeros([100000, 100000, 100]))"),
+                 "f32[100000,100000,100] needs 3725.3 GiB, more than the 8 GiB", 3, 24)
+
+
+def test_boolean_meeting_a_number_at_compile_time():
+    # `true / 2` inside the prelude's MultiHeadAttention (heads = true) once raised
+    # AttributeError in number_const (an internal compiler error): the other operand was a
+    # plain number, not a tensor
+    expect_error(M("    input x: f32[2, 5, 3]\n    output o = x -> MultiHeadAttention(true, 4)"),
+                 "MultiHeadAttention: div: operands have different dtypes (f32[] and bool[])",
+                 3, 16)
+    expect_error(M("    input x: f32[2, 3]\n    output o = x + (true + 1)"),
+                 "add: operands have different dtypes (bool[] and f32[])", 3, 21)
+
+
+def test_mixed_dtypes_suggest_what_the_language_has():
+    # the message once said "use a cast", but the language has no cast function
+    expect_error(M("    input x: f32[2, 3]\n    output o = x * (x > 0)"),
+                 "mul: operands have different dtypes (f32[2,3] and bool[2,3]); element types "
+                 "never mix implicitly: turn a bool into numbers with where(c, 1.0, 0.0)", 3, 16)
+    expect_error(M("    input x: f64[2, 3]\n    param w: [3] = ones\n    output o = x * w"),
+                 "declare both f64 (param W: f64[...]), or compile with dtype='float64'", 4, 16)
+
+
 def test_bad_dimension():
     expect_error(M("    input x: f32[2, 0]"), "a dimension must be a positive compile-time "
                  "integer, got the number 0", 2, 21)
@@ -182,9 +217,21 @@ TRAIN_MODEL = M("    input x: f32[2, 3]\n    target y: i32[2]\n"
     ("early_stop(monitor = val_acc)", "early_stop cannot monitor 'val_acc'", 5),
     ("augment = [random_crop(pad = 0)]", "random_crop: pad must be >= 1, got 0", 16),
     ("validation = 1.5", "validation must be < 1, got 1.5", 18),
+    # 1e400 is inf: once accepted as a learning rate (or decay), training gave NaN
+    ("optimizer = adam(lr = 1e400)", "adam: lr must be a finite number, got inf", 17),
+    ("schedule = exponential(1e999)", "exponential: gamma must be a finite number, got inf", 16),
 ])
 def test_train_block_mistakes(setting, message, col):
     expect_error(TRAIN_MODEL + "train m {\n    " + setting + "\n}\n", message, 8, col)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_overridden_lr_must_be_finite(value):
+    # --set lr=nan / lr=inf (read by Python's float) and configure(lr=nan) were accepted
+    from netc.compiler.build_train import override_train
+    built = build_text(TRAIN_MODEL)
+    with pytest.raises(NetError, match=f"lr must be a finite number, got {value}"):
+        override_train(built.train, {"lr": value}, built)
 
 
 def test_train_block_for_unknown_model():

@@ -131,3 +131,36 @@ def test_lenet_convolutions_carry_their_bias():
     convs = [k for k in plan.kernels if k.kind == "conv"
              and plan.graph.node(k.main).op == "conv2d"]
     assert convs and all(_ops(plan, k, "epilogue")[:1] == ["add"] for k in convs)
+
+
+ONE_ROW = """
+model m(batch = 1, t = 2) {
+    input x: f32[batch, t, 3]
+    target y: f32[batch, 2]
+    param W: [2, 3] = glorot_uniform
+    param V: [3, 2] = glorot_uniform
+    h = x -> GRU(2) as gru
+    k = (h @ W + x[:, 0, :]) @ V + h       # products plus a computed [1, n] addend
+    output k
+    loss mse(k, y)
+}
+"""
+
+
+def test_one_row_product_plus_a_row_shaped_addend(tmp_path):
+    # With batch 1, an addend shaped exactly like the product ([1, n]) was taken for a column
+    # bias; the plan put C in its buffer (safe only for a residual added before C is written)
+    # and emitting the GEMM died with "ValueError: ... is not in list" (predict and train).
+    # It is now the product's residual: same results as the interpreter.
+    p = tmp_path / "one_row.net"
+    p.write_text(ONE_ROW)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 3)).astype(np.float32)
+    y = rng.standard_normal((1, 2)).astype(np.float32)
+    jit, ref = netc.compile(p, backend="jit"), netc.compile(p, backend="interpret")
+    np.testing.assert_allclose(jit.predict(x=x), ref.predict(x=x), rtol=1e-5, atol=1e-6)
+    for _ in range(2):
+        np.testing.assert_allclose(jit.train_step(x=x, y=y), ref.train_step(x=x, y=y),
+                                   rtol=1e-5)
+    for name in ref.params:
+        np.testing.assert_allclose(jit.params[name], ref.params[name], rtol=1e-4, atol=1e-6)

@@ -101,6 +101,34 @@ def test_bad_data_files(tmp_path, name, make, message):
     assert message in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("name, make, message", [
+    ("empty.npz", lambda p: np.savez(p, x=np.zeros((0, 64)), y=np.zeros(0, np.int32)),
+     "the training data has no rows"),
+    ("tiny.npz", lambda p: np.savez(p, x=np.zeros((2, 64)), y=np.zeros(2, np.int32)),
+     "validation = 0.2 of 2 row(s) leaves no rows to validate on"),
+])
+def test_data_too_small_to_train_on(tmp_path, name, make, message):
+    # zero rows was an internal compiler error (exit 3); two rows said "the validation data
+    # has 0 rows, fewer than the fixed batch of None"
+    res = netc_cli("train", MLP, "--epochs", "1", "--data", _bad(tmp_path, name, make))
+    assert res.returncode == 1, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_bad_output_is_refused_before_training(tmp_path):
+    # -o naming a folder that does not exist (or a directory) once failed only after the
+    # whole training had run
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for out, message in ((tmp_path / "nodir" / "m.npz", "the folder '{}' does not exist"
+                          .format(tmp_path / "nodir")),
+                         (tmp_path, "it is a directory")):
+        res = netc_cli("train", MLP, "--epochs", "1", "-o", str(out), cwd=str(cwd))
+        assert res.returncode == 1, res.stderr
+        assert message in res.stderr and "epoch 1/1" not in res.stdout
+    assert not (cwd / "runs").exists()  # and no run folder was made
+
+
 def test_unknown_set_key_and_foreign_weights(tmp_path):
     res = netc_cli("train", MLP, "--set", "hiden=3")
     assert res.returncode == 1 and "did you mean 'hidden'" in res.stderr

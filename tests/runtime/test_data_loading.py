@@ -47,6 +47,25 @@ def test_csv_binds_named_and_remaining_columns(tmp_path):
     np.testing.assert_array_equal(out["y"], [0, 1])
 
 
+def test_predicting_from_a_labelled_csv_leaves_the_label_column_out(tmp_path):
+    # predict binds only the inputs: the remaining-columns rule once gave 'y' to x as a fourth
+    # feature ("rows of shape [4], but the model expects [3]")
+    import netc
+    from netc.training import model_arrays
+    p = tmp_path / "d.csv"
+    p.write_text("a,b,c,y\n1,2,3,0\n4,5,6,1\n")
+    raw, src = load_arrays(str(p))
+    out = bind_arrays(raw, {"x": WANT["x"]}, src, ignore=("y",))
+    assert list(out) == ["x"]
+    np.testing.assert_array_equal(out["x"], [[1, 2, 3], [4, 5, 6]])
+    net = tmp_path / "m.net"
+    net.write_text("model m(batch = 2) {\n    input x: f32[batch, 3]\n    target y: i32[batch]\n"
+                   "    h = x -> Dense(2)\n    output h\n    loss cross_entropy(h, y)\n}\n")
+    m = netc.compile(net, backend="interpret")
+    assert list(model_arrays(m, str(p), 0, with_targets=False)) == ["x"]
+    assert m.predict(**model_arrays(m, str(p), 0, with_targets=False)).shape == (2, 2)
+
+
 def test_idx_files_and_folder(tmp_path):
     imgs = np.arange(2 * 3 * 1, dtype=np.uint8).reshape(2, 3, 1)
     (tmp_path / "mnist").mkdir()
@@ -124,3 +143,25 @@ def test_stratified_split_keeps_class_balance():
     train, val = split_validation({"x": np.arange(100.0), "y": y}, 0.2, 0, stratify=y)
     assert np.bincount(val["y"]).tolist() == [5, 5, 5, 5]
     assert len(train["x"]) == 80 and not set(train["x"]) & set(val["x"])
+
+
+def test_stratified_split_holds_out_its_share_with_small_classes():
+    # 20 rows of 10 classes: every class's 2 * 0.2 once rounded to 0, so nothing was held out
+    # and fitting failed with "the validation data has 0 rows, fewer than the fixed batch of None"
+    y = np.arange(20).astype(np.int32) % 10
+    train, val = split_validation({"x": np.arange(20.0), "y": y}, 0.2, 0, stratify=y)
+    assert len(val["x"]) == 4 and len(train["x"]) == 16
+    assert len(set(val["y"])) == 4  # four classes give one row each
+    assert sorted(np.concatenate([train["x"], val["x"]])) == list(np.arange(20.0))
+
+
+@pytest.mark.parametrize("n,fraction,pattern", [
+    (2, 0.2, "validation = 0.2 of 2 row\\(s\\) leaves no rows to validate on"),
+    (0, 0.2, "validation = 0.2 of 0 row\\(s\\) leaves no rows to validate on"),
+    (3, 0.9, "validation = 0.9 of 3 row\\(s\\) leaves no rows to train on"),
+])
+def test_split_that_leaves_a_side_empty_is_a_data_error(n, fraction, pattern):
+    y = np.zeros(n, np.int32)
+    for stratify in (None, y):
+        with pytest.raises(DataError, match=pattern):
+            split_validation({"x": np.arange(float(n)), "y": y}, fraction, 0, stratify=stratify)

@@ -95,6 +95,7 @@ def test_static_batch_must_match():
     ({"x": np.full((8, 4), "a"), "y": blobs()["y"]}, "input 'x' should be f64\\[8,4\\]"),
     ({"x": np.full((8, 4), np.nan), "y": blobs()["y"]}, "input 'x' .* NaN or infinity"),
     ({"x": blobs()["x"], "y": np.full(8, 2**40)}, "target 'y' .* outside the i32 range"),
+    ({"x": [[1.0, 2.0], [3.0]], "y": blobs()["y"]}, "input 'x' .* unreadable value"),
 ])
 def test_bad_feeds_are_data_errors_naming_the_input(feeds, pattern):
     m = _model(with_batch=False)
@@ -115,6 +116,71 @@ def test_fit_returns_history_and_learns():
     assert h.stop_reason == "completed all epochs"
     assert h["loss"][-1] < h["loss"][0]
     assert m.step == 6 * 4 and m.steps_per_epoch == 4
+
+
+def test_fit_and_evaluate_on_no_rows_are_data_errors():
+    # zero rows once reached np.concatenate([]) in the stratified split (an internal error),
+    # and evaluating none said "the validation data has 0 rows, fewer than the fixed batch
+    # of None"
+    from netc.training import evaluate_arrays
+    m = _model()
+    data = blobs(0)
+    with pytest.raises(DataError, match="the training data has no rows"):
+        m.fit(validation=0.2, **data)
+    with pytest.raises(DataError, match="^the data to evaluate has no rows$"):
+        evaluate_arrays(m, data, 8, ("accuracy",))
+
+
+def test_ragged_lists_are_data_errors_in_every_entry_point():
+    # a ragged list once escaped as numpy's ValueError (from np.shape or np.asarray)
+    m = _model()
+    ragged, y = [[1.0, 2.0], [3.0]], blobs()["y"]
+    for call in (m.predict, m.train_step, m.gradients, m.evaluate):
+        with pytest.raises(DataError, match="input 'x' .* unreadable value"):
+            call(x=ragged, y=y)
+    for call, where in ((m.train_steps, "train_steps"), (m.fit, "fit")):
+        with pytest.raises(DataError, match=f"{where}\\(\\): array 'x' cannot be read"):
+            call(x=ragged, y=y)
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    ({"threads": 0}, "threads must be an integer from 1 to 256, got 0"),
+    ({"threads": 1000}, "threads must be an integer from 1 to 256, got 1000"),
+    ({"threads": "2"}, "threads must be an integer from 1 to 256, got '2'"),
+    ({"threads": 2.0}, "threads must be an integer from 1 to 256, got 2.0"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"seed": "a"}, "seed must be an int >= 0, got 'a'"),
+])
+def test_bad_threads_and_seed_are_usage_errors(kw, pattern):
+    # threads=0 silently meant the default, threads="a" or 1000 and seed="a" failed later
+    # with raw TypeError / ValueError
+    with pytest.raises(UsageError, match=pattern):
+        Model._from_builder(builder(), **kw)
+
+
+@pytest.mark.parametrize("kw,pattern", [
+    ({"epochs": 0}, "epochs must be a positive int, got 0"),
+    ({"epochs": 1.5}, "epochs must be a positive int, got 1.5"),
+    ({"epochs": 1, "seed": "a"}, "seed must be an int >= 0, got 'a'"),
+    ({"epochs": 1, "seed": -1}, "seed must be an int >= 0, got -1"),
+])
+def test_bad_fit_epochs_and_seed_are_usage_errors(kw, pattern):
+    # fit(epochs=1.5) and fit(seed="a") raised raw TypeErrors; epochs=0 or -1 silently trained
+    # nothing (the train block and the CLI refuse both)
+    m = _model()
+    with pytest.raises(UsageError, match=pattern):
+        m.fit(**kw, **blobs(16))
+
+
+def test_bad_netc_threads_is_a_usage_error(monkeypatch):
+    from netc.jit_engine import default_threads
+    for value, pattern in (("abc", "NETC_THREADS must be a whole number of threads, got 'abc'"),
+                           ("0", "NETC_THREADS must be an integer from 1 to 256, got 0")):
+        monkeypatch.setenv("NETC_THREADS", value)
+        with pytest.raises(UsageError, match=pattern):
+            default_threads()
+    monkeypatch.setenv("NETC_THREADS", " 3 ")
+    assert default_threads() == 3
 
 
 def test_unknown_backend_and_dtype():

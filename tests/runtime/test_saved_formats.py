@@ -67,10 +67,21 @@ def test_failed_save_keeps_the_old_file(trained, tmp_path, monkeypatch):
         f.write(b"half a file")
         raise OSError("disk full")
     monkeypatch.setattr(netc.saved.np, "savez", failing_savez)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match="cannot write .*keep.npz': disk full"):
         m.save(p)
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["keep.npz"]
+
+
+def test_save_onto_a_directory_is_a_data_error(trained, tmp_path):
+    # saving to a folder's name once raised a raw IsADirectoryError from os.replace (after
+    # writing the temporary file into the folder's parent)
+    m, _ = trained
+    (tmp_path / "sub").mkdir()
+    for fmt in (None, "safetensors"):
+        with pytest.raises(DataError, match="cannot write .*sub': it is a directory"):
+            m.save(tmp_path / "sub", format=fmt)
+    assert [f.name for f in tmp_path.iterdir()] == ["sub"] and not any((tmp_path / "sub").iterdir())
 
 
 def test_cli_on_a_corrupt_model(tmp_path):
