@@ -62,6 +62,22 @@ class Ctx:
         self.counter += 1
         return f"{self.prefix}k{self.counter}_{stem}"
 
+    def buffer_args(self, ids: list[int]) -> tuple[list[int], dict[int, int]]:
+        """A kernel's pointer arguments for values `ids` (stored ones first): one per distinct
+        buffer of the plan, so arguments can be `noalias` (a value written in place over
+        another shares its argument). Returns (one node id per argument, id -> argument
+        index)."""
+        arg_nodes: list[int] = []
+        slot: dict[int, int] = {}
+        at: dict[int, int] = {}
+        for i in ids:
+            buf = self.plan.buffer_of(i)
+            if buf not in slot:
+                slot[buf] = len(arg_nodes)
+                arg_nodes.append(i)
+            at[i] = slot[buf]
+        return arg_nodes, at
+
     def need_scratch(self, per_thread: int, shared: bool = False) -> None:
         size = -(-per_thread // 64) * 64
         if shared:

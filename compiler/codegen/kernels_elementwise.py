@@ -141,19 +141,10 @@ def load_operand(b: ir.IRBuilder, ptr: ir.Value, dtype: str, w: int, broadcast: 
 def emit_elementwise(cx: Ctx, k: Kernel) -> list[Call]:
     space = k.space
     members = [cx.node(i) for i in k.nodes]
-    plan = cx.plan
     # distinct buffers become distinct noalias arguments (an output written in place over an
     # input shares its argument); the stored outputs come first
-    arg_nodes: list[int] = []
-    slot: dict[int, int] = {}
-    ext_slot: dict[int, int] = {}
     data = [i for i in k.inputs if not is_scalar_const(cx.node(i))]
-    for i in [*k.outputs, *data]:
-        buf = plan.buffer_of(i)
-        if buf not in slot:
-            slot[buf] = len(arg_nodes)
-            arg_nodes.append(i)
-        ext_slot[i] = slot[buf]
+    arg_nodes, ext_slot = cx.buffer_args([*k.outputs, *data])
     fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name(cx.node(k.outputs[-1]).op),
                                          [cx.ptr_type(i) for i in arg_nodes])
     keys: dict[int, list[ir.Value]] = {}

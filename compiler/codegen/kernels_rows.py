@@ -173,17 +173,8 @@ class _Block:
 def emit_rows(cx: Ctx, k: Kernel) -> list[Call]:
     """The rows kernel `k` (see the module docstring): one noalias argument per buffer, stored
     values first."""
-    plan = cx.plan
     data = [i for i in k.inputs if not is_scalar_const(cx.node(i))]
-    arg_nodes: list[int] = []
-    slot: dict[int, int] = {}
-    at: dict[int, int] = {}
-    for i in [*k.outputs, *data]:
-        buf = plan.buffer_of(i)
-        if buf not in slot:
-            slot[buf] = len(arg_nodes)
-            arg_nodes.append(i)
-        at[i] = slot[buf]
+    arg_nodes, at = cx.buffer_args([*k.outputs, *data])
     fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("rows"),
                                          [cx.ptr_type(i) for i in arg_nodes])
     ptr = {i: ptrs[s] for i, s in at.items()}

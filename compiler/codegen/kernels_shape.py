@@ -117,18 +117,13 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     loads = list(dict.fromkeys([x.id] * (x.id not in inside) + [
         a.id for p in pro for a in p.inputs if a.id not in inside and not is_scalar_const(a)]))
     # one noalias argument per buffer: y, the stored prologue values, the operands
-    arg_nodes, slot = [n.id], {cx.plan.buffer_of(n.id): 0}
-    for i in [*stored, *loads]:
-        if cx.plan.buffer_of(i) not in slot:
-            slot[cx.plan.buffer_of(i)] = len(arg_nodes)
-            arg_nodes.append(i)
+    arg_nodes, at = cx.buffer_args([n.id, *stored, *loads])
     fn, b, tid, nt, ptrs = _fn(cx, op, arg_nodes)
     y = ptrs[0]
     _fill(b, y, kept, _identity(op, dt), dt, tid, nt, out_strides, splittable)
     acc = [Access(y, out_strides)]
-    acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], contiguous_strides(shape)) for i in stored]
-    acc += [Access(ptrs[slot[cx.plan.buffer_of(i)]], broadcast_strides(cx.node(i).type.shape,
-                                                                         shape)) for i in loads]
+    acc += [Access(ptrs[at[i]], contiguous_strides(shape)) for i in stored]
+    acc += [Access(ptrs[at[i]], broadcast_strides(cx.node(i).type.shape, shape)) for i in loads]
     first_load = 1 + len(stored)
     inner = inner_strides(shape, acc, splittable)
 
