@@ -12,7 +12,8 @@ curves, `--tensorboard` scalars; `--run-dir DIR`, or `runs/NAME/<time>` under th
 `--folds K` cross-validates instead (crossval.py); `netc tune` searches hyperparameters (tune.py).
 
 `--set k=v` overrides a model parameter when the model has one of that name, otherwise a train
-setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`).
+setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`;
+a path setting takes the path bare or quoted as in the file: `--set 'data="my data.npz"'`).
 """
 
 from __future__ import annotations

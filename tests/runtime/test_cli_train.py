@@ -129,6 +129,30 @@ def test_bad_output_is_refused_before_training(tmp_path):
     assert not (cwd / "runs").exists()  # and no run folder was made
 
 
+def test_set_takes_a_path_quoted_as_in_the_file(tmp_path):
+    # --set 'data="x.npz"' once kept the quotes as part of the path: "'\"x.npz\"' does not
+    # exist"; a quoted value means the string inside, as in the .net file, and a bare one works
+    # too (spaces and '=' included)
+    rng = np.random.default_rng(0)
+    for name in ("my data=1.npz", "val set.npz"):
+        np.savez(tmp_path / name, x=rng.random((40, 64)).astype(np.float32),
+                 y=rng.integers(0, 10, 40).astype(np.int32))
+    pre = tmp_path / "pre trained.npz"
+    netc.compile(MLP, backend="interpret").save(pre)
+    for quote in ('"', ""):
+        res = netc_cli("train", MLP, "--epochs", "1", "-q", "--backend", "interpret", "--json",
+                       "--set", f"data={quote}{tmp_path / 'my data=1.npz'}{quote}",
+                       "--set", f"validation={quote}{tmp_path / 'val set.npz'}{quote}",
+                       "--set", f"init_from={quote}{pre}{quote}",
+                       "--set", f"checkpoint={quote}{tmp_path / 'check points'}{quote}",
+                       "-o", str(tmp_path / "m.npz"))
+        assert res.returncode == 0, res.stderr
+        assert "val_loss" in epochs_of(res.stdout)[0]
+        assert (tmp_path / "check points").is_dir()
+    res = netc_cli("train", MLP, "--set", 'data="x.npz')  # the quoted form is read as in a file
+    assert res.returncode == 1 and "<--set data>:2:12: error: unterminated string" in res.stderr
+
+
 def test_unknown_set_key_and_foreign_weights(tmp_path):
     res = netc_cli("train", MLP, "--set", "hiden=3")
     assert res.returncode == 1 and "did you mean 'hidden'" in res.stderr
