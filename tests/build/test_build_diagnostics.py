@@ -1,5 +1,7 @@
 """build_ir: one test per user-facing diagnostic, asserting the message and line:col."""
 
+import os
+
 import pytest
 from buildutil import build_text, expect_error
 
@@ -190,6 +192,23 @@ def test_missing_import(tmp_path):
     with pytest.raises(NetError) as info:
         build_text('import "nope.net"\n' + M("    input x: f32[2]"), tmp_path)
     assert "cannot import 'nope.net'" in info.value.message
+    assert (info.value.loc.line, info.value.loc.col) == (1, 1)
+
+
+@pytest.mark.parametrize("make, target, what", [
+    (lambda d: (d / "lib").mkdir(), "lib", "is a directory"),
+    (lambda d: os.mkfifo(d / "lib"), "lib", "is not a regular file (a FIFO)"),
+    (lambda d: None, "/dev/zero", "is not a regular file (a character device)"),
+])
+def test_import_of_something_not_a_regular_file(tmp_path, make, target, what):
+    # these said "does not exist"; a FIFO or a device must be refused without being read
+    if target.startswith("/dev/") and not os.path.exists(target):
+        pytest.skip(f"no {target} here")
+    make(tmp_path)
+    with pytest.raises(NetError) as info:
+        build_text(f'import "{target}"\n' + M("    input x: f32[2]"), tmp_path)
+    full = target if os.path.isabs(target) else str(tmp_path / target)
+    assert info.value.message == f"cannot import '{target}': {full} {what}"
     assert (info.value.loc.line, info.value.loc.col) == (1, 1)
 
 
