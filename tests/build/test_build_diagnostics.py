@@ -212,6 +212,18 @@ def test_import_of_something_not_a_regular_file(tmp_path, make, target, what):
     assert (info.value.loc.line, info.value.loc.col) == (1, 1)
 
 
+@pytest.mark.parametrize("listed, col", [("ln", 25), ("fc, ln", 29)])
+def test_regularizer_naming_an_instance_without_weights(listed, col):
+    # said "l2(): argument 'ts' lists no tensors", at the call, or nothing when listed with others
+    body = ("    input x: f32[4, 3]\n    target y: f32[4, 2]\n"
+            "    h = x -> LayerNorm() as ln -> Dense(2) as fc\n"
+            f"    loss mse(h, y) + l2({listed})")
+    expect_error(M(body), "l2(): layer instance 'ln' has no weights (parameters of rank >= 2), "
+                 "which is what an instance name stands for here; name its parameters instead: "
+                 "ln.gamma, ln.beta", 5, col)
+    build_text(M(body.replace(f"l2({listed})", "l2(fc, ln.gamma) + l1(fc)")))
+
+
 def test_duplicate_definition():
     text = "fn f(x) = x\nfn f(x) = x * 2\n" + M("    input x: f32[2]")
     e = expect_error(text, "'f' is defined twice", 2, 1)
