@@ -19,7 +19,8 @@ from . import syntax as S
 from .errors import NetTypeError, ShapeError, SourceLoc, UndefinedName, suggestion
 from .ir import Node
 from .named_calls import REQUIRED
-from .ops.builtins import BUILTINS, Builtin
+from .ops.base import pair
+from .ops.builtins import BUILTINS, Builtin, Param
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",
            "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
@@ -293,8 +294,7 @@ class ExprMixin:
         for p in params:
             if p.name in bound:
                 v, loc = bound[p.name]
-                out[p.name] = self.convert_arg(b.name, p.name, p.kind, v, like, loc,
-                                               item_locs=item_locs)
+                out[p.name] = self.convert_arg(b.name, p, v, like, loc, item_locs=item_locs)
         return b(self.g, out, e.loc)
 
     def bind(self, what: str, specs: list[tuple[str, object]], args: list, kwargs: dict,
@@ -319,11 +319,14 @@ class ExprMixin:
                 raise NetTypeError(f"{what} is missing its argument '{n}'", e.loc)
         return bound
 
-    def convert_arg(self, fname: str, pname: str, kind: str, v, like, loc, *,
+    def convert_arg(self, fname: str, param: Param, v, like, loc, *,
                     item_locs: list | None = None):
-        """`v` checked and converted for a parameter of `kind`; errors at `loc` (for "tensors",
-        at `item_locs[i]` for the i-th item when the items were separate arguments)."""
-        where = f"{fname}(): argument '{pname}'"
+        """`v` checked and converted for `param` (its kind; a "pair" at least `param.lo`);
+        errors at `loc` (for "tensors", at `item_locs[i]` for the i-th item when the items were
+        separate arguments)."""
+        kind = param.kind
+        what = f"argument '{param.name}'" + (f" ({param.about})" if param.about else "")
+        where = f"{fname}(): {what}"
         if kind == "tensor":
             if isinstance(v, Node):
                 return v
@@ -373,6 +376,8 @@ class ExprMixin:
                 return list(v)
             raise NetTypeError(f"{where} must be an integer or a list of integers, got "
                                f"{describe(v)}", loc)
+        if kind == "pair":
+            return pair(f"{fname}()", what, v, lo=param.lo, loc=loc)
         if kind == "shape":
             if isinstance(v, list | tuple) and all(isinstance(i, int) and not isinstance(i, bool)
                                                    for i in v):

@@ -224,6 +224,44 @@ def test_regularizer_naming_an_instance_without_weights(listed, col):
     build_text(M(body.replace(f"l2({listed})", "l2(fc, ln.gamma) + l1(fc)")))
 
 
+@pytest.mark.parametrize("call, message, col", [
+    # max_pool2d(x, 0) said "stride must be >= 1, got (0, 0)" (the stride defaults to k), and
+    # every size was reported at the whole call; Conv2D's said "a dimension must be a positive
+    # compile-time integer" (its weight's shape) or "Conv2D: conv2d: stride must be >= 1"
+    ("max_pool2d(x, 0)", "max_pool2d(): argument 'k' (the kernel size) must be >= 1, got 0", 30),
+    ("avg_pool2d(x, [2, 0])", "avg_pool2d(): argument 'k' (the kernel size) must be >= 1, got "
+     "[2, 0]", 30),
+    ("x -> max_pool2d(k = -1)", "max_pool2d(): argument 'k' (the kernel size) must be >= 1, "
+     "got -1", 32),
+    ("avg_pool2d(x, [1, 2, 3])", "avg_pool2d(): argument 'k' (the kernel size) must be an "
+     "integer or a pair of integers, got [1, 2, 3]", 30),
+    ("max_pool2d(x, 2, stride = 0)", "max_pool2d(): argument 'stride' must be >= 1, got 0", 33),
+    ("conv2d(x, w, stride = [1, 0])", "conv2d(): argument 'stride' must be >= 1, got [1, 0]",
+     29),
+    ("conv2d(x, w, pad = -1)", "conv2d(): argument 'pad' must be >= 0, got -1", 29),
+    ("conv2d(x, w, 1, true)", "conv2d(): argument 'pad' must be an integer or a pair of "
+     "integers, got true", 32),
+    ("x -> Conv2D(4, 0)", "Conv2D: kernel (the kernel size) must be a positive integer, got "
+     "the number 0", 31),
+    ("x -> Conv2D(0, 3)", "Conv2D: filters must be a positive integer, got the number 0", 28),
+    ("x -> Conv2D(4, 3, stride = 0)", "Conv2D: stride must be >= 1, got 0", 34),
+    ("x -> Conv2D(4, 3, pad = [1, -2])", "Conv2D: pad must be >= 0, got [1, -2]", 34),
+    ("flatten(x) -> Dense(0)", "Dense: units must be a positive integer, got the number 0", 36),
+    ("flatten(x) -> Dense(3, bias = 2)", "Dense: bias must be true or false, got the number 2",
+     39),
+])
+def test_bad_kernel_stride_pad_are_named_at_the_argument(call, message, col):
+    expect_error(M(f"    input x: f32[2, 3, 8, 8]\n    param w: [4, 3, 3, 3]\n"
+                   f"    output o = {call}"), message, 4, col)
+
+
+def test_conv2d_layer_of_a_user_is_not_checked_as_the_prelude_one():
+    # the prelude's argument checks belong to the prelude layer, not to the name
+    layer = ("layer Conv2D(x, filters, kernel, stride = 1, pad = 0) {\n"
+             "    return x * filters\n}\n")
+    build_text(M("    input x: f32[2, 3]\n    output o = x -> Conv2D(2, 0, pad = -5)", layer))
+
+
 def test_duplicate_definition():
     text = "fn f(x) = x\nfn f(x) = x * 2\n" + M("    input x: f32[2]")
     e = expect_error(text, "'f' is defined twice", 2, 1)
