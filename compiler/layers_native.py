@@ -9,8 +9,8 @@ live here; the others are in grammar/prelude/layers.net.
 Arguments are checked here, in Python, for both kinds of built-in layer, so that a bad one is
 reported in the user's terms at the argument (`Dense: units must be a positive integer`), never as
 an error from inside the layer's body: the native layers check their own; `PRELUDE_CHECKS` holds
-the checks of the prelude layers (Conv2D's sizes), which the builder runs before the `.net` body
-of a prelude layer.
+the checks of the prelude layers (Conv2D's sizes, MultiHeadAttention's `dim` divisible by
+`heads`), which the builder runs before the `.net` body of a prelude layer.
 
 Weight layouts are `x @ W` (W is [in, out]); gate order LSTM (i, f, g, o), GRU (r, z, n) as in
 PyTorch, whose `weight_ih` is our `Wx` transposed. GRU keeps the hidden bias `bh` apart because
@@ -243,8 +243,17 @@ def _conv2d_args(ctx: LayerContext, x, filters, kernel, stride=1, pad=0) -> None
     pair("Conv2D", "pad", pad, lo=0, loc=ctx.arg_loc("pad"))
 
 
+def _attention_args(ctx: LayerContext, x, heads, dim) -> None:
+    heads = _pos_int(heads, "MultiHeadAttention", "heads", ctx.arg_loc("heads"))
+    dim = _pos_int(dim, "MultiHeadAttention", "dim", ctx.arg_loc("dim"))
+    if dim % heads:
+        raise ShapeError(f"MultiHeadAttention: dim ({dim}) must be divisible by heads ({heads}),"
+                         " each head taking dim / heads features", ctx.arg_loc("dim"))
+
+
 # prelude layer name -> a check of its bound arguments, run before its .net body (not for a
 # user's own layer of the same name)
 PRELUDE_CHECKS = {
     "Conv2D": _conv2d_args,
+    "MultiHeadAttention": _attention_args,
 }

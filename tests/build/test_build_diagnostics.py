@@ -103,9 +103,12 @@ def test_boolean_meeting_a_number_at_compile_time():
     # `true / 2` inside the prelude's MultiHeadAttention (heads = true) once raised
     # AttributeError in number_const (an internal compiler error): the other operand was a
     # plain number, not a tensor
+    # (now the layer's argument check says it first)
     expect_error(M("    input x: f32[2, 5, 3]\n    output o = x -> MultiHeadAttention(true, 4)"),
-                 "MultiHeadAttention: div: operands have different dtypes (f32[] and bool[])",
-                 3, 16)
+                 "MultiHeadAttention: heads must be a positive integer, got the boolean true",
+                 3, 40)
+    expect_error(M("    input x: f32[2, 3]\n    output o = x + (true / 2)"),
+                 "div: operands have different dtypes (bool[] and f32[])", 3, 21)
     expect_error(M("    input x: f32[2, 3]\n    output o = x + (true + 1)"),
                  "add: operands have different dtypes (bool[] and f32[])", 3, 21)
 
@@ -321,8 +324,18 @@ def test_step_block_unknown_loss():
 
 
 def test_error_inside_prelude_layer_points_at_the_call():
-    expect_error(M("    input x: f32[2, 3, 4]\n    output o = x -> MultiHeadAttention(2, 5)"),
-                 "MultiHeadAttention: ", 3, 16)
+    expect_error(M("    input x: f32[2, 3, 4, 5]\n    output o = x -> MultiHeadAttention(2, 4)"),
+                 "MultiHeadAttention: reshape: cannot reshape", 3, 16)
+
+
+@pytest.mark.parametrize("args, col", [("2, 5", 43), ("dim = 5, heads = 2", 40)])
+def test_attention_dim_not_divisible_by_heads(args, col):
+    # said "MultiHeadAttention: reshape(): argument 'shape': a shape holds integers, got the
+    # number 2.5", the prelude layer's insides
+    e = expect_error(M(f"    input x: f32[2, 3, 4]\n    output o = x -> MultiHeadAttention({args})"),
+                     "MultiHeadAttention: dim (5) must be divisible by heads (2), each head "
+                     "taking dim / heads features", 3, col)
+    assert not e.diagnostics[0].notes
 
 
 def test_every_message_is_free_of_python_reprs():
