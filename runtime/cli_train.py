@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from .compiler.errors import NetError, UsageError, suggestion
+from .compiler.errors import DataError, NetError, UsageError, suggestion
 
 
 def default_backend() -> str:
@@ -255,6 +255,8 @@ def cmd_predict(args, sets: dict) -> int:
     m = open_model(args, sets)
     arrays = _data_arrays(m, args, with_targets=False)
     n = len(next(iter(arrays.values())))
+    if n == 0:  # as eval and train say: there is nothing to write
+        raise DataError("the data to predict from has no rows")
     size = m.fixed_batch or max(1, min(args.batch or m.config.batch, n))
     outs: dict[str, list] = {}
     for lo in range(0, n, size):

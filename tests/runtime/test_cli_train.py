@@ -115,6 +115,23 @@ def test_data_too_small_to_train_on(tmp_path, name, make, message):
     assert message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_no_rows_to_predict_or_evaluate(tmp_path):
+    # predict on 0 rows exited 0 with "predicted 0 rows: ;" and wrote an empty file
+    out = tmp_path / "m.npz"
+    netc.compile(MLP, backend="interpret").save(out)
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 64), np.float32), y=np.zeros(0, np.int32))
+    for command, message in (("predict", "the data to predict from has no rows"),
+                             ("eval", "the data to evaluate has no rows")):
+        for model in (str(out), MLP):
+            extra = ["-o", str(tmp_path / "p.npz")] if command == "predict" else []
+            res = netc_cli(command, model, "--data", str(empty), "--backend", "interpret",
+                           *extra)
+            assert res.returncode == 1, res.stderr
+            assert f"error: {message}" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "p.npz").exists()
+
+
 def test_bad_output_is_refused_before_training(tmp_path):
     # -o naming a folder that does not exist (or a directory) once failed only after the
     # whole training had run
