@@ -4,7 +4,9 @@ Takes: a call expression and the builder's current frame. Gives: the call's valu
 gets the instance of its call site (`dense_0`, or `as NAME`; `NAME_i` per `repeat` iteration),
 created on first use and reused on later iterations of a `for` (shared weights); a function is
 inlined in a fresh frame; recursion and call depth are checked; an error inside a layer or
-function gets a note at the call (built-in layers point at the call itself).
+function gets a note at the call. A built-in layer (native, or from the prelude) is reported in
+the user's terms: its arguments are checked first (layers_native.PRELUDE_CHECKS for the prelude's),
+at the argument, and an error from inside its body points at the call itself.
 
 Mixed into build_ir.Builder, which provides the frame, the graph and `run_body`.
 """
@@ -17,7 +19,7 @@ from . import syntax as S
 from .build_expr import Instance, builtin, describe
 from .errors import NetError, NetTypeError, SemanticError, SourceLoc, UndefinedName, suggestion
 from .ir import Node
-from .layers_native import NATIVE_LAYERS, LayerContext
+from .layers_native import NATIVE_LAYERS, PRELUDE_CHECKS, LayerContext
 from .named_calls import REQUIRED
 from .ops.builtins import BUILTIN_NAMES
 from .program import PRELUDE_FILE
@@ -151,28 +153,35 @@ class CallMixin:
         inst = self._instance_for(e)
         self._enter("layer", e.func, e)
         saved = self.frame
+        d = self.prog.layers.get(e.func)
+        built_in = d is None or (d.loc is not None and d.loc.file == PRELUDE_FILE)
         try:
-            if e.func in self.prog.layers:
-                d = self.prog.layers[e.func]
-                bound = self._eval_deferred(self.bind_values(e.func, self._defaults(d.params),
-                                                             args, kwargs, e))
-                self.frame = Frame("layer", e.func, bindings=bound, instance=inst)
-                self.run_body(d.body)
-                if not self.frame.returned:
-                    raise SemanticError(f"layer '{e.func}' ends without 'return'", d.loc)
-                return self.frame.result
-            fn, specs = NATIVE_LAYERS[e.func]
-            bound = self.bind_values(e.func, [(n, REQUIRED if d is None else d)
-                                              for n, d in specs], args, kwargs, e)
-            self.frame = Frame("layer", e.func, instance=inst)
-            return fn(LayerContext(self, e.loc), **bound)
+            if d is not None:
+                specs = self._defaults(d.params)
+            else:
+                fn, native = NATIVE_LAYERS[e.func]
+                specs = [(n, REQUIRED if v is None else v) for n, v in native]
+            given = self.bind(e.func, specs, args, kwargs, e)
+            bound = {n: given[n][0] if n in given else v for n, v in specs}
+            ctx = LayerContext(self, e.loc, {n: loc for n, (_, loc) in given.items()})
+            if d is None:
+                self.frame = Frame("layer", e.func, instance=inst)
+                return fn(ctx, **bound)
+            bound = self._eval_deferred(bound)
+            if built_in and e.func in PRELUDE_CHECKS:
+                PRELUDE_CHECKS[e.func](ctx, **bound)
+            self.frame = Frame("layer", e.func, bindings=bound, instance=inst)
+            self.run_body(d.body)
+            if not self.frame.returned:
+                raise SemanticError(f"layer '{e.func}' ends without 'return'", d.loc)
+            return self.frame.result
         except NetError as err:
-            d = err.diagnostics[0]
-            if d.loc is None or d.loc.file == PRELUDE_FILE:
-                # a built-in layer failed: the user's call is the place to point at
-                d.loc = e.loc
-                if not d.message.startswith(e.func):
-                    d.message = f"{e.func}: {d.message}"
+            diag = err.diagnostics[0]
+            if built_in:  # its insides are not the user's: point at the call (or an argument)
+                if diag.loc is None or diag.loc.file == PRELUDE_FILE:
+                    diag.loc = e.loc
+                    if not diag.message.startswith(e.func):
+                        diag.message = f"{e.func}: {diag.message}"
             else:
                 _note(err, f"in layer '{e.func}' (instance '{inst.name}') called here", e.loc)
             raise

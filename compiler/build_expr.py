@@ -19,7 +19,8 @@ from . import syntax as S
 from .errors import NetTypeError, ShapeError, SourceLoc, UndefinedName, suggestion
 from .ir import Node
 from .named_calls import REQUIRED
-from .ops.builtins import BUILTINS, Builtin
+from .ops.base import pair
+from .ops.builtins import BUILTINS, Builtin, Param
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",
            "<": "lt", "<=": "le", ">": "gt", ">=": "ge", "==": "eq", "!=": "ne"}
@@ -281,7 +282,9 @@ class ExprMixin:
             raise NetTypeError(f"'as {e.alias}' names a layer instance, but '{b.name}' is a "
                                "function (no parameters)", e.alias_loc or e.loc)
         params = b.params
+        item_locs = None
         if b.variadic:  # l1(a, b, c): every positional argument goes into the one list
+            item_locs = [loc for _, loc in args]
             args = [([v for v, _ in args], e.loc)] if args else []
         specs = [(p.name, REQUIRED if p.required else None) for p in params]
         bound = self.bind(f"{b.name}()", specs, args, kwargs, e)
@@ -291,7 +294,7 @@ class ExprMixin:
         for p in params:
             if p.name in bound:
                 v, loc = bound[p.name]
-                out[p.name] = self.convert_arg(b.name, p.name, p.kind, v, like, loc)
+                out[p.name] = self.convert_arg(b.name, p, v, like, loc, item_locs=item_locs)
         return b(self.g, out, e.loc)
 
     def bind(self, what: str, specs: list[tuple[str, object]], args: list, kwargs: dict,
@@ -316,8 +319,14 @@ class ExprMixin:
                 raise NetTypeError(f"{what} is missing its argument '{n}'", e.loc)
         return bound
 
-    def convert_arg(self, fname: str, pname: str, kind: str, v, like, loc):
-        where = f"{fname}(): argument '{pname}'"
+    def convert_arg(self, fname: str, param: Param, v, like, loc, *,
+                    item_locs: list | None = None):
+        """`v` checked and converted for `param` (its kind; a "pair" at least `param.lo`);
+        errors at `loc` (for "tensors", at `item_locs[i]` for the i-th item when the items were
+        separate arguments)."""
+        kind = param.kind
+        what = f"argument '{param.name}'" + (f" ({param.about})" if param.about else "")
+        where = f"{fname}(): {what}"
         if kind == "tensor":
             if isinstance(v, Node):
                 return v
@@ -326,14 +335,20 @@ class ExprMixin:
             raise NetTypeError(f"{where} must be a tensor, got {describe(v)}", loc)
         if kind == "tensors":
             items = v if isinstance(v, list | tuple) and not isinstance(v, Shape) else [v]
+            if item_locs is None or len(item_locs) != len(items):
+                item_locs = [loc] * len(items)
             out = []
-            for item in items:
-                if isinstance(item, Instance):
-                    out += [p for p in item.all_params() if p.type.rank >= 2]
+            for item, item_loc in zip(items, item_locs):
+                if isinstance(item, Instance):  # a layer instance stands for its weights
+                    weights = [p for p in item.all_params() if p.type.rank >= 2]
+                    if not weights:
+                        raise NetTypeError(_no_weights(fname, item), item_loc)
+                    out += weights
                 elif isinstance(item, Node):
                     out.append(item)
                 else:
-                    raise NetTypeError(f"{where} must list tensors, got {describe(item)}", loc)
+                    raise NetTypeError(f"{where} must list tensors, got {describe(item)}",
+                                       item_loc)
             if not out:
                 raise NetTypeError(f"{where} lists no tensors", loc)
             return out
@@ -361,6 +376,8 @@ class ExprMixin:
                 return list(v)
             raise NetTypeError(f"{where} must be an integer or a list of integers, got "
                                f"{describe(v)}", loc)
+        if kind == "pair":
+            return pair(f"{fname}()", what, v, lo=param.lo, loc=loc)
         if kind == "shape":
             if isinstance(v, list | tuple) and all(isinstance(i, int) and not isinstance(i, bool)
                                                    for i in v):
@@ -371,6 +388,15 @@ class ExprMixin:
             raise NetTypeError(f"{where} must be a shape (a list of integers), got "
                                f"{describe(v)}", loc)
         raise NetTypeError(f"{where}: unknown kind {kind}", loc)
+
+
+def _no_weights(fname: str, inst: Instance) -> str:
+    params = [p.attrs["name"] for p in inst.all_params()]
+    if not params:
+        return f"{fname}(): layer instance '{inst.name}' has no parameters to regularize"
+    return (f"{fname}(): layer instance '{inst.name}' has no weights (parameters of rank >= 2),"
+            f" which is what an instance name stands for here; name its parameters instead: "
+            f"{', '.join(params)}")
 
 
 def builtin(name: str) -> Builtin | None:

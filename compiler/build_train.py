@@ -336,6 +336,7 @@ def build_train(t: S.TrainDef | None, builder, prog) -> TrainConfig:
 
 
 OVERRIDABLE = SETTINGS + ("lr", "early_stop")
+PATH_SETTINGS = ("data", "validation", "init_from", "checkpoint")  # strings taken as paths
 
 
 def _source(value) -> str:
@@ -354,7 +355,9 @@ def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
 
     Values are Python values or `.net` source text: `optimizer="sgd(0.1, momentum = 0.9)"`,
     `metrics=["accuracy"]`, `data="path.npz"`, `early_stop="monitor = val_loss, patience = 2"`;
-    `lr` replaces the optimizer's learning rate."""
+    `lr` replaces the optimizer's learning rate. A path setting (PATH_SETTINGS) takes the path
+    itself or, like the file, a `.net` string literal: `data='"my data.npz"'` (what
+    `--set 'data="my data.npz"'` gives) is the path inside the quotes."""
     import dataclasses
 
     from .build_ir import Builder
@@ -373,7 +376,8 @@ def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
             kw["optimizer"] = OptimizerSpec(opt.name, {**opt.args, "lr": float(lr)}, opt.loc)
             continue
         text = _source(value)
-        if key in ("data", "validation", "init_from", "checkpoint") and isinstance(value, str):
+        is_path = key in PATH_SETTINGS and isinstance(value, str)
+        if is_path and not value.startswith('"'):  # a bare path: quote it as a .net string
             text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
         src = f"early_stop({text})" if key == "early_stop" else f"{key} = {text}"
         program = parse_text(f"train {cfg.model} {{\n    {src}\n}}\n", f"<--set {key}>")
@@ -382,11 +386,13 @@ def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
             kw["early_stop"] = tb.early_stop(item.call, kw.get("metrics", cfg.metrics))
         elif key == "metrics":
             kw["metrics"] = tb.metrics(item.value)
-        elif key in ("data", "validation", "init_from", "checkpoint") and isinstance(value, str):
-            kw[key] = value if key == "data" and not os.path.exists(value) and "/" not in value \
-                else os.path.abspath(value)
-            if key == "validation":
-                kw[key] = os.path.abspath(value)
+        elif is_path:
+            path = tb.static.value(item.value)  # the string the (quoted or bare) value means
+            if not isinstance(path, str) or not path:
+                raise NetTypeError(f"{key} is a path (or a bundled data set name) given as one "
+                                   "string", item.value.loc)
+            kw[key] = path if key == "data" and not os.path.exists(path) and "/" not in path \
+                else os.path.abspath(path)
         else:
             kw[key] = tb.setting(key, item.value, kw.get("metrics", cfg.metrics))
     return dataclasses.replace(cfg, **kw)

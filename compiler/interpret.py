@@ -9,6 +9,8 @@ Gives: `interpret` -> values by node id (only the wanted nodes and what they nee
 Invariants: a missing or mis-shaped feed/param/state is a `DataError` naming it; float values are
 converted to the declared dtype (f32 or f64), integers must be integers; every reference result
 must have exactly its node's type, or it is an InternalCompilerError (a bug in a reference).
+Arithmetic is IEEE, as in the generated code: `x / 0`, `log(0)`, an overflowing `exp` give inf or
+NaN without NumPy's RuntimeWarnings (silenced around each primitive only, not for the caller).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def interpret(g: Graph, feeds: dict[str, np.ndarray], params: dict[str, np.ndarr
         else:
             args = [values[x.id] for x in node.inputs]
             try:
-                out = np.asarray(PRIMITIVES[node.op].reference(args, node.attrs, ctx))
+                with np.errstate(all="ignore"):  # IEEE results (inf, NaN), as the JIT: no warnings
+                    out = np.asarray(PRIMITIVES[node.op].reference(args, node.attrs, ctx))
             except NetError as e:  # bad data met at run time (an index out of range)
                 if e.loc is None:
                     e.diagnostics[0].loc = node.loc

@@ -1,10 +1,16 @@
 """Stage 2c — the built-in layers the language cannot express itself, written against the builder.
 
-Takes: a `LayerContext` (the builder, positioned inside a fresh or shared layer instance) and the
-call's bound arguments. Gives: the layer's result node(s). Dense (its `bias` flag), BatchNorm (the
-train/eval mode and running statistics), Embedding (a gather), and the recurrent layers RNN, LSTM
-and GRU (a loop over time and the `sequences` flag) live here; the others are in
-grammar/prelude/layers.net.
+Takes: a `LayerContext` (the builder, positioned inside a fresh or shared layer instance, and where
+each argument was written) and the call's bound arguments. Gives: the layer's result node(s).
+Dense (its `bias` flag), BatchNorm (the train/eval mode and running statistics), Embedding (a
+gather), and the recurrent layers RNN, LSTM and GRU (a loop over time and the `sequences` flag)
+live here; the others are in grammar/prelude/layers.net.
+
+Arguments are checked here, in Python, for both kinds of built-in layer, so that a bad one is
+reported in the user's terms at the argument (`Dense: units must be a positive integer`), never as
+an error from inside the layer's body: the native layers check their own; `PRELUDE_CHECKS` holds
+the checks of the prelude layers (Conv2D's sizes, MultiHeadAttention's `dim` divisible by
+`heads`), which the builder runs before the `.net` body of a prelude layer.
 
 Weight layouts are `x @ W` (W is [in, out]); gate order LSTM (i, f, g, o), GRU (r, z, n) as in
 PyTorch, whose `weight_ih` is our `Wx` transposed. GRU keeps the hidden bias `bh` apart because
@@ -13,18 +19,25 @@ its candidate uses r * (h Wh_n + bh_n), as PyTorch does.
 
 from __future__ import annotations
 
+from .build_expr import describe
 from .errors import NetTypeError, ShapeError, SourceLoc
 from .ir import Node, TensorType
 from .ops import composites as C
+from .ops.base import pair
 
 
 class LayerContext:
     """What a native layer may do: declare params/state, update state, emit ops."""
 
-    def __init__(self, builder, loc: SourceLoc):
+    def __init__(self, builder, loc: SourceLoc, arg_locs: dict[str, SourceLoc] | None = None):
         self.b = builder
         self.g = builder.g
         self.loc = loc
+        self.arg_locs = arg_locs or {}
+
+    def arg_loc(self, name: str) -> SourceLoc:
+        """Where argument `name` was written; the call for one left to its default."""
+        return self.arg_locs.get(name, self.loc)
 
     @property
     def training(self) -> bool:
@@ -69,24 +82,25 @@ def _pos_int(v, layer: str, what: str, loc) -> int:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-        raise NetTypeError(f"{layer}: {what} must be a positive integer, got {v!r}", loc)
+        raise NetTypeError(f"{layer}: {what} must be a positive integer, got {describe(v)}",
+                           loc)
     return v
 
 
 def _flag(v, layer: str, what: str, loc) -> bool:
     if not isinstance(v, bool):
-        raise NetTypeError(f"{layer}: {what} must be true or false, got {v!r}", loc)
+        raise NetTypeError(f"{layer}: {what} must be true or false, got {describe(v)}", loc)
     return v
 
 
 def dense(ctx: LayerContext, x, units, bias=True):
     x = _tensor(x, "Dense", loc=ctx.loc)
-    units = _pos_int(units, "Dense", "units", ctx.loc)
+    units = _pos_int(units, "Dense", "units", ctx.arg_loc("units"))
     W = ctx.param("W", (x.type.shape[-1], units))
     y = ctx.op("matmul", x, W) if x.type.rank >= 2 else \
         ctx.op("reshape", ctx.op("matmul", ctx.op("reshape", x, shape=(1, x.type.shape[0])), W),
                shape=(units,))
-    if _flag(bias, "Dense", "bias", ctx.loc):
+    if _flag(bias, "Dense", "bias", ctx.arg_loc("bias")):
         y = ctx.op("add", y, ctx.param("b", (units,), ("zeros", {})))
     return y
 
@@ -132,8 +146,8 @@ def embedding(ctx: LayerContext, x, vocab, dim):
     x = _tensor(x, "Embedding", loc=ctx.loc)
     if x.type.dtype != "i32":
         raise NetTypeError(f"Embedding takes integer indices (i32), got {x.type}", ctx.loc)
-    vocab = _pos_int(vocab, "Embedding", "vocab", ctx.loc)
-    dim = _pos_int(dim, "Embedding", "dim", ctx.loc)
+    vocab = _pos_int(vocab, "Embedding", "vocab", ctx.arg_loc("vocab"))
+    dim = _pos_int(dim, "Embedding", "dim", ctx.arg_loc("dim"))
     table = ctx.param("table", (vocab, dim), ("normal", {"std": 1.0, "mean": 0.0}))
     return ctx.op("gather", table, x, axis=0)
 
@@ -158,8 +172,8 @@ def _cols(ctx: LayerContext, x: Node, k: int, units: int) -> Node:
 
 def _recurrent(ctx: LayerContext, name: str, x, units, sequences, gates: int, cell):
     x = _tensor(x, name, rank=3, loc=ctx.loc)
-    units = _pos_int(units, name, "units", ctx.loc)
-    seq = _flag(sequences, name, "sequences", ctx.loc)
+    units = _pos_int(units, name, "units", ctx.arg_loc("units"))
+    seq = _flag(sequences, name, "sequences", ctx.arg_loc("sequences"))
     b, _, f = x.type.shape
     Wx = ctx.param("Wx", (f, gates * units))
     Wh = ctx.param("Wh", (units, gates * units), ("orthogonal", {"gain": 1.0}))
@@ -217,4 +231,29 @@ NATIVE_LAYERS = {
     "RNN": (rnn, [("x", None), ("units", None), ("sequences", False)]),
     "LSTM": (lstm, [("x", None), ("units", None), ("sequences", False)]),
     "GRU": (gru, [("x", None), ("units", None), ("sequences", False)]),
+}
+
+
+# ---------------------------------------------------------------- checks of the prelude layers
+
+def _conv2d_args(ctx: LayerContext, x, filters, kernel, stride=1, pad=0) -> None:
+    _pos_int(filters, "Conv2D", "filters", ctx.arg_loc("filters"))
+    _pos_int(kernel, "Conv2D", "kernel (the kernel size)", ctx.arg_loc("kernel"))
+    pair("Conv2D", "stride", stride, lo=1, loc=ctx.arg_loc("stride"))
+    pair("Conv2D", "pad", pad, lo=0, loc=ctx.arg_loc("pad"))
+
+
+def _attention_args(ctx: LayerContext, x, heads, dim) -> None:
+    heads = _pos_int(heads, "MultiHeadAttention", "heads", ctx.arg_loc("heads"))
+    dim = _pos_int(dim, "MultiHeadAttention", "dim", ctx.arg_loc("dim"))
+    if dim % heads:
+        raise ShapeError(f"MultiHeadAttention: dim ({dim}) must be divisible by heads ({heads}),"
+                         " each head taking dim / heads features", ctx.arg_loc("dim"))
+
+
+# prelude layer name -> a check of its bound arguments, run before its .net body (not for a
+# user's own layer of the same name)
+PRELUDE_CHECKS = {
+    "Conv2D": _conv2d_args,
+    "MultiHeadAttention": _attention_args,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import stat
 
 from .errors import Diagnostic, NetError, NetSyntaxError, SourceLoc, did_you_mean, remember_source
 from .lalr import CLOSERS, OPENERS, ParseFailure, PToken, parse, tables
@@ -254,13 +255,39 @@ def parse_text(text: str, file: str = "<text>") -> Program:
             gc.enable()
 
 
+def source_file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be read as a source file — "does not exist", "is a directory", "is not a
+    regular file (a FIFO)" … — or None when it is a regular file (or a link to one). Only stats
+    the path: a device or a FIFO is never opened, so it can neither block nor stream forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the path
+        return "does not exist"
+    except OSError:
+        return None  # permission denied, a name too long...: opening it reports the reason
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    kind = ("a character device" if stat.S_ISCHR(mode) else "a block device"
+            if stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "not a file")
+    return f"is not a regular file ({kind})"
+
+
 def read_source(path: str | os.PathLike) -> str:
     """Read a `.net` file as UTF-8, turning every failure into a NetError."""
     p = os.fspath(path)
-    try:
-        if os.path.isdir(p):
-            raise NetError(f"'{p}' is a directory, not a .net file")
-        with open(p, "rb") as f:
+    problem = source_file_problem(p)
+    if problem == "is a directory":
+        raise NetError(f"'{p}' is a directory, not a .net file")
+    if problem is not None and problem != "does not exist":
+        raise NetError(f"cannot read '{p}': it {problem}")
+    try:  # non-blocking, then checked again: a FIFO swapped in after the stat cannot block
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NetError(f"cannot read '{p}': it is not a regular file")
             data = f.read()
     except FileNotFoundError:
         raise NetError(f"cannot read '{p}': no such file") from None

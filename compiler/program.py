@@ -2,9 +2,10 @@
 
 Takes: a path (or text with a name). Gives: `Program` tables — fns, layers, models and train blocks
 by name, each with the file it came from — after checking what needs no shapes: import cycles (the
-chain is named), missing imported files, duplicate definitions (with a note at the first), the
-capitalization rule (layers are Capitalized, functions and models lower-case... models may be
-either), duplicate train blocks, and train blocks naming unknown models.
+chain is named), imported files that are missing or not regular files (a directory, a device, a
+FIFO: named, never read), duplicate definitions (with a note at the first), the capitalization
+rule (layers are Capitalized, functions and models lower-case... models may be either), duplicate
+train blocks, and train blocks naming unknown models.
 
 The prelude (grammar/prelude/layers.net) defines the built-in layers the language can express;
 user definitions may shadow them. Imported files contribute their fn and layer definitions.
@@ -19,7 +20,7 @@ from importlib import resources
 
 from . import syntax as S
 from .errors import ImportCycleError, NetError, SemanticError, SourceLoc, suggestion
-from .parse import parse_file, parse_text
+from .parse import parse_file, parse_text, source_file_problem
 
 PRELUDE_FILE = "<prelude>/layers.net"
 
@@ -83,10 +84,11 @@ class _Loader:
             cycle = keys[keys.index(os.path.abspath(target)):] + [os.path.abspath(target)]
             shown = " → ".join(os.path.relpath(k) for k in cycle)
             raise ImportCycleError(f"import cycle: {shown}", item.loc)
-        if not os.path.isfile(target):
-            what = "is a directory" if os.path.isdir(target) else "does not exist"
-            raise NetError(f"cannot import '{item.path}': {target} {what} (imports are "
-                           "relative to the importing file)", item.loc)
+        problem = source_file_problem(target)
+        if problem is not None:
+            hint = " (imports are relative to the importing file)" \
+                if problem == "does not exist" else ""
+            raise NetError(f"cannot import '{item.path}': {target} {problem}{hint}", item.loc)
         self.load(target, None, chain)
 
     def _define(self, item: S.FnDef | S.LayerDef | S.ModelDef) -> None:

@@ -12,7 +12,8 @@ curves, `--tensorboard` scalars; `--run-dir DIR`, or `runs/NAME/<time>` under th
 `--folds K` cross-validates instead (crossval.py); `netc tune` searches hyperparameters (tune.py).
 
 `--set k=v` overrides a model parameter when the model has one of that name, otherwise a train
-setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`).
+setting (checked like the file: `--set lr=0.01`, `--set optimizer="sgd(0.1, momentum = 0.9)"`;
+a path setting takes the path bare or quoted as in the file: `--set 'data="my data.npz"'`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 
 import numpy as np
 
-from .compiler.errors import NetError, UsageError, suggestion
+from .compiler.errors import DataError, NetError, UsageError, suggestion
 
 
 def default_backend() -> str:
@@ -254,6 +255,8 @@ def cmd_predict(args, sets: dict) -> int:
     m = open_model(args, sets)
     arrays = _data_arrays(m, args, with_targets=False)
     n = len(next(iter(arrays.values())))
+    if n == 0:  # as eval and train say: there is nothing to write
+        raise DataError("the data to predict from has no rows")
     size = m.fixed_batch or max(1, min(args.batch or m.config.batch, n))
     outs: dict[str, list] = {}
     for lo in range(0, n, size):

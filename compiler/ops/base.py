@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import InternalCompilerError, NetTypeError, ShapeError
+from ..errors import InternalCompilerError, NetTypeError, ShapeError, SourceLoc
 from ..ir import FLOAT_DTYPES, TensorType
 
 if TYPE_CHECKING:
@@ -131,14 +131,32 @@ def norm_axes(op: str, axes: object, rank: int) -> tuple[int, ...]:
     return out
 
 
-def pair(op: str, what: str, v: object) -> tuple[int, int]:
-    """An int or a pair of ints (stride, padding, window) as a pair."""
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return int(v), int(v)
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(
-            isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in v):
-        return int(v[0]), int(v[1])
-    raise NetTypeError(f"{op}: {what} must be an integer or a pair of integers, got {v!r}")
+def pair(op: str, what: str, v: object, *, lo: int | None = None,
+         loc: SourceLoc | None = None) -> tuple[int, int]:
+    """An int or a pair of ints (stride, padding, window) as a pair; each at least `lo` when
+    given. Errors name `what` ("stride", "argument 'k'") and are located at `loc`."""
+    def is_int(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    if is_int(v):
+        out = int(v), int(v)
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(x) for x in v):
+        out = int(v[0]), int(v[1])
+    else:
+        raise NetTypeError(f"{op}: {what} must be an integer or a pair of integers, got "
+                           f"{_shown(v)}", loc)
+    if lo is not None and min(out) < lo:
+        raise ShapeError(f"{op}: {what} must be >= {lo}, got {_shown(v)}", loc)
+    return out
+
+
+def _shown(v: object) -> str:
+    """A static value as the language writes it (true, [2, 0])."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(_shown(x) for x in v) + "]"
+    return str(v)
 
 
 def np_float(dtype: str) -> type:

@@ -6,9 +6,10 @@ the call's location.
 Gives: `BUILTINS` (name -> `Builtin`), `BUILTIN_NAMES` (for "did you mean"), `is_builtin`.
 
 Kinds: "tensor", "tensors" (a list of tensors: concat/stack, and the variadic l1/l2), "int",
-"float", "bool", "axes" (an int, a list of ints, or None; also used for int-or-pair arguments such
-as stride, pad and k), "shape" (a list of ints). A `Builtin` with `variadic=True` collects all its
-positional arguments into its single "tensors" parameter (`l2(a, b, c)`).
+"float", "bool", "axes" (an int, a list of ints, or None), "pair" (an int or a pair of ints:
+stride, pad and k, each at least the Param's `lo`), "shape" (a list of ints). A `Builtin` with
+`variadic=True` collects all its positional arguments into its single "tensors" parameter
+(`l2(a, b, c)`). Kinds and `lo` are checked by the builder, located at the argument.
 
 Invariants: `emit` validates argument values and raises NetError subclasses located at the call;
 the table covers every lower-case pure function of LANGUAGE.md section 7 (plus log1p, expm1 and
@@ -26,7 +27,7 @@ from . import composites as C
 from .base import emit as _emit
 
 REQUIRED = object()
-KINDS = ("tensor", "tensors", "int", "float", "bool", "axes", "shape")
+KINDS = ("tensor", "tensors", "int", "float", "bool", "axes", "pair", "shape")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Param:
     name: str
     kind: str
     default: object = REQUIRED
+    lo: int | None = None  # the least value of a "pair" (each of its numbers)
+    about: str = ""  # what the argument is, for messages: "the kernel size"
 
     @property
     def required(self) -> bool:
@@ -143,11 +146,12 @@ _def("softmax", [_t(), Param("axis", "int", -1)],
      lambda g, a, loc: C.softmax(g, a["x"], a["axis"], loc))
 _def("log_softmax", [_t(), Param("axis", "int", -1)],
      lambda g, a, loc: C.log_softmax(g, a["x"], a["axis"], loc))
-_def("conv2d", [_t(), _t("w"), Param("stride", "axes", 1), Param("pad", "axes", 0)],
+_def("conv2d", [_t(), _t("w"), Param("stride", "pair", 1, lo=1), Param("pad", "pair", 0, lo=0)],
      lambda g, a, loc: _emit(g, "conv2d", [a["x"], a["w"]], loc,
                              stride=_pair_or_none(a["stride"]), pad=_pair_or_none(a["pad"])))
 for _op in ("max_pool2d", "avg_pool2d"):
-    _def(_op, [_t(), Param("k", "axes"), Param("stride", "axes", None)],
+    _def(_op, [_t(), Param("k", "pair", lo=1, about="the kernel size"),
+               Param("stride", "pair", None, lo=1)],
          lambda g, a, loc, _op=_op: _emit(g, _op, [a["x"]], loc, k=_pair_or_none(a["k"]),
                                           stride=_pair_or_none(a["stride"])))
 _def("dropout", [_t(), Param("p", "float")],

@@ -53,20 +53,17 @@ def _pad_hw(x: np.ndarray, p: tuple[int, int]) -> np.ndarray:
 class _Spatial(Primitive):
     """Shared canonicalisation: stride and pad (conv) or k and stride (pool) become pairs."""
 
-    keys: tuple[str, ...] = ("stride", "pad")
+    keys: tuple[str, ...] = ("stride", "pad")  # checked in this order
+    LOWEST = {"k": 1, "stride": 1, "pad": 0}
+    ABOUT = {"k": "k (the kernel size)", "stride": "stride", "pad": "pad"}
 
     def canonicalize(self, in_types, attrs, float_dtype):
         for key in self.keys:
-            attrs[key] = pair(self.name, key, attrs.get(key, 1 if key == "stride" else 0))
-        if min(attrs["stride"]) < 1:
-            raise ShapeError(f"{self.name}: stride must be >= 1, got {attrs['stride']}")
+            attrs[key] = pair(self.name, self.ABOUT[key],
+                              attrs.get(key, 1 if key == "stride" else 0), lo=self.LOWEST[key])
         for key in ("in_hw", "kernel"):  # the grad primitives' static sizes
             if key in attrs:
                 attrs[key] = pair(self.name, key, attrs[key])
-        if "pad" in attrs and min(attrs["pad"]) < 0:
-            raise ShapeError(f"{self.name}: padding must be >= 0, got {attrs['pad']}")
-        if "k" in attrs and min(attrs["k"]) < 1:
-            raise ShapeError(f"{self.name}: window must be >= 1, got {attrs['k']}")
         return attrs
 
     def _images(self, *types: TensorType) -> None:
@@ -170,7 +167,7 @@ class Conv2dGradWeight(_Spatial):
 
 
 class _Pool(_Spatial):
-    keys = ("k", "stride")
+    keys = ("k", "stride")  # k first: a missing stride is k
 
     def canonicalize(self, in_types, attrs, float_dtype):
         if attrs.get("stride") is None:

@@ -1,5 +1,7 @@
 """build_ir: one test per user-facing diagnostic, asserting the message and line:col."""
 
+import os
+
 import pytest
 from buildutil import build_text, expect_error
 
@@ -101,9 +103,12 @@ def test_boolean_meeting_a_number_at_compile_time():
     # `true / 2` inside the prelude's MultiHeadAttention (heads = true) once raised
     # AttributeError in number_const (an internal compiler error): the other operand was a
     # plain number, not a tensor
+    # (now the layer's argument check says it first)
     expect_error(M("    input x: f32[2, 5, 3]\n    output o = x -> MultiHeadAttention(true, 4)"),
-                 "MultiHeadAttention: div: operands have different dtypes (f32[] and bool[])",
-                 3, 16)
+                 "MultiHeadAttention: heads must be a positive integer, got the boolean true",
+                 3, 40)
+    expect_error(M("    input x: f32[2, 3]\n    output o = x + (true / 2)"),
+                 "div: operands have different dtypes (bool[] and f32[])", 3, 21)
     expect_error(M("    input x: f32[2, 3]\n    output o = x + (true + 1)"),
                  "add: operands have different dtypes (bool[] and f32[])", 3, 21)
 
@@ -193,6 +198,73 @@ def test_missing_import(tmp_path):
     assert (info.value.loc.line, info.value.loc.col) == (1, 1)
 
 
+@pytest.mark.parametrize("make, target, what", [
+    (lambda d: (d / "lib").mkdir(), "lib", "is a directory"),
+    (lambda d: os.mkfifo(d / "lib"), "lib", "is not a regular file (a FIFO)"),
+    (lambda d: None, "/dev/zero", "is not a regular file (a character device)"),
+])
+def test_import_of_something_not_a_regular_file(tmp_path, make, target, what):
+    # these said "does not exist"; a FIFO or a device must be refused without being read
+    if target.startswith("/dev/") and not os.path.exists(target):
+        pytest.skip(f"no {target} here")
+    make(tmp_path)
+    with pytest.raises(NetError) as info:
+        build_text(f'import "{target}"\n' + M("    input x: f32[2]"), tmp_path)
+    full = target if os.path.isabs(target) else str(tmp_path / target)
+    assert info.value.message == f"cannot import '{target}': {full} {what}"
+    assert (info.value.loc.line, info.value.loc.col) == (1, 1)
+
+
+@pytest.mark.parametrize("listed, col", [("ln", 25), ("fc, ln", 29)])
+def test_regularizer_naming_an_instance_without_weights(listed, col):
+    # said "l2(): argument 'ts' lists no tensors", at the call, or nothing when listed with others
+    body = ("    input x: f32[4, 3]\n    target y: f32[4, 2]\n"
+            "    h = x -> LayerNorm() as ln -> Dense(2) as fc\n"
+            f"    loss mse(h, y) + l2({listed})")
+    expect_error(M(body), "l2(): layer instance 'ln' has no weights (parameters of rank >= 2), "
+                 "which is what an instance name stands for here; name its parameters instead: "
+                 "ln.gamma, ln.beta", 5, col)
+    build_text(M(body.replace(f"l2({listed})", "l2(fc, ln.gamma) + l1(fc)")))
+
+
+@pytest.mark.parametrize("call, message, col", [
+    # max_pool2d(x, 0) said "stride must be >= 1, got (0, 0)" (the stride defaults to k), and
+    # every size was reported at the whole call; Conv2D's said "a dimension must be a positive
+    # compile-time integer" (its weight's shape) or "Conv2D: conv2d: stride must be >= 1"
+    ("max_pool2d(x, 0)", "max_pool2d(): argument 'k' (the kernel size) must be >= 1, got 0", 30),
+    ("avg_pool2d(x, [2, 0])", "avg_pool2d(): argument 'k' (the kernel size) must be >= 1, got "
+     "[2, 0]", 30),
+    ("x -> max_pool2d(k = -1)", "max_pool2d(): argument 'k' (the kernel size) must be >= 1, "
+     "got -1", 32),
+    ("avg_pool2d(x, [1, 2, 3])", "avg_pool2d(): argument 'k' (the kernel size) must be an "
+     "integer or a pair of integers, got [1, 2, 3]", 30),
+    ("max_pool2d(x, 2, stride = 0)", "max_pool2d(): argument 'stride' must be >= 1, got 0", 33),
+    ("conv2d(x, w, stride = [1, 0])", "conv2d(): argument 'stride' must be >= 1, got [1, 0]",
+     29),
+    ("conv2d(x, w, pad = -1)", "conv2d(): argument 'pad' must be >= 0, got -1", 29),
+    ("conv2d(x, w, 1, true)", "conv2d(): argument 'pad' must be an integer or a pair of "
+     "integers, got true", 32),
+    ("x -> Conv2D(4, 0)", "Conv2D: kernel (the kernel size) must be a positive integer, got "
+     "the number 0", 31),
+    ("x -> Conv2D(0, 3)", "Conv2D: filters must be a positive integer, got the number 0", 28),
+    ("x -> Conv2D(4, 3, stride = 0)", "Conv2D: stride must be >= 1, got 0", 34),
+    ("x -> Conv2D(4, 3, pad = [1, -2])", "Conv2D: pad must be >= 0, got [1, -2]", 34),
+    ("flatten(x) -> Dense(0)", "Dense: units must be a positive integer, got the number 0", 36),
+    ("flatten(x) -> Dense(3, bias = 2)", "Dense: bias must be true or false, got the number 2",
+     39),
+])
+def test_bad_kernel_stride_pad_are_named_at_the_argument(call, message, col):
+    expect_error(M(f"    input x: f32[2, 3, 8, 8]\n    param w: [4, 3, 3, 3]\n"
+                   f"    output o = {call}"), message, 4, col)
+
+
+def test_conv2d_layer_of_a_user_is_not_checked_as_the_prelude_one():
+    # the prelude's argument checks belong to the prelude layer, not to the name
+    layer = ("layer Conv2D(x, filters, kernel, stride = 1, pad = 0) {\n"
+             "    return x * filters\n}\n")
+    build_text(M("    input x: f32[2, 3]\n    output o = x -> Conv2D(2, 0, pad = -5)", layer))
+
+
 def test_duplicate_definition():
     text = "fn f(x) = x\nfn f(x) = x * 2\n" + M("    input x: f32[2]")
     e = expect_error(text, "'f' is defined twice", 2, 1)
@@ -252,8 +324,18 @@ def test_step_block_unknown_loss():
 
 
 def test_error_inside_prelude_layer_points_at_the_call():
-    expect_error(M("    input x: f32[2, 3, 4]\n    output o = x -> MultiHeadAttention(2, 5)"),
-                 "MultiHeadAttention: ", 3, 16)
+    expect_error(M("    input x: f32[2, 3, 4, 5]\n    output o = x -> MultiHeadAttention(2, 4)"),
+                 "MultiHeadAttention: reshape: cannot reshape", 3, 16)
+
+
+@pytest.mark.parametrize("args, col", [("2, 5", 43), ("dim = 5, heads = 2", 40)])
+def test_attention_dim_not_divisible_by_heads(args, col):
+    # said "MultiHeadAttention: reshape(): argument 'shape': a shape holds integers, got the
+    # number 2.5", the prelude layer's insides
+    e = expect_error(M(f"    input x: f32[2, 3, 4]\n    output o = x -> MultiHeadAttention({args})"),
+                     "MultiHeadAttention: dim (5) must be divisible by heads (2), each head "
+                     "taking dim / heads features", 3, col)
+    assert not e.diagnostics[0].notes
 
 
 def test_every_message_is_free_of_python_reprs():

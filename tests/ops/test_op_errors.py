@@ -42,6 +42,11 @@ def test_broadcast_error_shows_both_shapes_and_location(op):
     ("sum", [(4,)], {"axes": (1,)}, "axis 1 is out of range for a tensor of rank 1"),
     ("pad", [(4,)], {"pads": ((1, -1),)}, "non-negative"),
     ("max_pool2d", [(1, 1, 4, 4)], {"k": 2, "stride": 0}, "stride must be >= 1"),
+    # the stride defaults to k, and a bad k was reported as the stride
+    ("max_pool2d", [(1, 1, 4, 4)], {"k": 0}, r"max_pool2d: k \(the kernel size\) must be >= 1, "
+     "got 0"),
+    ("avg_pool2d", [(1, 1, 4, 4)], {"k": (2, -1)}, r"k \(the kernel size\) must be >= 1"),
+    ("conv2d", [(1, 3, 8, 8), (4, 3, 3, 3)], {"pad": -1}, "conv2d: pad must be >= 0, got -1"),
 ])
 def test_shape_rule_errors(op, types, attrs, msg):
     g = Graph("e")

@@ -51,6 +51,7 @@ def test_check_json(tmp_path):
     (lambda p: p.write_bytes(b"\xff\xfe\x00model"), "not UTF-8"),
     (lambda p: p.write_bytes(b"model m {\x00}"), "NUL byte"),
     (lambda p: p.write_text(""), "ok"),
+    (os.mkfifo, "it is not a regular file (a FIFO)"),  # was read, and waited for forever
 ])
 def test_hostile_files(tmp_path, make, message):
     p = tmp_path / "f.net"

@@ -115,6 +115,23 @@ def test_data_too_small_to_train_on(tmp_path, name, make, message):
     assert message in res.stderr and "Traceback" not in res.stderr
 
 
+def test_no_rows_to_predict_or_evaluate(tmp_path):
+    # predict on 0 rows exited 0 with "predicted 0 rows: ;" and wrote an empty file
+    out = tmp_path / "m.npz"
+    netc.compile(MLP, backend="interpret").save(out)
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, x=np.zeros((0, 64), np.float32), y=np.zeros(0, np.int32))
+    for command, message in (("predict", "the data to predict from has no rows"),
+                             ("eval", "the data to evaluate has no rows")):
+        for model in (str(out), MLP):
+            extra = ["-o", str(tmp_path / "p.npz")] if command == "predict" else []
+            res = netc_cli(command, model, "--data", str(empty), "--backend", "interpret",
+                           *extra)
+            assert res.returncode == 1, res.stderr
+            assert f"error: {message}" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "p.npz").exists()
+
+
 def test_bad_output_is_refused_before_training(tmp_path):
     # -o naming a folder that does not exist (or a directory) once failed only after the
     # whole training had run
@@ -127,6 +144,30 @@ def test_bad_output_is_refused_before_training(tmp_path):
         assert res.returncode == 1, res.stderr
         assert message in res.stderr and "epoch 1/1" not in res.stdout
     assert not (cwd / "runs").exists()  # and no run folder was made
+
+
+def test_set_takes_a_path_quoted_as_in_the_file(tmp_path):
+    # --set 'data="x.npz"' once kept the quotes as part of the path: "'\"x.npz\"' does not
+    # exist"; a quoted value means the string inside, as in the .net file, and a bare one works
+    # too (spaces and '=' included)
+    rng = np.random.default_rng(0)
+    for name in ("my data=1.npz", "val set.npz"):
+        np.savez(tmp_path / name, x=rng.random((40, 64)).astype(np.float32),
+                 y=rng.integers(0, 10, 40).astype(np.int32))
+    pre = tmp_path / "pre trained.npz"
+    netc.compile(MLP, backend="interpret").save(pre)
+    for quote in ('"', ""):
+        res = netc_cli("train", MLP, "--epochs", "1", "-q", "--backend", "interpret", "--json",
+                       "--set", f"data={quote}{tmp_path / 'my data=1.npz'}{quote}",
+                       "--set", f"validation={quote}{tmp_path / 'val set.npz'}{quote}",
+                       "--set", f"init_from={quote}{pre}{quote}",
+                       "--set", f"checkpoint={quote}{tmp_path / 'check points'}{quote}",
+                       "-o", str(tmp_path / "m.npz"))
+        assert res.returncode == 0, res.stderr
+        assert "val_loss" in epochs_of(res.stdout)[0]
+        assert (tmp_path / "check points").is_dir()
+    res = netc_cli("train", MLP, "--set", 'data="x.npz')  # the quoted form is read as in a file
+    assert res.returncode == 1 and "<--set data>:2:12: error: unterminated string" in res.stderr
 
 
 def test_unknown_set_key_and_foreign_weights(tmp_path):

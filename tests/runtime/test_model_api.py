@@ -131,6 +131,28 @@ def test_fit_and_evaluate_on_no_rows_are_data_errors():
         evaluate_arrays(m, data, 8, ("accuracy",))
 
 
+def test_interpreter_gives_ieee_results_without_warnings(tmp_path):
+    # x / 0, log(0), exp overflow and sqrt(-1) printed NumPy RuntimeWarnings to the user
+    import warnings
+
+    import netc
+    p = tmp_path / "ieee.net"
+    p.write_text("model m {\n    input x: f32[2, 3]\n    output d = x / 0\n"
+                 "    output z = (x - x) / 0\n    output l = log(x - x)\n"
+                 "    output e = exp(x * 1000)\n    output s = sqrt(x - 10)\n}\n")
+    x = np.ones((2, 3), np.float32)
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = netc.compile(p, backend="interpret").predict(x=x)
+    want = {"d": np.inf, "z": np.nan, "l": -np.inf, "e": np.inf, "s": np.nan}
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], np.full((2, 3), value, np.float32))
+    assert np.geterr() == before  # silenced around the primitives only, not for the caller
+    with pytest.warns(RuntimeWarning):
+        np.float32(1) / np.float32(0)
+
+
 def test_ragged_lists_are_data_errors_in_every_entry_point():
     # a ragged list once escaped as numpy's ValueError (from np.shape or np.asarray)
     m = _model()
