@@ -26,6 +26,7 @@ from importlib import resources
 import numpy as np
 
 from .compiler.errors import DataError
+from .compiler.parse import source_file_problem
 
 _DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "bool": np.bool_}
 
@@ -187,6 +188,9 @@ def load_arrays(spec: str, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
         raise DataError(f"data file '{spec}' does not exist{hint}")
     if os.path.isdir(spec):
         return _load_idx_folder(spec), spec
+    problem = source_file_problem(spec)  # a FIFO or a device would block or never end
+    if problem is not None:
+        raise DataError(f"cannot read data file '{spec}': it {problem}")
     low = spec.lower()
     if low.endswith(".npz"):
         return _load_npz(spec), spec

@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 
 from .compiler.errors import DataError
+from .compiler.parse import source_file_problem
 
 _ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64,
               "BOOL": np.bool_, "U8": np.uint8}
@@ -108,6 +109,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         raise DataError(f"'{path}' does not exist")
     if os.path.isdir(path):
         raise DataError(f"'{path}' is a directory, not a saved model")
+    problem = source_file_problem(path)  # a FIFO or a device would block or never end
+    if problem is not None:
+        raise DataError(f"cannot read '{path}': it {problem}")
     try:
         with open(path, "rb") as f:
             magic = f.read(4)

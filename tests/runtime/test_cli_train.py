@@ -132,6 +132,19 @@ def test_no_rows_to_predict_or_evaluate(tmp_path):
     assert not (tmp_path / "p.npz").exists()
 
 
+def test_a_fifo_as_data_or_model_is_refused_not_read(tmp_path):
+    # eval with --data naming a FIFO waited for a writer forever; so did a FIFO as the model
+    out = tmp_path / "m.npz"
+    netc.compile(MLP, backend="interpret").save(out)
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    for args in (("eval", str(out), "--data", str(fifo)), ("eval", str(fifo), "--data", "digits"),
+                 ("predict", str(out), "--data", str(fifo), "-o", str(tmp_path / "p.csv"))):
+        res = netc_cli(*args, "--backend", "interpret")
+        assert res.returncode == 1, res.stderr
+        assert "is not a regular file (a FIFO)" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_bad_output_is_refused_before_training(tmp_path):
     # -o naming a folder that does not exist (or a directory) once failed only after the
     # whole training had run
