@@ -51,7 +51,12 @@ BARRIER_NAME = "netc_barrier"
 WAIT_NAME = "netc_wait"
 PAUSES_PER_YIELD = 16  # checks (with `pause`, ~25-50 ns each) between two yields (shared CPU)
 SHARED_SPINS = 64 * PAUSES_PER_YIELD  # checks before sleeping, peer on this CPU (~70-100 us)
-ALONE_SPINS = 4096  # checks before sleeping, peer on another CPU (~100-200 us)
+# checks before sleeping, peer on another CPU (~1.7 ms at Zen 3's 26 ns per check): longer than
+# a kernel's imbalance. With ~0.1 ms, a wait after a pause (a core's cold start) slept, the futex
+# wake-up took tens to hundreds of microseconds on a VM, which made the peer wait long enough to
+# sleep at the next barrier too: LeNet's 2-thread step stayed at 2.2-3.1 ms for whole blocks
+# instead of 1.8-2.2 (harness-like blocks after a 0.1 s pause, A/B in 5 alternating pairs).
+ALONE_SPINS = 65536
 CPU_SLOTS_AT = 4  # state[4 + t]: CPU (+1) of thread t at its last arrival, t < CPU_SLOTS
 CPU_SLOTS = 12
 STATE_BYTES = 64  # a cache line of its own, so spinning never false-shares with data
