@@ -196,7 +196,7 @@ class JitEngine:
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._fallback is not None:
             return self._fallback.run(kind, feeds)
-        c = self._kinds.get(kind) or self.compiled(kind)
+        c = self.compiled(kind)
         for name, slot in c.fed:
             slot[...] = feeds[name]
         self._set_step(c)

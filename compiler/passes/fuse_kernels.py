@@ -78,10 +78,6 @@ class _Groups:
                     self.preds[i].add(self.gid[x.id])
                     self.succs[self.gid[x.id]].add(i)
 
-    def plain(self, gid: int) -> bool:
-        """An elementwise group (no main node, not a rows kernel)."""
-        return self.main[gid] is None and gid not in self.rows
-
     def space(self, gid: int) -> tuple[int, ...]:
         return self.g.node(self.members[gid][0]).type.shape
 
@@ -179,7 +175,7 @@ def _fuse_epilogues(G: _Groups, g: Graph) -> None:
             continue
         for u in g.users(n):
             gu = G.gid[u.id]
-            if (u.op in ELEMENTWISE and G.plain(gu) and G.gid[n.id] not in G.rows
+            if (u.op in ELEMENTWISE and G.main[gu] is None
                     and G.space(gu) == n.type.shape):
                 G.merge(G.gid[n.id], gu, "epilogue")
 
