@@ -337,8 +337,11 @@ class ExprMixin:
             items = v if isinstance(v, list | tuple) and not isinstance(v, Shape) else [v]
             if item_locs is None or len(item_locs) != len(items):
                 item_locs = [loc] * len(items)
+            # a list literal among the arguments (`l2([fc, out])`) lists its items
+            pairs = [(x, item_loc) for item, item_loc in zip(items, item_locs)
+                     for x in (item if type(item) in (list, tuple) else [item])]
             out = []
-            for item, item_loc in zip(items, item_locs):
+            for item, item_loc in pairs:
                 if isinstance(item, Instance):  # a layer instance stands for its weights
                     weights = [p for p in item.all_params() if p.type.rank >= 2]
                     if not weights:

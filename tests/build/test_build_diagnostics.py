@@ -227,6 +227,18 @@ def test_regularizer_naming_an_instance_without_weights(listed, col):
     build_text(M(body.replace(f"l2({listed})", "l2(fc, ln.gamma) + l1(fc)")))
 
 
+@pytest.mark.parametrize("listed", ["[fc, ln.gamma]", "[fc], ln.gamma", "fc, [ln.gamma]"])
+def test_regularizer_over_a_list_literal(listed):
+    # l2([fc, ln.gamma]) said "argument 'ts' must list tensors, got a list of 2 values"
+    body = ("    input x: f32[4, 3]\n    target y: f32[4, 2]\n"
+            "    h = x -> LayerNorm() as ln -> Dense(2) as fc\n"
+            "    loss mse(h, y) + l2({})")
+    a = build_text(M(body.format(listed)))
+    b = build_text(M(body.format("fc, ln.gamma")))
+    assert a.graph.to_text() == b.graph.to_text()
+    expect_error(M(body.format("[]")), "l2(): argument 'ts' lists no tensors", 5, 22)
+
+
 @pytest.mark.parametrize("call, message, col", [
     # max_pool2d(x, 0) said "stride must be >= 1, got (0, 0)" (the stride defaults to k), and
     # every size was reported at the whole call; Conv2D's said "a dimension must be a positive
