@@ -7,7 +7,8 @@ error (a bug in netc: a short report, the traceback only with NETC_DEBUG=1), 130
 Commands: `check FILE...` (every diagnostic through shape inference and train-block validation;
 `--format json`), `graph FILE --stage parsed|forward|backward|optimized --format text|dot|svg`,
 `plan FILE` (fused kernels and the arena), `emit FILE --llvm|--optimized|--asm|--obj` (the
-generated code), and `train`, `eval`, `predict`, `tune` (in cli_train.py).
+generated code), `export FILE -o DIR` (a standalone C library: export.py), and `train`, `eval`,
+`predict`, `tune` (in cli_train.py).
 """
 
 from __future__ import annotations
@@ -184,6 +185,16 @@ def cmd_emit(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args, sets: dict) -> int:
+    from .cli_train import open_model
+    from .export import describe, export_library
+
+    m = open_model(args, sets)
+    out = args.out or os.path.join("export", args.name or m.name or "model")
+    print(describe(export_library(m, out, name=args.name, link=not args.no_link)))
+    return EXIT_OK
+
+
 def _pretty(node, indent: int = 0) -> str:
     pad = "  " * indent
     if isinstance(node, tuple):
@@ -250,6 +261,20 @@ def make_parser() -> argparse.ArgumentParser:
     em.add_argument("--set", action="append", metavar="K=V", help="override a model parameter")
     em.add_argument("-o", "--out", metavar="FILE")
     em.set_defaults(func=cmd_emit)
+    ex = sub.add_parser("export", help="the training step and inference as a standalone C "
+                        "library (.h, .c, .o, .so)")
+    ex.add_argument("file", metavar="FILE", help="a .net file, or a model saved by netc train")
+    ex.add_argument("-o", "--out", metavar="DIR", help="the folder to write (default "
+                    "export/NAME)")
+    ex.add_argument("--name", help="the library's C name prefix (default: the model's name)")
+    ex.add_argument("--model", help="which model, when the file has several")
+    ex.add_argument("--set", action="append", metavar="K=V",
+                    help="override a model parameter or a train setting")
+    ex.add_argument("--weights", metavar="W.npz", help="start from these saved weights")
+    ex.add_argument("--seed", type=int, metavar="S", help="initialisation and dropout seed")
+    ex.add_argument("--no-link", action="store_true",
+                    help="write the sources and the object only; do not run the C compiler")
+    ex.set_defaults(func=cmd_export, threads=None, backend="jit")
     from .cli_train import add_commands
     add_commands(sub, _Parser)
     return p
@@ -262,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command in ("train", "eval", "predict", "tune"):
+        if args.command in ("train", "eval", "predict", "tune", "export"):
             for flag in ("epochs", "batch", "threads"):
                 v = getattr(args, flag, None)
                 if v is not None and v < 1:

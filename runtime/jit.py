@@ -50,12 +50,14 @@ def _register_libc_symbols() -> None:
             llvm.add_symbol(name, addr)
 
 
-def target_machine(target: Target) -> llvm.TargetMachine:
-    """An O3 target machine for `target` on the host's triple (x86-64 here)."""
+def target_machine(target: Target, pic: bool = False) -> llvm.TargetMachine:
+    """An O3 target machine for `target` on the host's triple (x86-64 here); `pic`: code for a
+    shared library (export.py) instead of the JIT."""
     _init()
     tgt = llvm.Target.from_triple(llvm.get_process_triple())
     return tgt.create_target_machine(cpu=target.cpu, features=target.features, opt=3,
-                                     reloc="default", codemodel="jitdefault")
+                                     reloc="pic" if pic else "default",
+                                     codemodel="default" if pic else "jitdefault")
 
 
 def optimize(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from .compiler.errors import DataError, NetError
-from .saved import atomic_write
+from .saved import atomic_write, mode_for
 from .training import FitState, History
 
 CONFIG, HISTORY, LAST, BEST, CURVES = ("config.json", "history.jsonl", "last.npz", "best.npz",
@@ -168,6 +168,7 @@ def plot_curves(history: History, path: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, mode_for(path))
         fig.savefig(tmp, dpi=80)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())

@@ -51,6 +51,17 @@ def check_writable(path: str) -> str:
     return path
 
 
+def mode_for(path: str) -> int:
+    """The permission bits a file written at `path` gets: those of the file it replaces, else
+    0666 less the umask (as a plain open() would give)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def atomic_write(path: str, write) -> None:
     """Call `write(f)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
     folder = os.path.dirname(os.path.abspath(check_writable(path)))
@@ -60,6 +71,7 @@ def atomic_write(path: str, write) -> None:
     except OSError as e:
         raise DataError(f"cannot write '{path}': {e.strerror or e}") from None
     try:
+        os.fchmod(fd, mode_for(path))  # mkstemp makes it 0600: give what open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
