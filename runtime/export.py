@@ -23,11 +23,13 @@ before a step runs, so bad data returns an error code instead of reading out of 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,13 +150,7 @@ def export_library(model, out_dir: str, name: str | None = None, link: bool = Tr
                             {n: plan.offset[i] for n, i in plan.fed.items()}, list(plan.fed),
                             results)
     emit_pool(module, pause=target.x86)
-    data = ir.GlobalVariable(module, ir.ArrayType(ir.IntType(8), max(len(blob), 1)),
-                             name=f"{lib}_blob")
-    data.global_constant = True
-    data.align = ALIGN
-    data.initializer = ir.Constant(data.type.pointee, bytearray(blob or b"\0"))
-
-    obj = _object_code(module, target, lib)
+    obj = _object_code(module, target, lib, bytes(blob))
     header = _header(model, lib, parts, tensors, store)
     glue = _glue(model, lib, parts, tensors, tensor_at, store)
     paths = {k: os.path.join(out_dir, f) for k, f in
@@ -183,11 +179,33 @@ def _check_out_dir(out_dir: str) -> None:
         raise DataError(f"export: cannot write into {out_dir}: permission denied")
 
 
-def _object_code(module: ir.Module, target, lib: str) -> bytes:
+def _object_code(module: ir.Module, target, lib: str, blob: bytes) -> bytes:
     """The module optimised for `target`, position-independent, entry points renamed to lib_*
-    and everything else internal."""
+    and everything else internal, with `blob` as the read-only symbol lib_blob. The blob goes in
+    through the assembler's .incbin, not as an IR constant: a model's tensors printed as IR text
+    and parsed back would cost minutes and gigabytes for a large model."""
     tm = target_machine(target, pic=True)
-    mod = _parse(module, target)
+    with tempfile.TemporaryDirectory(prefix="netc-export-") as tmp:
+        path = os.path.join(tmp, "blob.bin")
+        with open(path, "wb") as f:
+            f.write(blob or b"\0")
+        sym = f"{lib}_blob"
+        lines = [".section .rodata", f".balign {ALIGN}", f".globl {sym}",
+                 f".type {sym},@object", f".size {sym},{max(len(blob), 1)}", f"{sym}:",
+                 f".incbin {json.dumps(path)}", ".text"]
+        text = str(module) + "".join(f'module asm "{_llvm_string(x)}"\n' for x in lines)
+        return _optimised_object(text, target, tm, lib)
+
+
+def _llvm_string(text: str) -> str:
+    """`text` as the inside of an LLVM IR string literal: printable ASCII as is, except quotes
+    and backslashes, every other byte (UTF-8) as a backslash and two hex digits."""
+    return "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:02X}"
+                   for b in text.encode())
+
+
+def _optimised_object(text: str, target, tm, lib: str) -> bytes:
+    mod = _parse(text, target)
     mod.data_layout = str(tm.target_data)
     for fn in mod.functions:
         if fn.is_declaration:
@@ -198,7 +216,7 @@ def _object_code(module: ir.Module, target, lib: str) -> bytes:
         else:
             fn.linkage = llvm.Linkage.internal
     for gv in mod.global_variables:
-        if gv.name != f"{lib}_blob" and not gv.is_declaration:
+        if not gv.is_declaration:
             gv.linkage = llvm.Linkage.internal
     optimize(mod, tm)
     return tm.emit_object(mod)

@@ -34,6 +34,7 @@ def _init() -> None:
         if not _initialised:
             llvm.initialize_native_target()
             llvm.initialize_native_asmprinter()
+            llvm.initialize_native_asmparser()  # module asm (export.py embeds data with it)
             _register_libc_symbols()
             _initialised = True
 
