@@ -295,6 +295,8 @@ def _header(model, lib: str, parts: dict[str, _Part], tensors: list[str], store)
              " * The code is specialised for the CPU of the machine that exported it.",
              " * Arrays are row-major and contiguous; float is float32. Calls on one model must",
              " * not overlap (use one model per thread of yours); a model runs its own threads.",
+             " * Index inputs (labels, token ids) are range-checked; float inputs are not checked",
+             " * for NaN or infinity (netc's Python API refuses them).",
              " */",
              f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stdint.h>", "",
              "#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
