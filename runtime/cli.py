@@ -191,7 +191,8 @@ def cmd_export(args, sets: dict) -> int:
 
     m = open_model(args, sets)
     out = args.out or os.path.join("export", args.name or m.name or "model")
-    print(describe(export_library(m, out, name=args.name, link=not args.no_link)))
+    print(describe(export_library(m, out, name=args.name, link=not args.no_link,
+                                  steps_per_epoch=args.steps_per_epoch)))
     return EXIT_OK
 
 
@@ -272,6 +273,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="override a model parameter or a train setting")
     ex.add_argument("--weights", metavar="W.npz", help="start from these saved weights")
     ex.add_argument("--seed", type=int, metavar="S", help="initialisation and dropout seed")
+    ex.add_argument("--steps-per-epoch", type=int, metavar="N",
+                    help="the steps the learning-rate schedule counts as one epoch (default: "
+                    "those of the saved model's training, else 1)")
     ex.add_argument("--no-link", action="store_true",
                     help="write the sources and the object only; do not run the C compiler")
     ex.set_defaults(func=cmd_export, threads=None, backend="jit")

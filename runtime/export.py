@@ -48,6 +48,7 @@ from .feeds import index_ranges
 from .jit import _parse, optimize, target_machine
 from .saved import atomic_write
 from .threads import MAX_THREADS
+from .training import check_count
 
 ALIGN = 64
 _C_TYPES = {"f32": "float", "i32": "int32_t", "bool": "uint8_t"}
@@ -96,8 +97,12 @@ def c_name(name: str) -> str:
 
 
 def export_library(model, out_dir: str, name: str | None = None, link: bool = True,
-                   threads_hint: int = 1) -> Exported:
-    """Write the C library of `model` into `out_dir` (see the module docstring)."""
+                   steps_per_epoch: int | None = None) -> Exported:
+    """Write the C library of `model` into `out_dir` (see the module docstring).
+    `steps_per_epoch`: what the learning-rate schedule counts as an epoch (default: the model's,
+    which `fit` sets from its data, else 1)."""
+    if steps_per_epoch is not None:
+        model.steps_per_epoch = check_count(steps_per_epoch, "steps per epoch", 1)
     base = model._base
     if base.float_dtype != "f32":
         raise UsageError("export: only float32 models compile to native code (this one is "
@@ -297,6 +302,7 @@ def _header(model, lib: str, parts: dict[str, _Part], tensors: list[str], store)
              " * not overlap (use one model per thread of yours); a model runs its own threads.",
              " * Index inputs (labels, token ids) are range-checked; float inputs are not checked",
              " * for NaN or infinity (netc's Python API refuses them).",
+             f" * Training: {_training_line(model)}",
              " */",
              f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stdint.h>", "",
              "#ifdef __cplusplus", 'extern "C" {', "#endif", ""]
@@ -357,6 +363,16 @@ def _header(model, lib: str, parts: dict[str, _Part], tensors: list[str], store)
               f"void *{lib}_tensor({lib} *m, int i);", "",
               "#ifdef __cplusplus", "}", "#endif", f"#endif  /* {up}_H */", ""]
     return "\n".join(lines)
+
+
+def _training_line(model) -> str:
+    cfg = model.config
+    if cfg is None or not model._base.losses:
+        return "none (the model has no loss)."
+    opt = f"{cfg.optimizer.name}({', '.join(f'{k}={v}' for k, v in cfg.optimizer.args.items())})"
+    sched = cfg.schedule.name if cfg.schedule is not None else "constant"
+    return (f"{opt}, schedule {sched} over {cfg.epochs} epochs of {model.steps_per_epoch} "
+            "step(s)\n *   (netc export --steps-per-epoch N sets the epoch).")
 
 
 def _c_array(ctype: str, name: str, items: list[str]) -> str:

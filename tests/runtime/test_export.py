@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ model pair(batch = 6) {
     output logits
     loss cross_entropy(logits, y)
 }
-train pair { optimizer = adam(lr = 0.01); batch = 6 }
+train pair { optimizer = adam(lr = 0.01); schedule = cosine(warmup = 1); epochs = 3; batch = 6 }
 """
 
 
@@ -239,6 +240,24 @@ def test_a_saved_model_continues_bitwise(tmp_path):
     try:
         assert lib.fn("step")(h) == 2
         assert lib.train_step(h, feeds)[1] == m.train_step(**feeds)
+    finally:
+        lib.fn("destroy")(h)
+
+
+@needs_cc
+def test_the_schedule_counts_the_given_steps_per_epoch(tmp_path):
+    (tmp_path / "pair.net").write_text(MLP)
+    m = netc.compile(str(tmp_path / "pair.net"), seed=1)
+    e = export_library(m, str(tmp_path / "lib"), steps_per_epoch=3)
+    assert "cosine over 3 epochs of 3 step(s)" in Path(e.header).read_text()
+    ref = netc.compile(str(tmp_path / "pair.net"), seed=1)
+    ref.steps_per_epoch = 3
+    lib = Lib(m, e.library, "pair")
+    h = lib.create(1)
+    try:
+        feeds = batch_data(m, 6, 4)
+        for _ in range(5):  # warm-up epoch, then the cosine: every step's rate differs
+            assert lib.train_step(h, feeds)[1] == ref.train_step(**feeds)
     finally:
         lib.fn("destroy")(h)
 
