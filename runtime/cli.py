@@ -118,8 +118,9 @@ def cmd_graph(args) -> int:
         if res.returncode != 0:
             raise NetError(f"dot failed: {res.stderr.strip()[:500]}")
         if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                f.write(res.stdout)
+            from .saved import atomic_write, check_writable
+            check_writable(args.out, {"the .net file": args.file})
+            atomic_write(args.out, lambda f: f.write(res.stdout.encode()))
         else:
             sys.stdout.write(res.stdout)
     return EXIT_OK
@@ -165,6 +166,9 @@ def cmd_emit(args) -> int:
     from .emit import emit_object, emit_text
 
     request = "predict" if args.predict else None
+    if args.out:
+        from .saved import check_writable
+        check_writable(args.out, {"the .net file": args.file})
     built = build(args.file, model=args.model, overrides=_set_pairs(args.set),
                   mode="eval" if args.predict else "train")
     if args.obj:

@@ -169,14 +169,16 @@ def cmd_train(args, sets: dict) -> int:
         return cmd_folds(args, sets)
     if args.resume:
         m, state, run, command = _resume(args)
-        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}")
+        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}",
+                             _reads(m, command))
     else:
         if not args.file:
             raise UsageError("netc train needs FILE (or --resume RUN)")
         m = open_model(args, sets)
         state, command = None, _train_command(args, sets)
         # refuse a bad -o before training (and before making a run folder), not after it
-        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}")
+        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}",
+                             _reads(m, command))
         run = Run(args.run_dir or new_run_dir(m.name, m.config.checkpoint),
                   tensorboard=args.tensorboard, quiet=args.quiet)
         train = settings_json(m.config)
@@ -220,6 +222,16 @@ def cmd_train(args, sets: dict) -> int:
     return 130 if stop["flag"] else 0
 
 
+def _reads(m, command: dict) -> dict:
+    """The files a train command reads, which its output must not replace (the default output
+    `<model>.npz` can be the data file's name)."""
+    val = command.get("validation") or m.config.validation
+    return {"the model file": command.get("file"),
+            "the data file": command.get("data") or m.config.data,
+            "the validation file": val if isinstance(val, str) else None,
+            "the weights file": command.get("weights"), "the init_from file": m.config.init_from}
+
+
 def _validation(v: str | None):
     if v is None:
         return None
@@ -252,7 +264,12 @@ def cmd_eval(args, sets: dict) -> int:
 
 
 def cmd_predict(args, sets: dict) -> int:
+    from .saved import check_writable
+
     m = open_model(args, sets)
+    out = check_writable(args.out or f"{m.name}.predictions.npz",
+                         {"the model file": args.file, "the data file": args.data or m.config.data,
+                          "the weights file": args.weights})
     arrays = _data_arrays(m, args, with_targets=False)
     n = len(next(iter(arrays.values())))
     if n == 0:  # as eval and train say: there is nothing to write
@@ -270,7 +287,6 @@ def cmd_predict(args, sets: dict) -> int:
         for k, v in res.items():
             outs.setdefault(k, []).append(v[:rows])
     result = {k: np.concatenate(v) for k, v in outs.items()}
-    out = args.out or f"{m.name}.predictions.npz"
     _write_predictions(result, out)
     if not args.quiet:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in result.items())

@@ -38,10 +38,15 @@ def format_of(path: str, fmt: str | None = None) -> str:
     return "safetensors" if str(path).endswith(".safetensors") else "npz"
 
 
-def check_writable(path: str) -> str:
+def check_writable(path: str, reads: dict[str, str | None] | None = None) -> str:
     """`path`, or a DataError saying why it cannot be written (so a long job can refuse an
-    output before it starts, not after)."""
+    output before it starts, not after). `reads` (what -> path) names the files the command
+    reads: writing over one of them (a data file, the model) would destroy it."""
     folder = os.path.dirname(os.path.abspath(path))
+    for what, src in (reads or {}).items():
+        if src and _same_file(path, src):
+            raise DataError(f"cannot write '{path}': it is {what} this command reads; name "
+                            "another output file (-o)")
     if os.path.isdir(path):
         raise DataError(f"cannot write '{path}': it is a directory (name a file in it)")
     if not os.path.isdir(folder):
@@ -60,6 +65,13 @@ def mode_for(path: str) -> int:
         mask = os.umask(0o022)
         os.umask(mask)
         return 0o666 & ~mask
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is missing (or not a path): no clash
+        return False
 
 
 def atomic_write(path: str, write) -> None:

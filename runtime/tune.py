@@ -149,6 +149,10 @@ class Tuner:
             self.models[key] = m
             if self.metric is None:
                 self._choose_metric(m)
+                if self.args.out:  # before the first trial: the train block names the data
+                    from .cli_train import _reads
+                    from .saved import check_writable
+                    check_writable(self.args.out, _reads(m, vars(self.args)))
         else:
             m.reinitialize()
             if self.args.weights:
@@ -220,6 +224,9 @@ def cmd_tune(args, sets: dict) -> int:
     if not args.file:
         raise UsageError("netc tune needs FILE")
     grid, rand, sampler, trials = _spaces(args)
+    if args.out:  # refuse a bad -o before the trials, not after them (Tuner checks the rest)
+        from .saved import check_writable
+        check_writable(args.out)
     if sampler == "tpe":
         try:
             import optuna

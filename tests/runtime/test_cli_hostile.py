@@ -1,0 +1,61 @@
+"""Hostile command lines, in-process: each is a clear message and an exit code, never a traceback,
+and nothing the user owns (data, model files) is overwritten or left half-written."""
+
+import numpy as np
+import pytest
+
+from netc.cli import main
+
+TINY = """model tiny(batch = 8, hidden = 4) {
+    input  x: f32[batch, 3]
+    target y: i32[batch]
+    logits = x -> Dense(hidden) as fc1 -> relu -> Dense(2) as fc2
+    output probs = softmax(logits)
+    loss cross_entropy(logits, y)
+}
+
+train tiny {
+    data      = "tiny.npz"
+    optimizer = adam(lr = 1e-2)
+    epochs    = 1
+}
+"""
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A folder holding tiny.net and its data tiny.npz (the default output's name), as cwd."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NETC_BACKEND", "interpret")
+    (tmp_path / "tiny.net").write_text(TINY)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 3)).astype(np.float32)
+    np.savez(tmp_path / "tiny.npz", x=x, y=(x[:, 0] > 0).astype(np.int32))
+    np.savez(tmp_path / "other.npz", x=x, y=(x[:, 0] > 0).astype(np.int32))
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal compiler error" not in err, err
+    return code, err
+
+
+@pytest.mark.parametrize("argv, what", [
+    (["train", "tiny.net", "-q"], "the data file"),  # the default output tiny.npz
+    (["train", "tiny.net", "-q", "--data", "other.npz", "-o", "./other.npz"], "the data file"),
+    (["train", "tiny.net", "-q", "--validation", "other.npz", "-o", "other.npz"],
+     "the validation file"),
+    (["train", "tiny.net", "-q", "-o", "tiny.net"], "the model file"),
+    (["predict", "tiny.net", "--data", "other.npz", "-o", "other.npz"], "the data file"),
+    (["emit", "tiny.net", "-o", "tiny.net"], "the .net file"),
+    (["tune", "tiny.net", "--grid", "hidden=2,3", "-o", "tiny.npz"], "the data file"),
+])
+def test_an_output_never_replaces_an_input(work, capsys, argv, what):
+    # the default `netc train` output <model>.npz replaced a data file of that name, and -o
+    # could name the data, validation, weights or .net file: each was overwritten silently
+    before = {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()}
+    code, err = run(capsys, *argv)
+    assert code == 1 and f"it is {what} this command reads" in err, err
+    assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
