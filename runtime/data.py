@@ -20,13 +20,13 @@ import csv
 import gzip
 import os
 import re
-import zipfile
 from importlib import resources
 
 import numpy as np
 
 from .compiler.errors import DataError
 from .compiler.parse import source_file_problem
+from .saved import read_npz
 
 _DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "bool": np.bool_}
 
@@ -87,20 +87,7 @@ BUNDLED = {"digits": _digits, "sequences": _sequences, "mixture": _mixture,
 # --------------------------------------------------------------------------- files
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {}
-            for k in z.files:
-                try:
-                    out[k] = np.array(z[k])
-                except ValueError as e:  # object arrays need pickle: refuse them
-                    raise DataError(f"{path}: array '{k}' cannot be read without pickle "
-                                    f"({e}); store plain numeric arrays") from None
-            return out
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    except ValueError as e:
-        raise DataError(f"{path}: corrupt .npz file ({e})") from None
+    return read_npz(path)
 
 
 def _load_csv(path: str) -> dict[str, np.ndarray]:

@@ -33,6 +33,7 @@ from . import (
 )
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
+from .saved import read_npz
 from .threads import check_threads
 from .training import FitState, History, OnEpoch, Progress, check_batch, check_count
 from .training import fit as _fit
@@ -270,14 +271,10 @@ class Model:
         is skipped with `skip_unmatched`); tensors only one side has are left alone, but at
         least one must match. Returns the names loaded."""
         path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                saved = {(k[2:] if k.startswith("t:") else k): np.array(z[k])
-                         for k in z.files if k != "meta"}
-        except FileNotFoundError:
-            raise DataError(f"cannot load weights: '{path}' does not exist") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"cannot load weights from '{path}': {e}") from None
+        if not os.path.exists(path):
+            raise DataError(f"cannot load weights: '{path}' does not exist")
+        saved = {(k[2:] if k.startswith("t:") else k): a
+                 for k, a in read_npz(path).items() if k != "meta"}
         mine = {n: a for n, a in self.store.arrays.items() if self.store.kind.get(n) in kinds}
         wrong = [f"{n}: file {list(saved[n].shape)}, model {list(a.shape)}"
                  for n, a in mine.items() if n in saved and saved[n].shape != a.shape]

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from . import saved
 from .compiler.errors import DataError, NetError
 from .saved import atomic_write, mode_for
 from .training import FitState, History
@@ -64,16 +65,11 @@ def new_run_dir(model_name: str, parent: str | None) -> str:
 
 def read_checkpoint_meta(path: str) -> dict:
     """The metadata of a checkpoint written by `Run` (a DataError when it is not one)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise DataError(f"cannot read the checkpoint '{path}': {e}") from None
+    return saved.read(path)[1]
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k[2:]: np.array(z[k]) for k in z.files if k.startswith("t:")}
+    return saved.read(path)[0]
 
 
 class Run:

@@ -18,6 +18,7 @@ import os
 import struct
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -146,20 +147,55 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     return _read_safetensors(path)
 
 
-def _read_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
+_NPY_MAGIC, _ZIP_MAGICS = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of an `.npz` archive, read without pickle. Anything else is a DataError naming
+    the file: missing, a folder, an `.npy` file (one unnamed array), any other non-archive (which
+    np.load would take for a pickle), a truncated or corrupt archive, an array of objects."""
+    path = os.fspath(path)
+    bad = f"'{path}': not a readable .npz file"
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"{bad} ({e.strerror or e})") from None
+    if magic.startswith(_NPY_MAGIC):
+        raise DataError(f"{bad}: it is an .npy file holding one unnamed array; save the arrays "
+                        "by name with numpy.savez")
+    if not magic.startswith(_ZIP_MAGICS):
+        raise DataError(f"{bad}: it is not a zip archive of arrays ("
+                        f"{'empty' if not magic else 'it starts with ' + repr(magic[:4])})")
+    out = {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "meta" not in z.files:
-                raise DataError(f"'{path}' is an .npz file but not a saved netc model (it has no "
-                                "'meta' entry); to load plain arrays as weights use "
-                                "init_from / --weights")
-            meta = json.loads(str(z["meta"]))
-            tensors = {k[2:]: np.array(z[k]) for k in z.files if k.startswith("t:")}
+            for k in z.files:
+                try:
+                    out[k] = np.array(z[k])
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise DataError(f"'{path}': array '{k}' holds Python objects, which netc "
+                                    "never unpickles; store plain numeric arrays") from None
     except DataError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError,
-            json.JSONDecodeError) as e:
-        raise DataError(f"'{path}' is corrupt or truncated ({type(e).__name__}: {e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
+        raise DataError(f"{bad}: it is truncated or corrupt ({type(e).__name__}: {e})") from None
+    return out
+
+
+def _read_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
+    z = read_npz(path)
+    if "meta" not in z:
+        raise DataError(f"'{path}' is an .npz file but not a saved netc model (it has no "
+                        "'meta' entry); to load plain arrays as weights use "
+                        "init_from / --weights")
+    try:
+        meta = json.loads(str(z["meta"]))
+    except ValueError as e:
+        raise DataError(f"'{path}' is corrupt: its metadata is not JSON ({e})") from None
+    tensors = {k[2:]: v for k, v in z.items() if k.startswith("t:")}
     return tensors, _checked(meta, path)
 
 

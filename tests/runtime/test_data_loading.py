@@ -82,6 +82,10 @@ def test_idx_files_and_folder(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"PK\x03\x04garbage", "not a readable .npz"),
     (b"", "not a readable .npz"),
+    # these said "not a readable .npz file (This file contains pickled (object) data. If you
+    # trust the file you can load it unsafely using the `allow_pickle=` keyword ...)"
+    (b"x,y\n1,2\n", "not a zip archive of arrays"),
+    (b"\x80\x04\x95\x05\x00", "not a zip archive of arrays"),
 ])
 def test_corrupt_npz(tmp_path, content, message):
     p = tmp_path / "bad.npz"
@@ -165,3 +169,18 @@ def test_split_that_leaves_a_side_empty_is_a_data_error(n, fraction, pattern):
     for stratify in (None, y):
         with pytest.raises(DataError, match=pattern):
             split_validation({"x": np.arange(float(n)), "y": y}, fraction, 0, stratify=stratify)
+
+
+def test_npy_named_npz_is_a_data_error(tmp_path):
+    # an .npy file saved under an .npz name raised "TypeError: 'numpy.ndarray' object does not
+    # support the context manager protocol" (np.load returns the array itself)
+    np.save(tmp_path / "a.npy", np.zeros((4, 3)))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(DataError, match="an .npy file holding one unnamed array"):
+        load_arrays(str(tmp_path / "a.npz"))
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    np.savez(tmp_path / "o.npz", x=np.array([[1, 2, 3]] * 4, dtype=object), y=np.zeros(4))
+    with pytest.raises(DataError, match="'x' holds Python objects, which netc never unpickles"):
+        load_arrays(str(tmp_path / "o.npz"))

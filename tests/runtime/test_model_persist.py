@@ -96,3 +96,18 @@ def test_multi_step_model_trains_each_step():
     assert total == pytest.approx(sum(m.last_losses.values()))
     assert all(not np.array_equal(m.params[k], before[k]) for k in before)
     assert m.step == 1 and set(m.gradients(**feeds)) == set(before)
+
+
+def test_load_weights_from_a_damaged_file_is_a_data_error(net_file, tmp_path):
+    # a truncated or corrupt archive raised a raw zipfile.BadZipFile, and an .npy file a
+    # TypeError, from load_weights (init_from / --weights)
+    m = netc.compile(net_file)
+    m.save(tmp_path / "good.npz")
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "half.npz").write_bytes(data[:len(data) // 2])
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    for path, message in [(tmp_path / "half.npz", "truncated or corrupt"),
+                          (tmp_path / "one.npy", "an .npy file"),
+                          (net_file, "not a zip archive")]:
+        with pytest.raises(DataError, match=message):
+            m.load_weights(path)
