@@ -143,7 +143,7 @@ def _resume(args) -> tuple:
 
     from .runs import LAST, Run
 
-    run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet)
+    run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet, resume=True)
     command = run.read_config()["command"]
     for flag in ("epochs", "out", "backend", "threads"):  # what a resume may change
         if getattr(args, flag, None) is not None:

@@ -75,9 +75,23 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
 class Run:
     """One run folder: its files, written as training goes."""
 
-    def __init__(self, path: str, *, tensorboard: bool = False, quiet: bool = False):
+    def __init__(self, path: str, *, tensorboard: bool = False, quiet: bool = False,
+                 resume: bool = False):
+        """A new run in `path` (made if missing; refused if it holds a run), or with `resume`
+        the existing run there."""
         self.path, self.quiet = path, quiet
-        os.makedirs(path, exist_ok=True)
+        if resume:
+            if not os.path.isdir(path):
+                raise DataError(f"'{path}' is not a netc run folder ("
+                                f"{'no such folder' if not os.path.exists(path) else 'a file'})")
+        elif os.path.exists(self.file(LAST)):  # (a run stopped before its first epoch may
+            # be started again in its folder: it has no checkpoint to lose)
+            raise DataError(f"the run folder '{path}' already holds a run: continue it with "
+                            f"--resume {path}, or choose another --run-dir")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot make the run folder '{path}': {e.strerror or e}") from None
         self.tb = _tensorboard_writer(os.path.join(path, "tensorboard")) if tensorboard else None
 
     def file(self, name: str) -> str:

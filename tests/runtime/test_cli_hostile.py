@@ -59,3 +59,24 @@ def test_an_output_never_replaces_an_input(work, capsys, argv, what):
     code, err = run(capsys, *argv)
     assert code == 1 and f"it is {what} this command reads" in err, err
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.is_file()} == before
+
+
+def test_run_folders(work, capsys):
+    # --run-dir naming a file, and --resume naming a file, exited 3 with "internal compiler
+    # error: FileExistsError"; --resume of a missing folder created it; --run-dir naming a
+    # folder that holds a run appended to its history.jsonl and replaced its checkpoints
+    (work / "afile").write_text("x")
+    code, err = run(capsys, "train", "tiny.net", "-q", "-o", "m.npz", "--run-dir", "afile")
+    assert code == 1 and "cannot make the run folder 'afile'" in err
+    code, err = run(capsys, "train", "--resume", "afile")
+    assert code == 1 and "'afile' is not a netc run folder (a file)" in err
+    code, err = run(capsys, "train", "--resume", "nosuch")
+    assert code == 1 and "no such folder" in err and not (work / "nosuch").exists()
+    assert run(capsys, "train", "tiny.net", "-q", "-o", "m.npz", "--run-dir", "r")[0] == 0
+    before = {p.name: p.read_bytes() for p in (work / "r").iterdir()}
+    code, err = run(capsys, "train", "tiny.net", "-q", "-o", "m.npz", "--run-dir", "r")
+    assert code == 1 and "already holds a run: continue it with --resume r" in err
+    assert {p.name: p.read_bytes() for p in (work / "r").iterdir()} == before
+    (work / "r" / "last.npz").write_bytes(b"PK\x03\x04 cut")
+    code, err = run(capsys, "train", "--resume", "r")
+    assert code == 1 and "truncated or corrupt" in err
