@@ -92,8 +92,13 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 def _load_csv(path: str) -> dict[str, np.ndarray]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        # utf-8-sig: a byte-order mark (Excel writes one) is no part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                rows = list(reader)
+            except csv.Error as e:  # a field over csv's size limit, a NUL byte, ...
+                raise DataError(f"{path}:{reader.line_num}: {e}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     except OSError as e:

@@ -184,3 +184,21 @@ def test_object_arrays_are_never_unpickled(tmp_path):
     np.savez(tmp_path / "o.npz", x=np.array([[1, 2, 3]] * 4, dtype=object), y=np.zeros(4))
     with pytest.raises(DataError, match="'x' holds Python objects, which netc never unpickles"):
         load_arrays(str(tmp_path / "o.npz"))
+
+
+def test_csv_with_a_byte_order_mark(tmp_path):
+    # Excel's BOM stuck to the first column name: "\ufeffx_0" bound to no input, and the
+    # remaining columns made "array 'x' has rows of shape [2], but the model expects [3]"
+    p = tmp_path / "bom.csv"
+    p.write_text("\ufeffx_0,x_1,x_2,y\n" + "1,2,3,0\n" * 4, encoding="utf-8")
+    raw, src = load_arrays(str(p))
+    assert bind_arrays(raw, WANT, src)["x"].shape == (4, 3)
+
+
+def test_csv_module_errors_are_data_errors(tmp_path):
+    # a field over the csv module's size limit exited 3: "internal compiler error: Error:
+    # field larger than field limit (131072)"
+    p = tmp_path / "long.csv"
+    p.write_text("a,b\n1,2\n1," + "9" * 200_000 + "\n")
+    with pytest.raises(DataError, match="long.csv:3: field larger than field limit"):
+        load_arrays(str(p))
