@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from netc.compiler.errors import InternalCompilerError
+from netc.compiler.errors import DataError, InternalCompilerError
 from netc.compiler.initializers import initialize
 from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph, Node, np_dtype
@@ -33,6 +33,7 @@ class Store:
         self.seed = seed
         self.arrays: dict[str, np.ndarray] = {}
         self.kind: dict[str, str] = {}  # name -> "param" | "state" | "opt"
+        self.loaded: set[str] = set()  # read from a file before any graph wanted them
 
     def ensure(self, g: Graph, opt_names: tuple[str, ...] = ()) -> None:
         """Allocate and initialise every param/state leaf of `g` not held yet."""
@@ -42,6 +43,9 @@ class Store:
             if name in self.arrays:
                 held = self.arrays[name]
                 if held.shape != node.type.shape or held.dtype != np_dtype(node.type.dtype):
+                    if name in self.loaded:  # a saved model's tensor: the file's fault
+                        raise DataError(f"saved tensor '{name}' is {held.dtype}"
+                                        f"{list(held.shape)}, the model has {node.type}")
                     raise InternalCompilerError(f"{name} is {held.dtype}{list(held.shape)} in the "
                                                 f"model but {node.type} in graph {g.name}")
                 continue

@@ -24,7 +24,7 @@ import numpy as np
 
 from netc.compiler.errors import DataError, UsageError
 from netc.compiler.initializers import initialize
-from netc.compiler.train import add_penalties, build_step
+from netc.compiler.train import STEP_COUNTER, add_penalties, build_step
 
 from . import feeds as F
 from . import (
@@ -367,9 +367,13 @@ class Model:
                 continue
             name, value = key[2:], z[key]
             held = self.store.arrays.get(name)
-            if held is None:
+            if held is None:  # optimizer state: checked when the train graph wants it
+                if name == STEP_COUNTER and (value.shape != () or value.dtype != np.int32):
+                    raise DataError(f"saved tensor '{name}' is {value.dtype}{list(value.shape)}, "
+                                    "the step counter is an int32 scalar")
                 self.store.arrays[name] = np.array(value)
                 self.store.kind[name] = kinds.get(name, "opt")
+                self.store.loaded.add(name)
             elif held.shape != value.shape or held.dtype != value.dtype:
                 raise DataError(f"saved tensor '{name}' is {value.dtype}{list(value.shape)}, "
                                 f"the model has {held.dtype}{list(held.shape)}")
@@ -411,6 +415,10 @@ def load(path: str | os.PathLike, *, backend: str = "jit",
     tensors, meta = saved.read(path)
     if meta.get("format") != FORMAT:
         raise DataError(f"{os.fspath(path)} is not a saved netc model")
+    if meta.get("version", 1) > FORMAT_VERSION:
+        raise DataError(f"{os.fspath(path)} was saved by a newer netc (model format version "
+                        f"{meta['version']}; this netc reads version {FORMAT_VERSION}): update "
+                        "netc to load it")
     builder = _source_builder(meta.get("path", "<saved>"), meta["text"], meta["overrides"],
                               _checked_dtype(meta["dtype"]))
     keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype") if k in meta}

@@ -230,10 +230,37 @@ def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
     return tensors, _checked(meta, path)
 
 
+def _is_int(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+# what each metadata entry must be (the entries after "kinds" are optional)
+_META = {
+    "format": ("a string", lambda v: isinstance(v, str)),
+    "text": ("the model's source text", lambda v: isinstance(v, str)),
+    "overrides": ("an object of model parameters",
+                  lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+    "dtype": ("'float32' or 'float64'", lambda v: v in ("float32", "float64")),
+    "seed": ("an integer >= 0", lambda v: _is_int(v, 0)),
+    "kinds": ("an object of tensor kinds", lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and x in ("param", "state", "opt") for k, x in v.items())),
+    "version": ("an integer >= 1", lambda v: _is_int(v, 1)),
+    "path": ("a string", lambda v: isinstance(v, str)),
+    "steps_per_epoch": ("an integer >= 1", lambda v: _is_int(v, 1)),
+}
+_REQUIRED = ("format", "text", "overrides", "dtype", "seed", "kinds")
+
+
 def _checked(meta, path: str) -> dict:
-    need = ("format", "text", "overrides", "dtype", "seed", "kinds")
-    missing = list(need) if not isinstance(meta, dict) else [k for k in need if k not in meta]
+    """`meta` when every entry a model is rebuilt from has the right type, else a DataError
+    (a damaged or hand-edited file must not fail later as a TypeError deep in loading)."""
+    missing = list(_REQUIRED) if not isinstance(meta, dict) else \
+        [k for k in _REQUIRED if k not in meta]
     if missing:
         raise DataError(f"'{path}' is not a self-contained netc model (its metadata lacks "
                         f"{', '.join(missing)})")
+    for key, (what, ok) in _META.items():
+        if key in meta and not ok(meta[key]):
+            raise DataError(f"'{path}' is damaged: its metadata entry '{key}' should be {what}, "
+                            f"got {json.dumps(meta[key])[:80]}")
     return meta
