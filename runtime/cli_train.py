@@ -137,12 +137,23 @@ def _train_command(args, sets: dict) -> dict:
     return command
 
 
+# what `netc train` flags a resumed run keeps from its start (config.json's command)
+_RESUME_FIXED = ("file", "set", "data", "validation", "batch", "seed", "model", "weights",
+                 "skip_unmatched", "run_dir")
+
+
 def _resume(args) -> tuple:
     """(model, FitState, run, the original command) of `netc train --resume RUN`."""
     import netc
 
     from .runs import LAST, Run
 
+    fixed = [f"--{flag.replace('_', '-')}" if flag != "file" else "FILE"
+             for flag in _RESUME_FIXED if getattr(args, flag, None) not in (None, False)]
+    if fixed:  # the run continues as it was started: these would be ignored
+        raise UsageError(f"{', '.join(fixed)} cannot be given with --resume: the run continues "
+                         "with the settings it was started with (a resume may change --epochs, "
+                         "--out, --format, --backend and --threads)")
     run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet, resume=True)
     command = run.read_config()["command"]
     for flag in ("epochs", "out", "backend", "threads"):  # what a resume may change

@@ -80,3 +80,12 @@ def test_run_folders(work, capsys):
     (work / "r" / "last.npz").write_bytes(b"PK\x03\x04 cut")
     code, err = run(capsys, "train", "--resume", "r")
     assert code == 1 and "truncated or corrupt" in err
+
+
+@pytest.mark.parametrize("flags", [["--set", "lr=1"], ["--data", "other.npz"], ["--batch", "4"],
+                                   ["tiny.net"], ["--seed", "3"], ["--weights", "m.npz"]])
+def test_resume_refuses_settings_it_would_ignore(work, capsys, flags):
+    # --resume RUN continued with the run's own settings and silently ignored these
+    assert run(capsys, "train", "tiny.net", "-q", "-o", "m.npz", "--run-dir", "r")[0] == 0
+    code, err = run(capsys, "train", "--resume", "r", *flags)
+    assert code == 2 and "cannot be given with --resume" in err, err
