@@ -126,11 +126,35 @@ def _stall_hook(progress):
     return hooked
 
 
+# the flags a run's config.json keeps (its "command"), with the JSON types each may have
+_COMMAND = {"file": (str,), "model": (str,), "epochs": (int,), "batch": (int,), "data": (str,),
+            "validation": (str,), "seed": (int,), "backend": (str,), "threads": (int,),
+            "weights": (str,), "skip_unmatched": (bool,), "out": (str,)}
+
+
+def _checked_command(config, where: str) -> dict:
+    """The command of a run's config.json, or a DataError when it is damaged (a missing or
+    mistyped entry failed later as a KeyError or TypeError)."""
+    command = config.get("command") if isinstance(config, dict) else None
+    bad = "" if isinstance(command, dict) else "it has no \"command\" object"
+    if not bad:
+        if not isinstance(command.get("sets"), dict):
+            bad = "its command has no \"sets\" object"
+        elif not isinstance(command.get("file"), str):
+            bad = "its command names no FILE"
+        else:
+            bad = next((f"its command lacks \"{k}\"" if k not in command else
+                        f"its command entry \"{k}\" is {json.dumps(command[k])[:40]}"
+                        for k, types in _COMMAND.items() if k not in command or
+                        not (command[k] is None or isinstance(command[k], types))), "")
+    if bad:
+        raise DataError(f"{where} is damaged: {bad}; start the run again")
+    return command
+
+
 def _train_command(args, sets: dict) -> dict:
     """What a resumed run needs to continue as the original command would have."""
-    keep = ("file", "model", "epochs", "batch", "data", "validation", "seed", "backend",
-            "threads", "weights", "skip_unmatched", "out")
-    command = {"sets": sets, **{k: getattr(args, k, None) for k in keep}}
+    command = {"sets": sets, **{k: getattr(args, k, None) for k in _COMMAND}}
     for k in ("file", "data", "validation", "weights"):  # a resume may run from elsewhere
         if command[k] and os.path.exists(command[k]):
             command[k] = os.path.abspath(command[k])
@@ -155,7 +179,7 @@ def _resume(args) -> tuple:
                          "with the settings it was started with (a resume may change --epochs, "
                          "--out, --format, --backend and --threads)")
     run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet, resume=True)
-    command = run.read_config()["command"]
+    command = _checked_command(run.read_config(), run.file("config.json"))
     for flag in ("epochs", "out", "backend", "threads"):  # what a resume may change
         if getattr(args, flag, None) is not None:
             command[flag] = getattr(args, flag)

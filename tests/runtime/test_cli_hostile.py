@@ -89,3 +89,17 @@ def test_resume_refuses_settings_it_would_ignore(work, capsys, flags):
     assert run(capsys, "train", "tiny.net", "-q", "-o", "m.npz", "--run-dir", "r")[0] == 0
     code, err = run(capsys, "train", "--resume", "r", *flags)
     assert code == 2 and "cannot be given with --resume" in err, err
+
+
+@pytest.mark.parametrize("config, message", [
+    ("[1]", 'it has no "command" object'),
+    ('{"command": {"sets": {}, "file": "tiny.net"}}', 'its command lacks "model"'),
+    ('{"command": {"sets": [], "file": "tiny.net"}}', 'its command has no "sets" object'),
+])
+def test_resume_from_a_damaged_config(work, capsys, config, message):
+    # exited 3: "internal compiler error: TypeError: list indices must be integers" or
+    # "KeyError: 'backend'"
+    assert run(capsys, "train", "tiny.net", "-q", "-o", "m.npz", "--run-dir", "r")[0] == 0
+    (work / "r" / "config.json").write_text(config)
+    code, err = run(capsys, "train", "--resume", "r")
+    assert code == 1 and "config.json is damaged: " + message in err, err
