@@ -57,20 +57,28 @@ def _split_sets(path: str, sets: dict, model_name: str | None) -> tuple[dict, di
     return model_params, settings
 
 
+def is_saved_model(path: str) -> bool:
+    """A model saved by netc (`.npz` or `.safetensors`, in any case), not a `.net` file."""
+    return path.lower().endswith((".npz", ".safetensors"))
+
+
 def open_model(args, sets: dict):
-    """A compiled model from a `.net` file (with --weights) or from a saved `.npz`."""
+    """A compiled model from a `.net` file or from a saved model (.npz, .safetensors), with
+    --weights loaded into it."""
     import netc
 
     path = args.file
     backend = getattr(args, "backend", None) or default_backend()
-    if path.endswith(".npz"):
-        if sets:
-            m = netc.load(path, backend=backend, threads=args.threads)
-            return m.configure(**sets)
-        return netc.load(path, backend=backend, threads=args.threads)
-    model_params, settings = _split_sets(path, sets, getattr(args, "model", None))
-    m = netc.compile(path, backend=backend, threads=args.threads,
-                     seed=args.seed if args.seed is not None else 0, **model_params)
+    if is_saved_model(path):
+        if getattr(args, "model", None):
+            raise UsageError(f"--model chooses among the models of a .net file; '{path}' is a "
+                             "saved model")
+        m = netc.load(path, backend=backend, threads=args.threads)
+        model_params, settings = {}, sets  # checked by configure: train settings only
+    else:
+        model_params, settings = _split_sets(path, sets, getattr(args, "model", None))
+        m = netc.compile(path, backend=backend, threads=args.threads,
+                         seed=args.seed if args.seed is not None else 0, **model_params)
     weights = getattr(args, "weights", None)
     m.skip_unmatched = bool(getattr(args, "skip_unmatched", False))
     if weights:
@@ -187,7 +195,7 @@ def _resume(args) -> tuple:
     m = netc.load(run.file(LAST), backend=command["backend"] or default_backend(),
                   threads=command["threads"])
     settings = command["sets"]
-    if not command["file"].endswith(".npz"):
+    if not is_saved_model(command["file"]):
         _, settings = _split_sets(command["file"], command["sets"], command["model"])
     if settings:
         m.configure(**settings)

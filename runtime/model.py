@@ -33,7 +33,7 @@ from . import (
 )
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
-from .saved import read_npz
+from .saved import read_weights
 from .threads import check_threads
 from .training import FitState, History, OnEpoch, Progress, check_batch, check_count
 from .training import fit as _fit
@@ -266,15 +266,14 @@ class Model:
 
     def load_weights(self, path: str | os.PathLike, *, skip_unmatched: bool = False,
                      kinds: tuple[str, ...] = ("param",)) -> list[str]:
-        """Copy matching tensors (by dotted name) from a saved model or a plain `.npz` of
-        arrays. A matching name with another shape is an error listing every such tensor (or
-        is skipped with `skip_unmatched`); tensors only one side has are left alone, but at
-        least one must match. Returns the names loaded."""
+        """Copy matching tensors (by dotted name) from a saved model (.npz or .safetensors)
+        or a plain `.npz` or `.safetensors` file of arrays. A matching name with another shape
+        is an error listing every such tensor (or is skipped with `skip_unmatched`); tensors
+        only one side has are left alone, but at least one must match. Returns the names loaded."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise DataError(f"cannot load weights: '{path}' does not exist")
-        saved = {(k[2:] if k.startswith("t:") else k): a
-                 for k, a in read_npz(path).items() if k != "meta"}
+        saved = read_weights(path)
         mine = {n: a for n, a in self.store.arrays.items() if self.store.kind.get(n) in kinds}
         wrong = [f"{n}: file {list(saved[n].shape)}, model {list(a.shape)}"
                  for n, a in mine.items() if n in saved and saved[n].shape != a.shape]

@@ -144,7 +144,24 @@ def read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
         raise DataError(f"cannot read '{path}': {e.strerror or e}") from None
     if magic.startswith(b"PK"):
         return _read_npz(path)
-    return _read_safetensors(path)
+    tensors, meta = _read_safetensors(path)
+    if meta is None:
+        raise DataError(f"'{path}' is a safetensors file but not a saved netc model")
+    return tensors, _checked(meta, path)
+
+
+def read_weights(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a saved model (.npz or .safetensors) or of a plain .npz or .safetensors
+    file of arrays, by name (`init_from`, `--weights`)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as e:
+        raise DataError(f"cannot load weights from '{path}': {e.strerror or e}") from None
+    if len(head) == 9 and head[8:] == b"{":  # an 8-byte header length, then the JSON header
+        return _read_safetensors(path)[0]
+    return {(k[2:] if k.startswith("t:") else k): a
+            for k, a in read_npz(path).items() if k != "meta"}
 
 
 _NPY_MAGIC, _ZIP_MAGICS = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
@@ -199,7 +216,8 @@ def _read_npz(path: str) -> tuple[dict[str, np.ndarray], dict]:
     return tensors, _checked(meta, path)
 
 
-def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
+def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict | None]:
+    """The tensors and the netc metadata (None in a file netc did not write)."""
     size = os.path.getsize(path)
     try:
         with open(path, "rb") as f:
@@ -225,9 +243,7 @@ def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict]:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error) as e:
         raise DataError(f"'{path}' is not a readable saved model (.npz or .safetensors): "
                         f"{e}") from None
-    if meta is None:
-        raise DataError(f"'{path}' is a safetensors file but not a saved netc model")
-    return tensors, _checked(meta, path)
+    return tensors, meta
 
 
 def _is_int(v, lo: int) -> bool:

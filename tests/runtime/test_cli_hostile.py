@@ -103,3 +103,24 @@ def test_resume_from_a_damaged_config(work, capsys, config, message):
     (work / "r" / "config.json").write_text(config)
     code, err = run(capsys, "train", "--resume", "r")
     assert code == 1 and "config.json is damaged: " + message in err, err
+
+
+def test_saved_models_on_the_command_line(work, capsys):
+    # a model saved with --format safetensors (or as M.NPZ) was parsed as a .net file ("the file
+    # is not UTF-8 text"); --weights with a saved model was silently ignored, and --weights
+    # could not read a .safetensors file; --model with a saved model was ignored
+    assert run(capsys, "train", "tiny.net", "-q", "-o", "m.safetensors", "--run-dir", "a")[0] == 0
+    assert run(capsys, "train", "tiny.net", "-q", "-o", "M.NPZ", "--run-dir", "b",
+               "--set", "lr=0.5", "--epochs", "3")[0] == 0
+    evals = {}
+    for argv in (["m.safetensors"], ["M.NPZ"], ["M.NPZ", "--weights", "m.safetensors"],
+                 ["tiny.net", "--weights", "m.safetensors"]):
+        code = main(["eval", *argv, "--json"])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        evals[" ".join(argv)] = out.out
+    assert evals["M.NPZ"] != evals["m.safetensors"]
+    assert evals["M.NPZ --weights m.safetensors"] == evals["m.safetensors"]
+    assert evals["tiny.net --weights m.safetensors"] == evals["m.safetensors"]
+    code, err = run(capsys, "eval", "M.NPZ", "--model", "tiny")
+    assert code == 2 and "'M.NPZ' is a saved model" in err
