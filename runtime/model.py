@@ -16,6 +16,7 @@ also depends on `steps_per_epoch` (the schedules count epochs in steps; 1 unless
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -270,7 +271,7 @@ class Model:
         or a plain `.npz` or `.safetensors` file of arrays. A matching name with another shape
         is an error listing every such tensor (or is skipped with `skip_unmatched`); tensors
         only one side has are left alone, but at least one must match. Returns the names loaded."""
-        path = os.fspath(path)
+        path = path_arg(path, "load_weights(path)")
         if not os.path.exists(path):
             raise DataError(f"cannot load weights: '{path}' does not exist")
         saved = read_weights(path)
@@ -353,6 +354,12 @@ class Model:
         `.npz` by default, or `format="safetensors"` (also chosen by a `.safetensors` name).
         `extra` (JSON-able) is stored in the metadata under "extra" (checkpoints: the fit
         state)."""
+        path = path_arg(path, "save(path)")
+        if extra is not None:
+            try:
+                json.dumps(extra)
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"save(extra=...) must hold JSON values only ({e})") from None
         meta = dict(self.meta, format=FORMAT, version=FORMAT_VERSION, model=self.name,
                     seed=self.store.seed, step=self.step, steps_per_epoch=self.steps_per_epoch,
                     kinds=self.store.kind)
@@ -380,6 +387,19 @@ class Model:
                 held[...] = value
 
 
+def path_arg(path: object, what: str) -> str:
+    """A path argument as a str: str, bytes or os.PathLike; anything else is a UsageError (it
+    was a TypeError from os.fspath, or a str() of it used as a file name)."""
+    try:
+        path = os.fsdecode(path)
+    except TypeError:
+        raise UsageError(f"{what} must be a file path (str or os.PathLike), got "
+                         f"{type(path).__name__} {path!r:.60}") from None
+    if not path:
+        raise UsageError(f"{what} must be a file path, got an empty string")
+    return path
+
+
 def _checked_dtype(dtype: str) -> str:
     if dtype not in _DTYPES:
         raise UsageError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
@@ -399,7 +419,10 @@ def compile(path: str | os.PathLike, *, backend: str = "jit", threads: int | Non
             seed: int = 0, dtype: str = "float32", **model_params: Any) -> Model:
     """Compile the model of a `.net` file; keyword arguments override its `( )` parameters."""
     float_dtype = _checked_dtype(dtype)
-    path = os.fspath(path)
+    path = path_arg(path, "compile(path)")
+    if not os.path.exists(path) and ("{" in path or "\n" in path):
+        raise UsageError("netc.compile takes the path of a .net file, and this looks like "
+                         "source text: write it to a file first")
     first = _build(path, overrides=dict(model_params), mode="eval", float_dtype=float_dtype)
     # later graphs are built from the text read now, so the model never mixes file versions
     builder = _source_builder(path, first.text, model_params, float_dtype)
@@ -411,6 +434,7 @@ def load(path: str | os.PathLike, *, backend: str = "jit",
          threads: int | None = None) -> Model:
     """A model saved by `Model.save` (.npz or .safetensors): rebuilt from its source text, then
     every tensor restored."""
+    path = path_arg(path, "load(path)")
     tensors, meta = saved.read(path)
     if meta.get("format") != FORMAT:
         raise DataError(f"{os.fspath(path)} is not a saved netc model")

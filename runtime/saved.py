@@ -22,7 +22,7 @@ import zlib
 
 import numpy as np
 
-from .compiler.errors import DataError
+from .compiler.errors import DataError, UsageError
 from .compiler.parse import source_file_problem
 
 _ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64,
@@ -34,7 +34,7 @@ MAX_HEADER = 100 << 20
 def format_of(path: str, fmt: str | None = None) -> str:
     if fmt is not None:
         if fmt not in ("npz", "safetensors"):
-            raise DataError(f"unknown model format {fmt!r} (npz or safetensors)")
+            raise UsageError(f"unknown model format {fmt!r} (npz or safetensors)")
         return fmt
     return "safetensors" if str(path).endswith(".safetensors") else "npz"
 
