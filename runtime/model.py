@@ -337,7 +337,7 @@ class Model:
             self._initialized_from = cfg.init_from
         if data is not None:
             arrays_or_none = None
-            self.config = cfg = _replace_data(cfg, data)
+            self.config = cfg = _replace_data(cfg, path_arg(data, "fit(data=...)"))
         else:
             arrays_or_none = dict(arrays) or None  # bind_arrays converts and checks them
         return _fit(self, arrays_or_none, epochs=cfg.epochs if epochs is None else epochs,
