@@ -41,11 +41,7 @@ def batch_of(g: Graph, feeds: dict[str, object], batch: int) -> int | None:
 def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> dict[str, np.ndarray]:
     """Validate and convert `feeds` for `g`. Without targets (predict), targets are ignored."""
     wanted = _wanted(g, with_targets)
-    for name in feeds:
-        if name not in g.inputs:
-            declared = ", ".join(_describe(x) for x in wanted.values())
-            raise DataError(f"unknown input '{name}'{suggestion(name, g.inputs)} (the model "
-                            f"takes {declared})")
+    check_names(g, feeds, wanted)
     out = {}
     limits = index_ranges(g)
     for name, node in wanted.items():
@@ -54,6 +50,17 @@ def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> di
             raise DataError(f"missing {what} '{name}' ({node.type})", node.loc)
         out[name] = _convert(what, name, node, feeds[name], limits.get(name))
     return out
+
+
+def check_names(g: Graph, names, wanted: dict[str, Node] | None = None,
+                call: str = "") -> None:
+    """A DataError for the first name that is no input or target of `g` (a misspelt keyword
+    argument must not be ignored). `call` ("fit(): ") prefixes the message."""
+    for name in names:
+        if name not in g.inputs:
+            declared = ", ".join(_describe(x) for x in (wanted or g.inputs).values())
+            raise DataError(f"{call}unknown input '{name}'{suggestion(name, g.inputs)} (the "
+                            f"model takes {declared})")
 
 
 _WANTED: weakref.WeakKeyDictionary[Graph, dict[bool, dict[str, Node]]] = \

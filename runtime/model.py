@@ -199,6 +199,7 @@ class Model:
         Python is touched once, not per batch; the results equal that many `train_step` calls
         bit for bit. Returns the mean of each reported loss over the steps (also in
         `last_losses`). `len(index)` must be a positive multiple of the batch."""
+        F.check_names(self._base, data, call="train_steps(): ")
         arrays = bind_arrays(dict(data),
                              {**self.inputs, **self.targets}, "train_steps()")
         if not arrays:
@@ -339,6 +340,7 @@ class Model:
             arrays_or_none = None
             self.config = cfg = _replace_data(cfg, path_arg(data, "fit(data=...)"))
         else:
+            F.check_names(self._base, arrays, call="fit(): ")
             arrays_or_none = dict(arrays) or None  # bind_arrays converts and checks them
         return _fit(self, arrays_or_none, epochs=cfg.epochs if epochs is None else epochs,
                     batch=cfg.batch if batch is None else batch,

@@ -225,3 +225,14 @@ def test_unknown_backend_and_dtype():
     import netc
     with pytest.raises(UsageError, match="float32"):
         netc.compile("m.net", dtype="float16")
+
+
+def test_fit_and_train_steps_refuse_unknown_array_names():
+    # fit(x=, y=, X2=) and train_steps(..., yy=) ignored the misspelt array silently, while
+    # predict/train_step say "unknown input"
+    m = _model()
+    data = blobs(16)
+    with pytest.raises(DataError, match="fit\\(\\): unknown input 'xx' — did you mean 'x'"):
+        m.fit(epochs=1, xx=data["x"], **data)
+    with pytest.raises(DataError, match="train_steps\\(\\): unknown input 'yy'"):
+        m.train_steps(yy=data["y"], **data)
