@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import syntax as S
 from .build_calls import CallMixin, Frame
-from .build_expr import ExprMixin, Instance, builtin, describe, is_number
+from .build_expr import ExprMixin, Instance, builtin, describe, is_number, python_value
 from .errors import (
     NetError,
     NetTypeError,
@@ -293,7 +293,7 @@ def _resolve_model_params(model: S.ModelDef, overrides: dict, b: Builder) -> dic
     b.frame = Frame("fn", "<model parameters>", bindings=values)
     for p in model.params:
         if p.name in overrides:
-            v = overrides[p.name]
+            v = python_value(overrides[p.name])
             default = b.eval(p.default) if p.default is not None else None
             if isinstance(default, int) and isinstance(v, float):
                 if not v.is_integer():

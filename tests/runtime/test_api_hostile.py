@@ -1,0 +1,38 @@
+"""Hostile Python API calls on a real (tiny) compiled model: clear netc errors, never a raw
+Python exception, and values users naturally pass (NumPy scalars) accepted."""
+
+import numpy as np
+import pytest
+
+import netc
+
+TINY = """model tiny(batch = 8, hidden = 4) {
+    input  x: f32[batch, 3]
+    target y: i32[batch]
+    logits = x -> Dense(hidden) as fc1 -> relu -> Dense(2) as fc2
+    output probs = softmax(logits)
+    loss cross_entropy(logits, y)
+}
+
+train tiny {
+    optimizer = adam(lr = 1e-2)
+    epochs    = 1
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("api") / "tiny.net"
+    path.write_text(TINY)
+    return str(path)
+
+
+def test_numpy_scalars_are_numbers(tiny):
+    # compile(hidden=np.int64(5)) said "model parameter 'hidden' must be a number, got int64"
+    # and configure(lr=np.float32(0.1)) "lr must be a number, got np.float32(0.1)"
+    m = netc.compile(tiny, backend="interpret", batch=np.int64(8), hidden=np.int32(5))
+    assert m.model_params == {"batch": 8, "hidden": 5} and m.params["fc1.W"].shape == (3, 5)
+    m.configure(lr=np.float32(0.5), epochs=np.int64(3), validation=np.float64(0.25))
+    assert m.config.epochs == 3 and m.config.validation == 0.25
+    assert m.config.optimizer.args["lr"] == pytest.approx(0.5)
