@@ -33,8 +33,12 @@ def batch_of(g: Graph, feeds: dict[str, object], batch: int) -> int | None:
                 shape = np.shape(feeds[name])
             except (ValueError, TypeError):  # unreadable (a ragged list): check_feeds says so
                 return None
-            if shape:
+            # a feed of another rank is no batch of rows (x[0] for x): check_feeds says so
+            # against the declared shape, rather than against a graph specialized to its
+            # first size ("should have shape [3, 3]" for one sample of 3 features)
+            if len(shape) == node.type.rank:
                 return int(shape[0])
+            return None
     return None
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import netc
+from netc.compiler.errors import DataError
 
 TINY = """model tiny(batch = 8, hidden = 4) {
     input  x: f32[batch, 3]
@@ -36,3 +37,13 @@ def test_numpy_scalars_are_numbers(tiny):
     m.configure(lr=np.float32(0.5), epochs=np.int64(3), validation=np.float64(0.25))
     assert m.config.epochs == 3 and m.config.validation == 0.25
     assert m.config.optimizer.args["lr"] == pytest.approx(0.5)
+
+
+def test_a_feed_of_the_wrong_rank_is_checked_against_the_declared_shape(tiny):
+    # predict(x=x[0]) (one sample of 3 features) compiled a batch-3 graph and then said
+    # "input 'x' should have shape [3, 3] (f32[3,3]), got [3]"
+    m = netc.compile(tiny, backend="interpret")
+    x = np.zeros((8, 3), np.float32)
+    with pytest.raises(DataError, match=r"have shape \[8, 3\] \(f32\[8,3\]\), got \[3\]"):
+        m.predict(x=x[0])
+    assert m.predict(x=x[:5]).shape == (5, 2)  # another batch size still specializes
