@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from netc.compiler.errors import DataError, UsageError
+from netc.compiler.errors import DataError, UsageError, suggestion
 from netc.compiler.initializers import initialize
 from netc.compiler.train import STEP_COUNTER, add_penalties, build_step
 
@@ -52,6 +52,17 @@ def _build(path: str, *, text: str | None = None, overrides: dict | None = None,
     return build(path, text=text, overrides=overrides, mode=mode, float_dtype=float_dtype)
 
 
+_KIND_NAMES = {"param": "parameter", "state": "state tensor", "opt": "optimizer tensor"}
+
+
+class UnknownTensor(UsageError, KeyError):
+    """`model.params[name]` for a name the model lacks: a netc error, and the KeyError a
+    Mapping raises (so `in`, `.get` and `except KeyError` work as for a dict)."""
+
+    def __str__(self) -> str:
+        return self.message  # not KeyError's quoted repr
+
+
 class TensorMap(Mapping):
     """Dotted name -> the model's own array. Assigning copies into it (the array stays the same)."""
 
@@ -63,12 +74,19 @@ class TensorMap(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names():
-            raise KeyError(name)
+            raise UnknownTensor(f"no {_KIND_NAMES[self._kind]} named {name!r}"
+                                f"{suggestion(str(name), self._names())} (it has: "
+                                f"{', '.join(self._names()[:12]) or 'none'})")
         return self._store.arrays[name]
 
     def __setitem__(self, name: str, value: object) -> None:
         arr = self[name]
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as e:  # a ragged list
+            raise DataError(f"'{name}' cannot be set from this value ({e})") from None
+        if value.dtype.kind not in "biuf":
+            raise DataError(f"'{name}' holds numbers; got an array of {value.dtype}")
         if value.shape != arr.shape:
             raise DataError(f"'{name}' has shape {list(arr.shape)}, got {list(value.shape)}")
         arr[...] = value

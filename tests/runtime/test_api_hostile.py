@@ -47,3 +47,18 @@ def test_a_feed_of_the_wrong_rank_is_checked_against_the_declared_shape(tiny):
     with pytest.raises(DataError, match=r"have shape \[8, 3\] \(f32\[8,3\]\), got \[3\]"):
         m.predict(x=x[0])
     assert m.predict(x=x[:5]).shape == (5, 2)  # another batch size still specializes
+
+
+def test_tensor_maps_name_what_is_missing_and_refuse_non_numbers(tiny):
+    # params["fc1.w"] raised a bare KeyError('fc1.w'); params["fc2.b"] = ["a", "b"] raised
+    # numpy's ValueError "could not convert string to float"
+    from netc.compiler.errors import UsageError
+    m = netc.compile(tiny, backend="interpret")
+    with pytest.raises(UsageError, match="no parameter named 'fc1.w' — did you mean 'fc1.W'"):
+        m.params["fc1.w"]
+    with pytest.raises(KeyError):  # still a Mapping: get, in and except KeyError work
+        m.state["nope"]
+    assert m.params.get("nope") is None and "fc1.W" in m.params
+    for bad in (["a", "b"], [[1], [2, 3]], None):
+        with pytest.raises(DataError, match="'fc2.b'"):
+            m.params["fc2.b"] = bad
