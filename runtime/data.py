@@ -294,7 +294,14 @@ def conform(a: np.ndarray, shape: tuple[int, ...], dtype: str, what: str) -> np.
         raise DataError(f"{what} contains NaN or infinite values (first at flat index {bad})")
     elif a.dtype.kind not in "fiub":
         raise DataError(f"{what} has dtype {a.dtype}; expected numbers ({dtype})")
-    return np.ascontiguousarray(a, dtype=target)
+    with np.errstate(over="ignore"):  # 1e39 in a float64 file is inf in f32: said below
+        out = np.ascontiguousarray(a, dtype=target)
+    if out.dtype.kind == "f" and a.dtype.kind in "fc" and out.size and \
+            not np.all(np.isfinite(out)):
+        bad = int(np.flatnonzero(~np.isfinite(out.reshape(-1)))[0])
+        raise DataError(f"{what} has values beyond the range of {dtype} (first at flat index "
+                        f"{bad}: {a.reshape(-1)[bad]:g})")
+    return out
 
 
 def split_validation(arrays: dict[str, np.ndarray], fraction: float, seed: int,

@@ -156,9 +156,11 @@ def _convert(what: str, name: str, node: Node, value: object,
                                 node.loc)
             if limit is not None and (lo < 0 or hi >= limit[0]):
                 raise _index_error(name, node, arr, *limit)
-    converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
-    if kind == "f" and not np.isfinite(arr).all():
-        raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity", node.loc)
+    with np.errstate(over="ignore"):  # a float64 beyond the f32 range becomes inf: below
+        converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
+    if kind == "f" and not np.isfinite(converted).all():
+        beyond = "" if not np.isfinite(arr).all() else f" (values beyond the {t.dtype} range)"
+        raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity{beyond}", node.loc)
     return converted
 
 

@@ -62,3 +62,13 @@ def test_tensor_maps_name_what_is_missing_and_refuse_non_numbers(tiny):
     for bad in (["a", "b"], [[1], [2, 3]], None):
         with pytest.raises(DataError, match="'fc2.b'"):
             m.params["fc2.b"] = bad
+
+
+def test_float64_feeds_beyond_f32_are_refused(tiny):
+    # predict(x=float64 array holding 1e39) returned [0.5, 0.5]: the check looked at the
+    # float64 values, the model ran on the inf they became in f32
+    m = netc.compile(tiny, backend="interpret")
+    x = np.zeros((8, 3))
+    x[0, 0] = 1e39
+    with pytest.raises(DataError, match=r"NaN or infinity \(values beyond the f32 range\)"):
+        m.predict(x=x)

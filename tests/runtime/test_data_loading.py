@@ -202,3 +202,13 @@ def test_csv_module_errors_are_data_errors(tmp_path):
     p.write_text("a,b\n1,2\n1," + "9" * 200_000 + "\n")
     with pytest.raises(DataError, match="long.csv:3: field larger than field limit"):
         load_arrays(str(p))
+
+
+def test_float64_values_beyond_f32_are_data_errors(tmp_path):
+    # 1e39 in a float64 file passed the finiteness check, became inf in f32 (with a numpy
+    # RuntimeWarning on stderr) and was reported later against the .net file's input
+    x = np.ones((4, 3))
+    x[1, 2] = 1e39
+    with pytest.raises(DataError, match=r"'x' has values beyond the range of f32 \(first at "
+                                        r"flat index 5: 1e\+39\)"):
+        bind_arrays({"x": x, "y": np.zeros(4)}, WANT, "d.npz")
