@@ -226,8 +226,11 @@ def _csv_bind(raw: dict, wanted: dict, source: str,
     if len(left) == 1 and rest:
         out[left[0]] = data[:, rest]
     elif left:
+        headless = all(_is_float(h) for h in header)
         raise DataError(f"{source}: no columns for {', '.join(repr(n) for n in left)} "
-                        f"(columns: {', '.join(header[:12])}{'…' if len(header) > 12 else ''})")
+                        f"(columns: {', '.join(header[:12])}{'…' if len(header) > 12 else ''})",
+                        hint="the first row holds numbers: a .csv needs a header row naming "
+                        "its columns (x_0, x_1, ..., y)" if headless else None)
     return out
 
 

@@ -212,3 +212,11 @@ def test_float64_values_beyond_f32_are_data_errors(tmp_path):
     with pytest.raises(DataError, match=r"'x' has values beyond the range of f32 \(first at "
                                         r"flat index 5: 1e\+39\)"):
         bind_arrays({"x": x, "y": np.zeros(4)}, WANT, "d.npz")
+
+
+def test_csv_without_a_header_says_so():
+    # said only "no columns for 'x', 'y' (columns: 0.12, -0.13, 0.64, 1)"
+    raw = {"__columns__": ["0.5", "1", "2", "0"], "__data__": np.ones((3, 4))}
+    with pytest.raises(DataError) as e:
+        bind_arrays(raw, WANT, "d.csv")
+    assert "a .csv needs a header row naming its columns" in e.value.format()
