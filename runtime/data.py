@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import re
+import zlib
 from importlib import resources
 
 import numpy as np
@@ -141,7 +143,7 @@ def load_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt gzip stream
         raise DataError(f"{path}: cannot read the IDX file ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
@@ -150,7 +152,7 @@ def load_idx(path: str) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    need = int(np.prod(dims)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: a forged header must not wrap
     payload = raw[4 + 4 * ndim:]
     if len(payload) < need:
         raise DataError(f"{path}: truncated IDX file: {len(payload)} bytes of data, "

@@ -220,3 +220,18 @@ def test_csv_without_a_header_says_so():
     with pytest.raises(DataError) as e:
         bind_arrays(raw, WANT, "d.csv")
     assert "a .csv needs a header row naming its columns" in e.value.format()
+
+
+def test_forged_or_corrupt_idx_files(tmp_path):
+    # a header whose sizes multiply past int64 wrapped np.prod and exited 3 with "ValueError:
+    # cannot reshape array of size 0"; a corrupt gzip stream exited 3 with zlib's "Error -3
+    # while decompressing data"
+    p = tmp_path / "huge-idx3-ubyte"
+    p.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**31, 2**31) + b"\0" * 10)
+    with pytest.raises(DataError, match="truncated IDX file: 10 bytes"):
+        load_idx(str(p))
+    good = gzip.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + bytes([7, 3]))
+    q = tmp_path / "bad-idx1-ubyte.gz"
+    q.write_bytes(good[:10] + b"\xff" * 8 + good[18:])
+    with pytest.raises(DataError, match="cannot read the IDX file"):
+        load_idx(str(q))
