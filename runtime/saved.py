@@ -229,7 +229,12 @@ def _read_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict | None]:
                 raise ValueError("bad header length")
             header = json.loads(f.read(n))
             data = f.read()
-        meta = json.loads(header.pop("__metadata__", {}).get("netc", "null"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        extra = header.pop("__metadata__", {})
+        if not isinstance(extra, dict):
+            raise ValueError("__metadata__ is not a JSON object")
+        meta = json.loads(extra.get("netc", "null"))
         tensors = {}
         for name, spec in header.items():
             begin, end = spec["data_offsets"]

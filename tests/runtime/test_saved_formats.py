@@ -140,3 +140,14 @@ def test_damaged_optimizer_state_is_a_data_error(trained, tmp_path):
     m2 = netc.load(tmp_path / "opt.npz", backend="interpret")
     with pytest.raises(DataError, match=f"saved tensor '{moment[2:]}' is float32.2, 2."):
         m2.train_step(x=x, y=np.zeros(len(x), np.int32))
+
+
+def test_safetensors_header_of_the_wrong_shape(tmp_path):
+    # "__metadata__": [1] exited 3: "internal compiler error: AttributeError: 'list' object has
+    # no attribute 'get'" (netc.load, and --weights / init_from)
+    import struct
+    head = b'{"__metadata__": [1]}'
+    p = tmp_path / "m.safetensors"
+    p.write_bytes(struct.pack("<Q", len(head)) + head)
+    with pytest.raises(DataError, match="__metadata__ is not a JSON object"):
+        netc.load(p)
