@@ -56,17 +56,22 @@ def _value(v: str):
     return _number_or_text(v)
 
 
-def _key_value(item: str, flag: str) -> tuple[str, str]:
+def _key_value(item: str, flag: str, seen: dict) -> tuple[str, str]:
+    """KEY and VALUES of one `--grid`/`--random` item; a KEY already in `seen` is an error (the
+    later one silently replaced the earlier)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip() or not value.strip():
         raise UsageError(f"{flag} expects KEY=VALUES, got '{item}'")
+    if key.strip() in seen:
+        raise UsageError(f"{flag} {key.strip()} is given twice: give all its values in one "
+                         f"{flag} {key.strip()}=...")
     return key.strip(), value.strip()
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list]:
     out: dict[str, list] = {}
     for item in items or []:
-        key, text = _key_value(item, "--grid")
+        key, text = _key_value(item, "--grid", out)
         values = split_top(text)
         if any(not v for v in values):
             raise UsageError(f"--grid {key}: empty value in '{text}'")
@@ -79,7 +84,7 @@ def parse_random(items: list[str] | None) -> dict[str, tuple]:
     (v, …))."""
     out: dict[str, tuple] = {}
     for item in items or []:
-        key, text = _key_value(item, "--random")
+        key, text = _key_value(item, "--random", out)
         m = _DIST.match(text)
         usage = ("expected loguniform(LO, HI), uniform(LO, HI), int(LO, HI) or "
                  "choice(V1, V2, ...)")
