@@ -100,6 +100,10 @@ def parse_random(items: list[str] | None) -> dict[str, tuple]:
             lo, hi = (float(a) for a in args)
         except ValueError:
             raise UsageError(f"--random {key}={text}: {kind} takes two numbers LO, HI") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or \
+                (kind == "int" and max(abs(lo), abs(hi)) >= 2**62):  # NumPy's draws need these
+            raise UsageError(f"--random {key}={text}: the bounds must be finite"
+                             + (" integers below 2**62" if kind == "int" else " numbers"))
         if not lo < hi or (kind == "loguniform" and lo <= 0):
             raise UsageError(f"--random {key}={text}: need LO < HI"
                              + (" and LO > 0" if kind == "loguniform" else ""))

@@ -92,3 +92,11 @@ def test_a_key_given_twice_is_a_usage_error():
         parse_grid(["hidden=2", "hidden=3"])
     with pytest.raises(UsageError, match="--random lr is given twice"):
         parse_random(["lr=uniform(0.1, 0.2)", "lr=uniform(0.3, 0.4)"])
+
+
+def test_infinite_or_huge_random_bounds_are_usage_errors():
+    # uniform(0, inf) exited 3 with "OverflowError: high - low range exceeds valid bounds" and
+    # int(1, 1e30) with "ValueError: high is out of bounds for int64", at the first draw
+    for text in ("lr=uniform(0, inf)", "lr=loguniform(1e-3, inf)", "hidden=int(1, 1e30)"):
+        with pytest.raises(UsageError, match="the bounds must be finite"):
+            parse_random([text])
