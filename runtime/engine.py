@@ -15,6 +15,7 @@ The JIT engine implements the same interface over an arena that backs the store'
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +35,10 @@ class Store:
         self.arrays: dict[str, np.ndarray] = {}
         self.kind: dict[str, str] = {}  # name -> "param" | "state" | "opt"
         self.loaded: set[str] = set()  # read from a file before any graph wanted them
+        # held by every engine call: engines of one model share these arrays (and a JIT
+        # engine its arena of fed inputs), so two Python threads calling one model at once
+        # got each other's outputs; calls into one model now take turns
+        self.lock = threading.RLock()
 
     def ensure(self, g: Graph, opt_names: tuple[str, ...] = ()) -> None:
         """Allocate and initialise every param/state leaf of `g` not held yet."""
@@ -87,6 +92,10 @@ class InterpretEngine:
                          step=self.store.step, wanted=wanted)
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.store.lock:
+            return self._run(kind, feeds)
+
+    def _run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         g = self.g
         if kind == "predict":
             vals = self._values(feeds, list(g.outputs.values()))

@@ -72,3 +72,26 @@ def test_float64_feeds_beyond_f32_are_refused(tiny):
     x[0, 0] = 1e39
     with pytest.raises(DataError, match=r"NaN or infinity \(values beyond the f32 range\)"):
         m.predict(x=x)
+
+
+def test_one_model_called_from_several_python_threads(tiny):
+    # the JIT engine's arena (fed inputs, outputs) is shared by every call: threads predicting
+    # on one model got each other's outputs (in the first few calls with threads=2)
+    import threading
+    m = netc.compile(tiny, threads=2)
+    rng = np.random.default_rng(0)
+    xs = [rng.random((8, 3), dtype=np.float32) for _ in range(4)]
+    want = [m.predict(x=x) for x in xs]
+    wrong = []
+
+    def work(k):
+        for _ in range(100):
+            if not np.array_equal(m.predict(x=xs[k]), want[k]):
+                wrong.append(k)
+                return
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
