@@ -86,6 +86,18 @@ def open_model(args, sets: dict):
     return m.configure(**settings) if settings else m
 
 
+def progress_line(text: str) -> None:
+    """Print one line of progress to stdout while a job runs. When stdout is a pipe its reader
+    closed (`netc train --json | head -1`), the rest of the output goes nowhere and the job goes
+    on: the broken pipe ended training at once with exit 0, no model saved."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+        print("netc: note: standard output was closed; training goes on without printing",
+              file=sys.stderr)
+
+
 class _Progress:
     def __init__(self, quiet: bool, as_json: bool):
         self.quiet, self.as_json = quiet, as_json
@@ -111,7 +123,7 @@ class _Progress:
                 self.bar = None
             logs = {k: v for k, v in info["logs"].items()}
             if self.as_json:
-                print(json.dumps({"epoch": info["epoch"] + 1, **logs}), flush=True)
+                progress_line(json.dumps({"epoch": info["epoch"] + 1, **logs}))
             elif not self.quiet:
                 shown = ", ".join(f"{k} {v:.4f}" if k != "time" else f"{v:.1f}s"
                                   for k, v in logs.items())

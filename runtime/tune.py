@@ -199,8 +199,9 @@ class Tuner:
         self.results.append({"trial": len(self.results) + 1, "params": params, "value": value,
                              "epochs": len(history.epochs), "stop_reason": history.stop_reason})
         if not self.args.quiet and not self.args.json:
+            from .cli_train import progress_line
             shown = ", ".join(f"{k}={v}" for k, v in params.items())
-            print(f"trial {len(self.results)}: {shown} -> {self.metric} {value:.4f}", flush=True)
+            progress_line(f"trial {len(self.results)}: {shown} -> {self.metric} {value:.4f}")
         return value
 
     def ranked(self) -> list[dict]:

@@ -124,3 +124,19 @@ def test_saved_models_on_the_command_line(work, capsys):
     assert evals["tiny.net --weights m.safetensors"] == evals["m.safetensors"]
     code, err = run(capsys, "eval", "M.NPZ", "--model", "tiny")
     assert code == 2 and "'M.NPZ' is a saved model" in err
+
+
+def test_a_closed_stdout_pipe_does_not_stop_training(work):
+    # `netc train --json | head -1`: the broken pipe ended training at the next progress line
+    # with exit 0 and no model saved
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "netc", "train", "tiny.net", "--json",
+                             "--epochs", "40", "-o", "m.npz"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=work)
+    assert proc.stdout.readline().startswith(b'{"epoch": 1')
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "standard output was closed" in err and "Traceback" not in err
+    assert (work / "m.npz").exists()
