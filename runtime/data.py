@@ -161,7 +161,10 @@ def load_idx(path: str) -> np.ndarray:
 
 
 def _load_idx_folder(path: str) -> dict[str, np.ndarray]:
-    files = sorted(os.listdir(path))
+    try:
+        files = sorted(os.listdir(path))
+    except OSError as e:  # an unreadable folder
+        raise DataError(f"{path}: cannot list the folder ({e.strerror or e})") from None
     images = [f for f in files if re.search(r"images?.*idx|idx3", f)]
     labels = [f for f in files if re.search(r"labels?.*idx|idx1", f)]
     if len(images) != 1 or len(labels) != 1:

@@ -235,3 +235,15 @@ def test_forged_or_corrupt_idx_files(tmp_path):
     q.write_bytes(good[:10] + b"\xff" * 8 + good[18:])
     with pytest.raises(DataError, match="cannot read the IDX file"):
         load_idx(str(q))
+
+
+def test_unlistable_data_folder(tmp_path, monkeypatch):
+    # an unreadable folder given as --data exited 3: "internal compiler error: PermissionError"
+    import os
+    (tmp_path / "idx").mkdir()
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "listdir", denied)
+    with pytest.raises(DataError, match="cannot list the folder \\(Permission denied\\)"):
+        load_arrays(str(tmp_path / "idx"))
