@@ -46,10 +46,12 @@ Builder = Callable[[str, "int | None"], Any]  # (mode, batch or None) -> Built-l
 
 
 def _build(path: str, *, text: str | None = None, overrides: dict | None = None,
-           mode: str = "train", float_dtype: str = "f32") -> Any:
+           mode: str = "train", float_dtype: str = "f32",
+           imports: dict[str, str] | None = None) -> Any:
     """build_ir's entry point, imported late (it is the lead's module)."""
     from netc.compiler.build_ir import build
-    return build(path, text=text, overrides=overrides, mode=mode, float_dtype=float_dtype)
+    return build(path, text=text, overrides=overrides, mode=mode, float_dtype=float_dtype,
+                 imports=imports)
 
 
 _KIND_NAMES = {"param": "parameter", "state": "state tensor", "opt": "optimizer tensor"}
@@ -426,12 +428,14 @@ def _checked_dtype(dtype: str) -> str:
     return _DTYPES[dtype]
 
 
-def _source_builder(path: str, text: str | None, overrides: dict, float_dtype: str) -> Builder:
+def _source_builder(path: str, text: str | None, overrides: dict, float_dtype: str,
+                    imports: dict[str, str] | None = None) -> Builder:
     def builder(mode: str, batch: int | None) -> Any:
         over = dict(overrides)
         if batch is not None:
             over["batch"] = batch
-        return _build(path, text=text, overrides=over, mode=mode, float_dtype=float_dtype)
+        return _build(path, text=text, overrides=over, mode=mode, float_dtype=float_dtype,
+                      **({"imports": imports} if imports else {}))
     return builder
 
 
@@ -444,9 +448,13 @@ def compile(path: str | os.PathLike, *, backend: str = "jit", threads: int | Non
         raise UsageError("netc.compile takes the path of a .net file, and this looks like "
                          "source text: write it to a file first")
     first = _build(path, overrides=dict(model_params), mode="eval", float_dtype=float_dtype)
-    # later graphs are built from the text read now, so the model never mixes file versions
-    builder = _source_builder(path, first.text, model_params, float_dtype)
-    meta = {"path": path, "text": first.text, "overrides": model_params, "dtype": dtype}
+    # later graphs are built from the texts read now (the file's and its imports'), so the
+    # model never mixes file versions; a saved model keeps them all, and its absolute path,
+    # so it rebuilds alike wherever it is loaded from (relative data paths resolve as before)
+    imports = dict(getattr(getattr(first, "program", None), "imports", None) or {})
+    builder = _source_builder(path, first.text, model_params, float_dtype, imports)
+    meta = {"path": os.path.abspath(path), "text": first.text, "overrides": model_params,
+            "dtype": dtype, "imports": imports}
     return Model(builder, backend=backend, seed=seed, threads=threads, meta=meta, base=first)
 
 
@@ -463,8 +471,8 @@ def load(path: str | os.PathLike, *, backend: str = "jit",
                         f"{meta['version']}; this netc reads version {FORMAT_VERSION}): update "
                         "netc to load it")
     builder = _source_builder(meta.get("path", "<saved>"), meta["text"], meta["overrides"],
-                              _checked_dtype(meta["dtype"]))
-    keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype") if k in meta}
+                              _checked_dtype(meta["dtype"]), meta.get("imports"))
+    keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype", "imports") if k in meta}
     m = Model(builder, backend=backend, seed=int(meta["seed"]), threads=threads, meta=keep)
     m.steps_per_epoch = int(meta.get("steps_per_epoch", 1))
     m._restore({f"t:{k}": v for k, v in tensors.items()}, meta["kinds"])

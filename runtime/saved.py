@@ -267,6 +267,8 @@ _META = {
         isinstance(k, str) and x in ("param", "state", "opt") for k, x in v.items())),
     "version": ("an integer >= 1", lambda v: _is_int(v, 1)),
     "path": ("a string", lambda v: isinstance(v, str)),
+    "imports": ("an object of imported files' texts", lambda v: isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items())),
     "steps_per_epoch": ("an integer >= 1", lambda v: _is_int(v, 1)),
 }
 _REQUIRED = ("format", "text", "overrides", "dtype", "seed", "kinds")

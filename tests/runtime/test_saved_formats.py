@@ -151,3 +151,24 @@ def test_safetensors_header_of_the_wrong_shape(tmp_path):
     p.write_bytes(struct.pack("<Q", len(head)) + head)
     with pytest.raises(DataError, match="__metadata__ is not a JSON object"):
         netc.load(p)
+
+
+def test_a_saved_model_keeps_its_imports(tmp_path, monkeypatch):
+    # a model importing "layers/common.net" was saved with its own text only and a relative
+    # path: loading it from another folder, or after the layers file moved or changed, failed
+    # ("cannot import 'layers/common.net': .../layers/common.net does not exist") or rebuilt
+    # with the changed layers
+    import shutil
+    (tmp_path / "proj" / "layers").mkdir(parents=True)
+    shutil.copy(os.path.join(os.path.dirname(MLP), "regression.net"), tmp_path / "proj" / "m.net")
+    shutil.copy(os.path.join(os.path.dirname(MLP), "layers", "common.net"),
+                tmp_path / "proj" / "layers" / "common.net")
+    monkeypatch.chdir(tmp_path / "proj")
+    m = netc.compile("m.net", backend="interpret")
+    m.save(tmp_path / "m.npz")
+    x = np.random.default_rng(0).random((4, 8), dtype=np.float32)
+    want = m.predict(x=x)
+    (tmp_path / "proj" / "layers" / "common.net").write_text("layer Broken( {\n")
+    monkeypatch.chdir(tmp_path)
+    m2 = netc.load(tmp_path / "m.npz", backend="interpret")
+    np.testing.assert_array_equal(m2.predict(x=x), want)
