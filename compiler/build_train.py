@@ -376,6 +376,8 @@ def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
             lr = _number(value, "lr", None, lo=0, lo_open=True)
             kw["optimizer"] = OptimizerSpec(opt.name, {**opt.args, "lr": float(lr)}, opt.loc)
             continue
+        if isinstance(value, float) and not math.isfinite(value):  # no .net text spells it
+            raise NetTypeError(f"{key} must be a finite number, got {value}")
         text = _source(value)
         is_path = key in PATH_SETTINGS and isinstance(value, str)
         if is_path and not value.startswith('"'):  # a bare path: quote it as a .net string
