@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from .compiler.errors import DataError, NetError, UsageError, suggestion
+from .runs import json_text
 
 
 def default_backend() -> str:
@@ -123,7 +124,7 @@ class _Progress:
                 self.bar = None
             logs = {k: v for k, v in info["logs"].items()}
             if self.as_json:
-                progress_line(json.dumps({"epoch": info["epoch"] + 1, **logs}))
+                progress_line(json_text({"epoch": info["epoch"] + 1, **logs}))
             elif not self.quiet:
                 shown = ", ".join(f"{k} {v:.4f}" if k != "time" else f"{v:.1f}s"
                                   for k, v in logs.items())
@@ -270,7 +271,7 @@ def cmd_train(args, sets: dict) -> int:
     for note in history.notes:
         print(f"netc: note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"summary": True, "epochs": len(history.epochs), "saved": out,
+        print(json_text({"summary": True, "epochs": len(history.epochs), "saved": out,
                           "run": run.path, "stop_reason": history.stop_reason, **last}))
     elif not args.quiet:
         print(summary)
@@ -312,7 +313,7 @@ def cmd_eval(args, sets: dict) -> int:
     arrays = _data_arrays(m, args, with_targets=True)
     result = evaluate_arrays(m, arrays, args.batch or m.config.batch, m.config.metrics)
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result))
     else:
         print(", ".join(f"{k} {v:.4f}" for k, v in result.items()))
     return 0

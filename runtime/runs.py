@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -34,6 +35,21 @@ from .training import FitState, History
 
 CONFIG, HISTORY, LAST, BEST, CURVES = ("config.json", "history.jsonl", "last.npz", "best.npz",
                                        "curves.png")
+
+
+def json_text(obj, **kw) -> str:
+    """JSON for other programs (--json lines, history.jsonl, tune results): NaN and infinities
+    (a metric undefined for the data, such as auc over one class; a diverged loss) become null.
+    json.dumps wrote them as NaN / Infinity, which strict parsers (jq, JSON.parse) reject."""
+    def finite(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(obj), allow_nan=False, **kw)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -119,7 +135,7 @@ class Run:
         state = FitState.from_json(extra["fit"])
         if state.best_epoch is not None and os.path.exists(self.file(BEST)):
             state.best_arrays = load_arrays(self.file(BEST))
-        lines = [json.dumps({"epoch": e + 1, **{k: v[i] for k, v in state.history.history.items()
+        lines = [json_text({"epoch": e + 1, **{k: v[i] for k, v in state.history.history.items()
                                                if i < len(v)}})
                  for i, e in enumerate(state.history.epochs)]
         write_atomic(self.file(HISTORY), "".join(line + "\n" for line in lines).encode())
@@ -131,7 +147,7 @@ class Run:
         epoch = h.epochs[-1]
         logs = {k: v[-1] for k, v in h.history.items() if len(v) == len(h.epochs)}
         with open(self.file(HISTORY), "a", encoding="utf-8") as f:
-            f.write(json.dumps({"epoch": epoch + 1, **logs}) + "\n")
+            f.write(json_text({"epoch": epoch + 1, **logs}) + "\n")
             f.flush()
             os.fsync(f.fileno())
         if self.tb is not None:

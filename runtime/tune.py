@@ -20,7 +20,6 @@ its train settings applied through `Model.configure`; new model parameters compi
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 
@@ -273,11 +272,11 @@ def _report(args, tuner: Tuner, sampler: str) -> None:
     ranked = tuner.ranked()
     result = {"metric": tuner.metric, "mode": tuner.mode, "sampler": sampler,
               "compiled_models": len(tuner.models), "trials": ranked, "best": ranked[0]}
+    from .runs import json_text, write_atomic
     if args.out:
-        from .runs import write_atomic
-        write_atomic(args.out, (json.dumps(result, indent=2) + "\n").encode())
+        write_atomic(args.out, (json_text(result, indent=2) + "\n").encode())
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result))
         return
     keys = list(ranked[0]["params"])
     head = ["rank", "trial", *keys, tuner.metric, "epochs"]

@@ -140,3 +140,21 @@ def test_a_closed_stdout_pipe_does_not_stop_training(work):
     assert proc.wait(timeout=300) == 0, err
     assert "standard output was closed" in err and "Traceback" not in err
     assert (work / "m.npz").exists()
+
+
+def test_json_output_is_strict_json(work, capsys):
+    # an undefined metric (auc over one class) was printed as NaN in --json lines and
+    # history.jsonl: not JSON (jq and JSON.parse reject it)
+    import json
+    x = np.random.default_rng(0).normal(size=(24, 3)).astype(np.float32)
+    np.savez(work / "one.npz", x=x, y=np.zeros(24, np.int32))
+    code = main(["train", "tiny.net", "--data", "one.npz", "--set", "metrics=[auc]",
+                 "--validation", "0.25", "--json", "-o", "m.npz", "--run-dir", "r"])
+    out = capsys.readouterr().out
+    assert code == 0
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}"))
+    lines = [strict(line) for line in out.splitlines()]
+    assert lines[0]["auc"] is None and lines[0]["loss"] > 0
+    assert strict((work / "r" / "history.jsonl").read_text().splitlines()[0])["val_auc"] is None
