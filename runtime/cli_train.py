@@ -354,7 +354,7 @@ def _write_predictions(result: dict, out: str) -> None:
     from .saved import atomic_write
 
     def write(f):
-        if out.endswith(".csv"):
+        if out.lower().endswith(".csv"):  # as data files: any case
             cols, header = [], []
             for k, v in result.items():
                 v2 = v.reshape(len(v), -1)

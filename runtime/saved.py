@@ -36,7 +36,7 @@ def format_of(path: str, fmt: str | None = None) -> str:
         if fmt not in ("npz", "safetensors"):
             raise UsageError(f"unknown model format {fmt!r} (npz or safetensors)")
         return fmt
-    return "safetensors" if str(path).endswith(".safetensors") else "npz"
+    return "safetensors" if str(path).lower().endswith(".safetensors") else "npz"
 
 
 def check_writable(path: str, reads: dict[str, str | None] | None = None) -> str:

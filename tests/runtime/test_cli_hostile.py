@@ -158,3 +158,12 @@ def test_json_output_is_strict_json(work, capsys):
     lines = [strict(line) for line in out.splitlines()]
     assert lines[0]["auc"] is None and lines[0]["loss"] > 0
     assert strict((work / "r" / "history.jsonl").read_text().splitlines()[0])["val_auc"] is None
+
+
+def test_output_formats_are_chosen_case_insensitively(work, capsys):
+    # predict -o P.CSV wrote an .npz archive under that name, and -o M.SAFETENSORS an .npz,
+    # while data files and saved models as FILE are recognized in any case
+    assert run(capsys, "train", "tiny.net", "-q", "-o", "M.SAFETENSORS", "--run-dir", "r")[0] == 0
+    assert (work / "M.SAFETENSORS").read_bytes()[8:9] == b"{"
+    assert run(capsys, "predict", "M.SAFETENSORS", "-o", "P.CSV")[0] == 0
+    assert (work / "P.CSV").read_text().startswith("probs_0,probs_1\n")
