@@ -133,6 +133,9 @@ def _stage_graph(path: str, stage: str, model: str | None, overrides: dict, mode
     from .compiler.train import build_step
 
     if stage != "forward":
+        if mode == "eval":  # it was silently ignored: the training step is a train-mode graph
+            raise UsageError(f"--mode eval shows the forward graph only; --stage {stage} is the "
+                             "training step (use --stage forward --mode eval)")
         mode = "train"
     built = build(path, model=model, overrides=overrides, mode=mode)
     if stage == "forward":

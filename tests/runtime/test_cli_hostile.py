@@ -167,3 +167,10 @@ def test_output_formats_are_chosen_case_insensitively(work, capsys):
     assert (work / "M.SAFETENSORS").read_bytes()[8:9] == b"{"
     assert run(capsys, "predict", "M.SAFETENSORS", "-o", "P.CSV")[0] == 0
     assert (work / "P.CSV").read_text().startswith("probs_0,probs_1\n")
+
+
+def test_graph_mode_eval_needs_the_forward_stage(work, capsys):
+    # --stage backward --mode eval printed the train-mode step, ignoring --mode
+    code, err = run(capsys, "graph", "tiny.net", "--stage", "backward", "--mode", "eval")
+    assert code == 2 and "--mode eval shows the forward graph only" in err
+    assert run(capsys, "graph", "tiny.net", "--mode", "eval")[0] == 0
