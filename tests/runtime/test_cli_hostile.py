@@ -174,3 +174,10 @@ def test_graph_mode_eval_needs_the_forward_stage(work, capsys):
     code, err = run(capsys, "graph", "tiny.net", "--stage", "backward", "--mode", "eval")
     assert code == 2 and "--mode eval shows the forward graph only" in err
     assert run(capsys, "graph", "tiny.net", "--mode", "eval")[0] == 0
+
+
+def test_check_set_of_an_unknown_parameter(work, capsys):
+    # netc check tiny.net --set hiden=64 printed "tiny.net: ok" (the override was dropped)
+    code, err = run(capsys, "check", "tiny.net", "--set", "hiden=64")
+    assert code == 2 and "--set hiden: no model in tiny.net has a parameter 'hiden'" in err
+    assert run(capsys, "check", "tiny.net", "--set", "hidden=64")[0] == 0
