@@ -353,6 +353,8 @@ class Model:
         stopped. `on_epoch(model, state)` runs after each completed epoch (checkpoints); `state`
         continues a run from such a FitState (resume)."""
         cfg = self.config
+        if batch is not None and self.fixed_batch is not None:
+            self._step_batch(batch)  # a batch the file fixes otherwise: it was ignored
         if cfg.init_from and not self._initialized_from:
             self.load_weights(cfg.init_from, skip_unmatched=self.skip_unmatched)
             self._initialized_from = cfg.init_from

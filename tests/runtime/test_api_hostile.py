@@ -95,3 +95,18 @@ def test_one_model_called_from_several_python_threads(tiny):
     for t in threads:
         t.join()
     assert not wrong
+
+
+def test_fit_with_a_batch_the_file_fixes_otherwise(tmp_path):
+    # fit(batch=4) (and netc train --batch 4) on a model whose inputs fix the batch at 8
+    # silently trained with 8, while train_steps(batch=4) refused it
+    from netc.compiler.errors import UsageError
+    path = tmp_path / "fixed.net"
+    path.write_text(TINY.replace("(batch = 8, hidden = 4)", "(hidden = 4)")
+                    .replace("[batch, 3]", "[8, 3]").replace("[batch]", "[8]"))
+    m = netc.compile(path, backend="interpret")
+    x = np.zeros((16, 3), np.float32)
+    y = np.zeros(16, np.int32)
+    with pytest.raises(UsageError, match="this model fixes the batch at 8; got batch=4"):
+        m.fit(epochs=1, batch=4, x=x, y=y)
+    assert m.fit(epochs=1, batch=8, x=x, y=y).epochs == [0]
