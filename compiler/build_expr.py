@@ -56,6 +56,16 @@ def is_number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def python_value(v):
+    """A value given from Python (a model parameter, a train setting) with NumPy scalars made
+    Python ones, in lists and tuples too: np.int64(64) from a grid is the number 64."""
+    if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 and hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, list | tuple):
+        return type(v)(python_value(x) for x in v)
+    return v
+
+
 def describe(v) -> str:
     if isinstance(v, Node):
         return f"a tensor {v.type}"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from . import syntax as S
 from .build_calls import CallMixin, Frame
-from .build_expr import ExprMixin, Instance, builtin, describe, is_number
+from .build_expr import ExprMixin, Instance, builtin, describe, is_number, python_value
 from .errors import (
     NetError,
     NetTypeError,
@@ -293,7 +293,7 @@ def _resolve_model_params(model: S.ModelDef, overrides: dict, b: Builder) -> dic
     b.frame = Frame("fn", "<model parameters>", bindings=values)
     for p in model.params:
         if p.name in overrides:
-            v = overrides[p.name]
+            v = python_value(overrides[p.name])
             default = b.eval(p.default) if p.default is not None else None
             if isinstance(default, int) and isinstance(v, float):
                 if not v.is_integer():
@@ -332,13 +332,14 @@ def choose_model(prog: Program, model: str | None) -> S.ModelDef:
 
 def build(source: str | os.PathLike, *, text: str | None = None, model: str | None = None,
           overrides: dict | None = None, mode: str = "train", float_dtype: str = "f32",
-          program: Program | None = None) -> Built:
-    """Build the forward graph of a model in a `.net` file (see the module docstring)."""
+          program: Program | None = None, imports: dict[str, str] | None = None) -> Built:
+    """Build the forward graph of a model in a `.net` file (see the module docstring);
+    `imports`: the text of imported files (a saved model's), see load_program."""
     from .build_train import build_train  # the train block needs the built graph
 
     if mode not in ("train", "eval"):
         raise ValueError(f"mode must be 'train' or 'eval', not {mode!r}")
-    prog = program or load_program(source, text)
+    prog = program or load_program(source, text, imports)
     mdef = choose_model(prog, model)
     g = Graph(mdef.name, float_dtype=float_dtype, mode=mode)
     b = Builder(prog, g, {})

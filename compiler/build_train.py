@@ -15,7 +15,7 @@ import math
 import os
 
 from . import syntax as S
-from .build_expr import Instance
+from .build_expr import Instance, python_value
 from .errors import NetTypeError, SemanticError, SourceLoc, UndefinedName, suggestion
 from .named_calls import match_named_call
 from .train_config import (
@@ -367,6 +367,7 @@ def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
     b.root = built.root
     tb = _TrainBuilder(b, built.program)
     kw: dict = {}
+    settings = {k: python_value(v) for k, v in settings.items()}
     for key, value in sorted(settings.items(), key=lambda kv: kv[0] == "lr"):  # lr last
         if key not in OVERRIDABLE:
             raise UndefinedName(f"unknown train setting '{key}'{suggestion(key, OVERRIDABLE)}")
@@ -375,6 +376,8 @@ def override_train(cfg: TrainConfig, settings: dict, built) -> TrainConfig:
             lr = _number(value, "lr", None, lo=0, lo_open=True)
             kw["optimizer"] = OptimizerSpec(opt.name, {**opt.args, "lr": float(lr)}, opt.loc)
             continue
+        if isinstance(value, float) and not math.isfinite(value):  # no .net text spells it
+            raise NetTypeError(f"{key} must be a finite number, got {value}")
         text = _source(value)
         is_path = key in PATH_SETTINGS and isinstance(value, str)
         if is_path and not value.startswith('"'):  # a bare path: quote it as a .net string

@@ -140,7 +140,12 @@ def _token_diag(f: ParseFailure, file: str, text: str) -> Diagnostic:
         return Diagnostic(f"'{tok.value}' definitions belong at the top level of the file, not "
                           "inside a block", loc)
     if tok.value in KEYWORDS and "NAME" in f.accepts:
-        return Diagnostic(f"'{tok.value}' is a keyword and cannot be used as a name", loc)
+        # a keyword argument's value (early_stop(monitor = loss)): a string says the same
+        in_call = bool(f.open_brackets) and f.open_brackets[-1].type == "LPAR"
+        hint = f'as an argument value, write it as a string: "{tok.value}"' \
+            if in_call and prev is not None and prev.type == "EQUAL" else None
+        return Diagnostic(f"'{tok.value}' is a keyword and cannot be used as a name", loc,
+                          hint=hint)
     if prev is not None and prev.value in KEYWORDS and tok.type in ("EQUAL", "COMMA") \
             and _starts_line(text, prev):
         return Diagnostic(f"'{prev.value}' is a keyword and cannot be used as a name",

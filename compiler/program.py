@@ -34,6 +34,10 @@ class Program:
     models: dict[str, S.ModelDef] = field(default_factory=dict)
     trains: dict[str, S.TrainDef] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # every file read, main first
+    # the text of every imported file, by its path relative to the main file's folder: a saved
+    # model keeps them, so it rebuilds with the imports it was trained with (load_program's
+    # `imports`), wherever it is loaded from and whatever became of those files
+    imports: dict[str, str] = field(default_factory=dict)
 
     def model_names(self) -> list[str]:
         return list(self.models)
@@ -51,19 +55,24 @@ def _is_capitalized(name: str) -> bool:
 
 
 class _Loader:
-    def __init__(self, main_path: str, main_text: str | None):
+    def __init__(self, main_path: str, main_text: str | None,
+                 imports: dict[str, str] | None = None):
         self.prog = Program(main_path, main_text or "")
         self.loaded: set[str] = set()
         self.user_defs: dict[str, S.Stmt] = {}
+        self.base = os.path.dirname(os.path.abspath(main_path))
+        self.stored = imports or {}
 
     def load(self, path: str, text: str | None, chain: tuple[tuple[str, SourceLoc | None], ...]):
-        key = os.path.abspath(path) if text is None else path
+        key = os.path.abspath(path) if text is None or chain else path
         if key in self.loaded:
             return
         self.loaded.add(key)
         program = parse_text(text, path) if text is not None else parse_file(path)
         if not self.prog.files:
             self.prog.text = program.text
+        else:
+            self.prog.imports[os.path.relpath(key, self.base)] = program.text
         self.prog.files.append(path)
         here = (key, None)
         for item in program.items:
@@ -84,6 +93,10 @@ class _Loader:
             cycle = keys[keys.index(os.path.abspath(target)):] + [os.path.abspath(target)]
             shown = " → ".join(os.path.relpath(k) for k in cycle)
             raise ImportCycleError(f"import cycle: {shown}", item.loc)
+        stored = self.stored.get(os.path.relpath(os.path.abspath(target), self.base))
+        if stored is not None:  # a saved model's own copy
+            self.load(target, stored, chain)
+            return
         problem = source_file_problem(target)
         if problem is not None:
             hint = " (imports are relative to the importing file)" \
@@ -119,10 +132,12 @@ class _Loader:
         self.prog.trains[item.model] = item
 
 
-def load_program(path: str | os.PathLike, text: str | None = None) -> Program:
-    """Read `path` (or parse `text` under that name) with its imports, plus the prelude."""
+def load_program(path: str | os.PathLike, text: str | None = None,
+                 imports: dict[str, str] | None = None) -> Program:
+    """Read `path` (or parse `text` under that name) with its imports, plus the prelude.
+    `imports` (a Program's `imports`) gives the text of imported files instead of the disk."""
     p = os.fspath(path)
-    loader = _Loader(p, text)
+    loader = _Loader(p, text, imports)
     for item in prelude().items:
         if isinstance(item, S.LayerDef | S.FnDef):
             table = loader.prog.layers if isinstance(item, S.LayerDef) else loader.prog.fns

@@ -56,7 +56,8 @@ def _number_or_text(v: str):
     return v
 
 
-def _check_file(path: str, overrides: dict) -> list[Diagnostic]:
+def _check_file(path: str, overrides: dict, used: set[str]) -> list[Diagnostic]:
+    """The diagnostics of one file; `used` collects the --set keys some model takes."""
     from .compiler.build_ir import build
     from .compiler.program import load_program
 
@@ -67,6 +68,7 @@ def _check_file(path: str, overrides: dict) -> list[Diagnostic]:
         for name in prog.models:
             mdef = prog.models[name]
             known = {p.name for p in mdef.params}
+            used.update(known & set(overrides))
             build(path, model=name, program=prog,
                   overrides={k: v for k, v in overrides.items() if k in known})
     except NetError as e:
@@ -78,8 +80,9 @@ def cmd_check(args) -> int:
     overrides = _set_pairs(args.set)
     failed = 0
     results = []
+    used: set[str] = set()
     for path in args.files:
-        diags = _check_file(path, overrides)
+        diags = _check_file(path, overrides, used)
         failed += bool(diags)
         results.append((path, diags))
         if args.format == "text":
@@ -90,6 +93,10 @@ def cmd_check(args) -> int:
     if args.format == "json":
         out = [d.to_json() | {"file": d.to_json()["file"] or p} for p, ds in results for d in ds]
         print(json.dumps(out, indent=2))
+    unused = [k for k in overrides if k not in used]
+    if unused and not failed:  # (a file that failed may be the one that has it)
+        raise UsageError(f"--set {unused[0]}: no model in {', '.join(args.files)} has a "
+                         f"parameter '{unused[0]}', so nothing was checked with it")
     return EXIT_USER if failed else EXIT_OK
 
 
@@ -118,8 +125,9 @@ def cmd_graph(args) -> int:
         if res.returncode != 0:
             raise NetError(f"dot failed: {res.stderr.strip()[:500]}")
         if args.out:
-            with open(args.out, "w", encoding="utf-8") as f:
-                f.write(res.stdout)
+            from .saved import atomic_write, check_writable
+            check_writable(args.out, {"the .net file": args.file})
+            atomic_write(args.out, lambda f: f.write(res.stdout.encode()))
         else:
             sys.stdout.write(res.stdout)
     return EXIT_OK
@@ -132,6 +140,9 @@ def _stage_graph(path: str, stage: str, model: str | None, overrides: dict, mode
     from .compiler.train import build_step
 
     if stage != "forward":
+        if mode == "eval":  # it was silently ignored: the training step is a train-mode graph
+            raise UsageError(f"--mode eval shows the forward graph only; --stage {stage} is the "
+                             "training step (use --stage forward --mode eval)")
         mode = "train"
     built = build(path, model=model, overrides=overrides, mode=mode)
     if stage == "forward":
@@ -165,6 +176,9 @@ def cmd_emit(args) -> int:
     from .emit import emit_object, emit_text
 
     request = "predict" if args.predict else None
+    if args.out:
+        from .saved import check_writable
+        check_writable(args.out, {"the .net file": args.file})
     built = build(args.file, model=args.model, overrides=_set_pairs(args.set),
                   mode="eval" if args.predict else "train")
     if args.obj:

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from .compiler.errors import DataError, NetError, UsageError, suggestion
+from .runs import json_text
 
 
 def default_backend() -> str:
@@ -57,25 +58,45 @@ def _split_sets(path: str, sets: dict, model_name: str | None) -> tuple[dict, di
     return model_params, settings
 
 
+def is_saved_model(path: str) -> bool:
+    """A model saved by netc (`.npz` or `.safetensors`, in any case), not a `.net` file."""
+    return path.lower().endswith((".npz", ".safetensors"))
+
+
 def open_model(args, sets: dict):
-    """A compiled model from a `.net` file (with --weights) or from a saved `.npz`."""
+    """A compiled model from a `.net` file or from a saved model (.npz, .safetensors), with
+    --weights loaded into it."""
     import netc
 
     path = args.file
     backend = getattr(args, "backend", None) or default_backend()
-    if path.endswith(".npz"):
-        if sets:
-            m = netc.load(path, backend=backend, threads=args.threads)
-            return m.configure(**sets)
-        return netc.load(path, backend=backend, threads=args.threads)
-    model_params, settings = _split_sets(path, sets, getattr(args, "model", None))
-    m = netc.compile(path, backend=backend, threads=args.threads,
-                     seed=args.seed if args.seed is not None else 0, **model_params)
+    if is_saved_model(path):
+        if getattr(args, "model", None):
+            raise UsageError(f"--model chooses among the models of a .net file; '{path}' is a "
+                             "saved model")
+        m = netc.load(path, backend=backend, threads=args.threads)
+        model_params, settings = {}, sets  # checked by configure: train settings only
+    else:
+        model_params, settings = _split_sets(path, sets, getattr(args, "model", None))
+        m = netc.compile(path, backend=backend, threads=args.threads,
+                         seed=args.seed if args.seed is not None else 0, **model_params)
     weights = getattr(args, "weights", None)
     m.skip_unmatched = bool(getattr(args, "skip_unmatched", False))
     if weights:
         m.load_weights(weights, skip_unmatched=m.skip_unmatched, kinds=("param", "state"))
     return m.configure(**settings) if settings else m
+
+
+def progress_line(text: str) -> None:
+    """Print one line of progress to stdout while a job runs. When stdout is a pipe its reader
+    closed (`netc train --json | head -1`), the rest of the output goes nowhere and the job goes
+    on: the broken pipe ended training at once with exit 0, no model saved."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
+        print("netc: note: standard output was closed; training goes on without printing",
+              file=sys.stderr)
 
 
 class _Progress:
@@ -103,7 +124,7 @@ class _Progress:
                 self.bar = None
             logs = {k: v for k, v in info["logs"].items()}
             if self.as_json:
-                print(json.dumps({"epoch": info["epoch"] + 1, **logs}), flush=True)
+                progress_line(json_text({"epoch": info["epoch"] + 1, **logs}))
             elif not self.quiet:
                 shown = ", ".join(f"{k} {v:.4f}" if k != "time" else f"{v:.1f}s"
                                   for k, v in logs.items())
@@ -126,15 +147,44 @@ def _stall_hook(progress):
     return hooked
 
 
+# the flags a run's config.json keeps (its "command"), with the JSON types each may have
+_COMMAND = {"file": (str,), "model": (str,), "epochs": (int,), "batch": (int,), "data": (str,),
+            "validation": (str,), "seed": (int,), "backend": (str,), "threads": (int,),
+            "weights": (str,), "skip_unmatched": (bool,), "out": (str,)}
+
+
+def _checked_command(config, where: str) -> dict:
+    """The command of a run's config.json, or a DataError when it is damaged (a missing or
+    mistyped entry failed later as a KeyError or TypeError)."""
+    command = config.get("command") if isinstance(config, dict) else None
+    bad = "" if isinstance(command, dict) else "it has no \"command\" object"
+    if not bad:
+        if not isinstance(command.get("sets"), dict):
+            bad = "its command has no \"sets\" object"
+        elif not isinstance(command.get("file"), str):
+            bad = "its command names no FILE"
+        else:
+            bad = next((f"its command lacks \"{k}\"" if k not in command else
+                        f"its command entry \"{k}\" is {json.dumps(command[k])[:40]}"
+                        for k, types in _COMMAND.items() if k not in command or
+                        not (command[k] is None or isinstance(command[k], types))), "")
+    if bad:
+        raise DataError(f"{where} is damaged: {bad}; start the run again")
+    return command
+
+
 def _train_command(args, sets: dict) -> dict:
     """What a resumed run needs to continue as the original command would have."""
-    keep = ("file", "model", "epochs", "batch", "data", "validation", "seed", "backend",
-            "threads", "weights", "skip_unmatched", "out")
-    command = {"sets": sets, **{k: getattr(args, k, None) for k in keep}}
+    command = {"sets": sets, **{k: getattr(args, k, None) for k in _COMMAND}}
     for k in ("file", "data", "validation", "weights"):  # a resume may run from elsewhere
         if command[k] and os.path.exists(command[k]):
             command[k] = os.path.abspath(command[k])
     return command
+
+
+# what `netc train` flags a resumed run keeps from its start (config.json's command)
+_RESUME_FIXED = ("file", "set", "data", "validation", "batch", "seed", "model", "weights",
+                 "skip_unmatched", "run_dir")
 
 
 def _resume(args) -> tuple:
@@ -143,8 +193,14 @@ def _resume(args) -> tuple:
 
     from .runs import LAST, Run
 
-    run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet)
-    command = run.read_config()["command"]
+    fixed = [f"--{flag.replace('_', '-')}" if flag != "file" else "FILE"
+             for flag in _RESUME_FIXED if getattr(args, flag, None) not in (None, False)]
+    if fixed:  # the run continues as it was started: these would be ignored
+        raise UsageError(f"{', '.join(fixed)} cannot be given with --resume: the run continues "
+                         "with the settings it was started with (a resume may change --epochs, "
+                         "--out, --format, --backend and --threads)")
+    run = Run(args.resume, tensorboard=args.tensorboard, quiet=args.quiet, resume=True)
+    command = _checked_command(run.read_config(), run.file("config.json"))
     for flag in ("epochs", "out", "backend", "threads"):  # what a resume may change
         if getattr(args, flag, None) is not None:
             command[flag] = getattr(args, flag)
@@ -152,7 +208,7 @@ def _resume(args) -> tuple:
     m = netc.load(run.file(LAST), backend=command["backend"] or default_backend(),
                   threads=command["threads"])
     settings = command["sets"]
-    if not command["file"].endswith(".npz"):
+    if not is_saved_model(command["file"]):
         _, settings = _split_sets(command["file"], command["sets"], command["model"])
     if settings:
         m.configure(**settings)
@@ -169,14 +225,16 @@ def cmd_train(args, sets: dict) -> int:
         return cmd_folds(args, sets)
     if args.resume:
         m, state, run, command = _resume(args)
-        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}")
+        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}",
+                             _reads(m, command))
     else:
         if not args.file:
             raise UsageError("netc train needs FILE (or --resume RUN)")
         m = open_model(args, sets)
         state, command = None, _train_command(args, sets)
         # refuse a bad -o before training (and before making a run folder), not after it
-        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}")
+        out = check_writable(command["out"] or f"{m.name}.{args.format or 'npz'}",
+                             _reads(m, command))
         run = Run(args.run_dir or new_run_dir(m.name, m.config.checkpoint),
                   tensorboard=args.tensorboard, quiet=args.quiet)
         train = settings_json(m.config)
@@ -213,11 +271,21 @@ def cmd_train(args, sets: dict) -> int:
     for note in history.notes:
         print(f"netc: note: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"summary": True, "epochs": len(history.epochs), "saved": out,
+        print(json_text({"summary": True, "epochs": len(history.epochs), "saved": out,
                           "run": run.path, "stop_reason": history.stop_reason, **last}))
     elif not args.quiet:
         print(summary)
     return 130 if stop["flag"] else 0
+
+
+def _reads(m, command: dict) -> dict:
+    """The files a train command reads, which its output must not replace (the default output
+    `<model>.npz` can be the data file's name)."""
+    val = command.get("validation") or m.config.validation
+    return {"the model file": command.get("file"),
+            "the data file": command.get("data") or m.config.data,
+            "the validation file": val if isinstance(val, str) else None,
+            "the weights file": command.get("weights"), "the init_from file": m.config.init_from}
 
 
 def _validation(v: str | None):
@@ -245,14 +313,19 @@ def cmd_eval(args, sets: dict) -> int:
     arrays = _data_arrays(m, args, with_targets=True)
     result = evaluate_arrays(m, arrays, args.batch or m.config.batch, m.config.metrics)
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result))
     else:
         print(", ".join(f"{k} {v:.4f}" for k, v in result.items()))
     return 0
 
 
 def cmd_predict(args, sets: dict) -> int:
+    from .saved import check_writable
+
     m = open_model(args, sets)
+    out = check_writable(args.out or f"{m.name}.predictions.npz",
+                         {"the model file": args.file, "the data file": args.data or m.config.data,
+                          "the weights file": args.weights})
     arrays = _data_arrays(m, args, with_targets=False)
     n = len(next(iter(arrays.values())))
     if n == 0:  # as eval and train say: there is nothing to write
@@ -270,7 +343,6 @@ def cmd_predict(args, sets: dict) -> int:
         for k, v in res.items():
             outs.setdefault(k, []).append(v[:rows])
     result = {k: np.concatenate(v) for k, v in outs.items()}
-    out = args.out or f"{m.name}.predictions.npz"
     _write_predictions(result, out)
     if not args.quiet:
         shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in result.items())
@@ -282,7 +354,7 @@ def _write_predictions(result: dict, out: str) -> None:
     from .saved import atomic_write
 
     def write(f):
-        if out.endswith(".csv"):
+        if out.lower().endswith(".csv"):  # as data files: any case
             cols, header = [], []
             for k, v in result.items():
                 v2 = v.reshape(len(v), -1)

@@ -14,12 +14,12 @@ optimizer state; `--weights` and `init_from` applied again) and reuses the compi
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from .compiler.errors import DataError, UsageError
+from .runs import json_text
 from .training import _stratify_key, evaluate_arrays
 
 _KEY = 0x666F6C64  # "fold"
@@ -89,12 +89,12 @@ def cmd_folds(args, sets: dict) -> int:
     mean, std = summarize(results)
     for r in results:
         if args.json:
-            print(json.dumps(r), flush=True)
+            print(json_text(r), flush=True)
         else:
             shown = ", ".join(f"{n} {v:.4f}" for n, v in r.items() if n.startswith("val_"))
             print(f"fold {r['fold']}/{k}: {shown} ({r['epochs']} epochs)", flush=True)
     if args.json:
-        print(json.dumps({"summary": True, "folds": k, "mean": mean, "std": std}))
+        print(json_text({"summary": True, "folds": k, "mean": mean, "std": std}))
     else:
         shown = ", ".join(f"{n} {mean[n]:.4f} ± {std[n]:.4f}" for n in mean
                           if math.isfinite(mean[n]))

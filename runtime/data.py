@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import re
-import zipfile
+import zlib
 from importlib import resources
 
 import numpy as np
 
 from .compiler.errors import DataError
 from .compiler.parse import source_file_problem
+from .saved import read_npz
 
 _DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "bool": np.bool_}
 
@@ -87,26 +89,18 @@ BUNDLED = {"digits": _digits, "sequences": _sequences, "mixture": _mixture,
 # --------------------------------------------------------------------------- files
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {}
-            for k in z.files:
-                try:
-                    out[k] = np.array(z[k])
-                except ValueError as e:  # object arrays need pickle: refuse them
-                    raise DataError(f"{path}: array '{k}' cannot be read without pickle "
-                                    f"({e}); store plain numeric arrays") from None
-            return out
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    except ValueError as e:
-        raise DataError(f"{path}: corrupt .npz file ({e})") from None
+    return read_npz(path)
 
 
 def _load_csv(path: str) -> dict[str, np.ndarray]:
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
+        # utf-8-sig: a byte-order mark (Excel writes one) is no part of the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                rows = list(reader)
+            except csv.Error as e:  # a field over csv's size limit, a NUL byte, ...
+                raise DataError(f"{path}:{reader.line_num}: {e}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
     except OSError as e:
@@ -149,7 +143,7 @@ def load_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupt gzip stream
         raise DataError(f"{path}: cannot read the IDX file ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
@@ -158,7 +152,7 @@ def load_idx(path: str) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    need = int(np.prod(dims)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: a forged header must not wrap
     payload = raw[4 + 4 * ndim:]
     if len(payload) < need:
         raise DataError(f"{path}: truncated IDX file: {len(payload)} bytes of data, "
@@ -167,7 +161,10 @@ def load_idx(path: str) -> np.ndarray:
 
 
 def _load_idx_folder(path: str) -> dict[str, np.ndarray]:
-    files = sorted(os.listdir(path))
+    try:
+        files = sorted(os.listdir(path))
+    except OSError as e:  # an unreadable folder
+        raise DataError(f"{path}: cannot list the folder ({e.strerror or e})") from None
     images = [f for f in files if re.search(r"images?.*idx|idx3", f)]
     labels = [f for f in files if re.search(r"labels?.*idx|idx1", f)]
     if len(images) != 1 or len(labels) != 1:
@@ -234,8 +231,11 @@ def _csv_bind(raw: dict, wanted: dict, source: str,
     if len(left) == 1 and rest:
         out[left[0]] = data[:, rest]
     elif left:
+        headless = all(_is_float(h) for h in header)
         raise DataError(f"{source}: no columns for {', '.join(repr(n) for n in left)} "
-                        f"(columns: {', '.join(header[:12])}{'…' if len(header) > 12 else ''})")
+                        f"(columns: {', '.join(header[:12])}{'…' if len(header) > 12 else ''})",
+                        hint="the first row holds numbers: a .csv needs a header row naming "
+                        "its columns (x_0, x_1, ..., y)" if headless else None)
     return out
 
 
@@ -302,7 +302,14 @@ def conform(a: np.ndarray, shape: tuple[int, ...], dtype: str, what: str) -> np.
         raise DataError(f"{what} contains NaN or infinite values (first at flat index {bad})")
     elif a.dtype.kind not in "fiub":
         raise DataError(f"{what} has dtype {a.dtype}; expected numbers ({dtype})")
-    return np.ascontiguousarray(a, dtype=target)
+    with np.errstate(over="ignore"):  # 1e39 in a float64 file is inf in f32: said below
+        out = np.ascontiguousarray(a, dtype=target)
+    if out.dtype.kind == "f" and a.dtype.kind in "fc" and out.size and \
+            not np.all(np.isfinite(out)):
+        bad = int(np.flatnonzero(~np.isfinite(out.reshape(-1)))[0])
+        raise DataError(f"{what} has values beyond the range of {dtype} (first at flat index "
+                        f"{bad}: {a.reshape(-1)[bad]:g})")
+    return out
 
 
 def split_validation(arrays: dict[str, np.ndarray], fraction: float, seed: int,

@@ -15,11 +15,12 @@ The JIT engine implements the same interface over an arena that backs the store'
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import numpy as np
 
-from netc.compiler.errors import InternalCompilerError
+from netc.compiler.errors import DataError, InternalCompilerError
 from netc.compiler.initializers import initialize
 from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph, Node, np_dtype
@@ -33,6 +34,11 @@ class Store:
         self.seed = seed
         self.arrays: dict[str, np.ndarray] = {}
         self.kind: dict[str, str] = {}  # name -> "param" | "state" | "opt"
+        self.loaded: set[str] = set()  # read from a file before any graph wanted them
+        # held by every engine call: engines of one model share these arrays (and a JIT
+        # engine its arena of fed inputs), so two Python threads calling one model at once
+        # got each other's outputs; calls into one model now take turns
+        self.lock = threading.RLock()
 
     def ensure(self, g: Graph, opt_names: tuple[str, ...] = ()) -> None:
         """Allocate and initialise every param/state leaf of `g` not held yet."""
@@ -42,6 +48,9 @@ class Store:
             if name in self.arrays:
                 held = self.arrays[name]
                 if held.shape != node.type.shape or held.dtype != np_dtype(node.type.dtype):
+                    if name in self.loaded:  # a saved model's tensor: the file's fault
+                        raise DataError(f"saved tensor '{name}' is {held.dtype}"
+                                        f"{list(held.shape)}, the model has {node.type}")
                     raise InternalCompilerError(f"{name} is {held.dtype}{list(held.shape)} in the "
                                                 f"model but {node.type} in graph {g.name}")
                 continue
@@ -83,6 +92,10 @@ class InterpretEngine:
                          step=self.store.step, wanted=wanted)
 
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.store.lock:
+            return self._run(kind, feeds)
+
+    def _run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         g = self.g
         if kind == "predict":
             vals = self._values(feeds, list(g.outputs.values()))

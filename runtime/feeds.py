@@ -33,19 +33,19 @@ def batch_of(g: Graph, feeds: dict[str, object], batch: int) -> int | None:
                 shape = np.shape(feeds[name])
             except (ValueError, TypeError):  # unreadable (a ragged list): check_feeds says so
                 return None
-            if shape:
+            # a feed of another rank is no batch of rows (x[0] for x): check_feeds says so
+            # against the declared shape, rather than against a graph specialized to its
+            # first size ("should have shape [3, 3]" for one sample of 3 features)
+            if len(shape) == node.type.rank:
                 return int(shape[0])
+            return None
     return None
 
 
 def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> dict[str, np.ndarray]:
     """Validate and convert `feeds` for `g`. Without targets (predict), targets are ignored."""
     wanted = _wanted(g, with_targets)
-    for name in feeds:
-        if name not in g.inputs:
-            declared = ", ".join(_describe(x) for x in wanted.values())
-            raise DataError(f"unknown input '{name}'{suggestion(name, g.inputs)} (the model "
-                            f"takes {declared})")
+    check_names(g, feeds, wanted)
     out = {}
     limits = index_ranges(g)
     for name, node in wanted.items():
@@ -54,6 +54,17 @@ def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> di
             raise DataError(f"missing {what} '{name}' ({node.type})", node.loc)
         out[name] = _convert(what, name, node, feeds[name], limits.get(name))
     return out
+
+
+def check_names(g: Graph, names, wanted: dict[str, Node] | None = None,
+                call: str = "") -> None:
+    """A DataError for the first name that is no input or target of `g` (a misspelt keyword
+    argument must not be ignored). `call` ("fit(): ") prefixes the message."""
+    for name in names:
+        if name not in g.inputs:
+            declared = ", ".join(_describe(x) for x in (wanted or g.inputs).values())
+            raise DataError(f"{call}unknown input '{name}'{suggestion(name, g.inputs)} (the "
+                            f"model takes {declared})")
 
 
 _WANTED: weakref.WeakKeyDictionary[Graph, dict[bool, dict[str, Node]]] = \
@@ -145,9 +156,11 @@ def _convert(what: str, name: str, node: Node, value: object,
                                 node.loc)
             if limit is not None and (lo < 0 or hi >= limit[0]):
                 raise _index_error(name, node, arr, *limit)
-    converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
-    if kind == "f" and not np.isfinite(arr).all():
-        raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity", node.loc)
+    with np.errstate(over="ignore"):  # a float64 beyond the f32 range becomes inf: below
+        converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
+    if kind == "f" and not np.isfinite(converted).all():
+        beyond = "" if not np.isfinite(arr).all() else f" (values beyond the {t.dtype} range)"
+        raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity{beyond}", node.loc)
     return converted
 
 

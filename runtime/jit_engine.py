@@ -196,12 +196,13 @@ class JitEngine:
     def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._fallback is not None:
             return self._fallback.run(kind, feeds)
-        c = self.compiled(kind)
-        for name, slot in c.fed:
-            slot[...] = feeds[name]
-        self._set_step(c)
-        self._launch(c, c.step, c.address)
-        return {name: value.copy() for name, value in c.wanted}
+        with self.store.lock:  # the arena's fed slots and outputs are this call's until done
+            c = self.compiled(kind)
+            for name, slot in c.fed:
+                slot[...] = feeds[name]
+            self._set_step(c)
+            self._launch(c, c.step, c.address)
+            return {name: value.copy() for name, value in c.wanted}
 
     def train_steps(self, data: dict[str, np.ndarray], index: np.ndarray) -> dict[str, float]:
         """Run len(index) // batch steps natively over rows `index` of `data` (inputs and
@@ -225,12 +226,13 @@ class JitEngine:
             raise ValueError("train_steps: an index is out of range of the data")
         n_steps = index.size // batch
         ptrs = np.array([a.ctypes.data for a in arrays], dtype=np.uint64)
-        acc = c.arena[LOSS_OFFSET:LOSS_OFFSET + 8 * len(c.sm.losses)].view(np.float64)
-        acc[:] = 0
-        self._set_step(c)
-        self._launch(c, c.loop, c.address, ptrs.ctypes.data, index.ctypes.data, n_steps)
-        names = list(c.plan.wanted)
-        return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
+        with self.store.lock:
+            acc = c.arena[LOSS_OFFSET:LOSS_OFFSET + 8 * len(c.sm.losses)].view(np.float64)
+            acc[:] = 0
+            self._set_step(c)
+            self._launch(c, c.loop, c.address, ptrs.ctypes.data, index.ctypes.data, n_steps)
+            names = list(c.plan.wanted)
+            return {names[j]: float(acc[j]) / max(n_steps, 1) for j in range(len(names))}
 
 
 BACKENDS["jit"] = JitEngine

@@ -16,15 +16,16 @@ also depends on `steps_per_epoch` (the schedules count epochs in steps; 1 unless
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from netc.compiler.errors import DataError, UsageError
+from netc.compiler.errors import DataError, UsageError, suggestion
 from netc.compiler.initializers import initialize
-from netc.compiler.train import add_penalties, build_step
+from netc.compiler.train import STEP_COUNTER, add_penalties, build_step
 
 from . import feeds as F
 from . import (
@@ -33,6 +34,7 @@ from . import (
 )
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
+from .saved import read_weights
 from .threads import check_threads
 from .training import FitState, History, OnEpoch, Progress, check_batch, check_count
 from .training import fit as _fit
@@ -44,10 +46,23 @@ Builder = Callable[[str, "int | None"], Any]  # (mode, batch or None) -> Built-l
 
 
 def _build(path: str, *, text: str | None = None, overrides: dict | None = None,
-           mode: str = "train", float_dtype: str = "f32") -> Any:
+           mode: str = "train", float_dtype: str = "f32",
+           imports: dict[str, str] | None = None) -> Any:
     """build_ir's entry point, imported late (it is the lead's module)."""
     from netc.compiler.build_ir import build
-    return build(path, text=text, overrides=overrides, mode=mode, float_dtype=float_dtype)
+    return build(path, text=text, overrides=overrides, mode=mode, float_dtype=float_dtype,
+                 imports=imports)
+
+
+_KIND_NAMES = {"param": "parameter", "state": "state tensor", "opt": "optimizer tensor"}
+
+
+class UnknownTensor(UsageError, KeyError):
+    """`model.params[name]` for a name the model lacks: a netc error, and the KeyError a
+    Mapping raises (so `in`, `.get` and `except KeyError` work as for a dict)."""
+
+    def __str__(self) -> str:
+        return self.message  # not KeyError's quoted repr
 
 
 class TensorMap(Mapping):
@@ -61,12 +76,19 @@ class TensorMap(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names():
-            raise KeyError(name)
+            raise UnknownTensor(f"no {_KIND_NAMES[self._kind]} named {name!r}"
+                                f"{suggestion(str(name), self._names())} (it has: "
+                                f"{', '.join(self._names()[:12]) or 'none'})")
         return self._store.arrays[name]
 
     def __setitem__(self, name: str, value: object) -> None:
         arr = self[name]
-        value = np.asarray(value)
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as e:  # a ragged list
+            raise DataError(f"'{name}' cannot be set from this value ({e})") from None
+        if value.dtype.kind not in "biuf":
+            raise DataError(f"'{name}' holds numbers; got an array of {value.dtype}")
         if value.shape != arr.shape:
             raise DataError(f"'{name}' has shape {list(arr.shape)}, got {list(value.shape)}")
         arr[...] = value
@@ -197,6 +219,7 @@ class Model:
         Python is touched once, not per batch; the results equal that many `train_step` calls
         bit for bit. Returns the mean of each reported loss over the steps (also in
         `last_losses`). `len(index)` must be a positive multiple of the batch."""
+        F.check_names(self._base, data, call="train_steps(): ")
         arrays = bind_arrays(dict(data),
                              {**self.inputs, **self.targets}, "train_steps()")
         if not arrays:
@@ -265,19 +288,14 @@ class Model:
 
     def load_weights(self, path: str | os.PathLike, *, skip_unmatched: bool = False,
                      kinds: tuple[str, ...] = ("param",)) -> list[str]:
-        """Copy matching tensors (by dotted name) from a saved model or a plain `.npz` of
-        arrays. A matching name with another shape is an error listing every such tensor (or
-        is skipped with `skip_unmatched`); tensors only one side has are left alone, but at
-        least one must match. Returns the names loaded."""
-        path = os.fspath(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                saved = {(k[2:] if k.startswith("t:") else k): np.array(z[k])
-                         for k in z.files if k != "meta"}
-        except FileNotFoundError:
-            raise DataError(f"cannot load weights: '{path}' does not exist") from None
-        except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"cannot load weights from '{path}': {e}") from None
+        """Copy matching tensors (by dotted name) from a saved model (.npz or .safetensors)
+        or a plain `.npz` or `.safetensors` file of arrays. A matching name with another shape
+        is an error listing every such tensor (or is skipped with `skip_unmatched`); tensors
+        only one side has are left alone, but at least one must match. Returns the names loaded."""
+        path = path_arg(path, "load_weights(path)")
+        if not os.path.exists(path):
+            raise DataError(f"cannot load weights: '{path}' does not exist")
+        saved = read_weights(path)
         mine = {n: a for n, a in self.store.arrays.items() if self.store.kind.get(n) in kinds}
         wrong = [f"{n}: file {list(saved[n].shape)}, model {list(a.shape)}"
                  for n, a in mine.items() if n in saved and saved[n].shape != a.shape]
@@ -335,13 +353,16 @@ class Model:
         stopped. `on_epoch(model, state)` runs after each completed epoch (checkpoints); `state`
         continues a run from such a FitState (resume)."""
         cfg = self.config
+        if batch is not None and self.fixed_batch is not None:
+            self._step_batch(batch)  # a batch the file fixes otherwise: it was ignored
         if cfg.init_from and not self._initialized_from:
             self.load_weights(cfg.init_from, skip_unmatched=self.skip_unmatched)
             self._initialized_from = cfg.init_from
         if data is not None:
             arrays_or_none = None
-            self.config = cfg = _replace_data(cfg, data)
+            self.config = cfg = _replace_data(cfg, path_arg(data, "fit(data=...)"))
         else:
+            F.check_names(self._base, arrays, call="fit(): ")
             arrays_or_none = dict(arrays) or None  # bind_arrays converts and checks them
         return _fit(self, arrays_or_none, epochs=cfg.epochs if epochs is None else epochs,
                     batch=cfg.batch if batch is None else batch,
@@ -357,6 +378,12 @@ class Model:
         `.npz` by default, or `format="safetensors"` (also chosen by a `.safetensors` name).
         `extra` (JSON-able) is stored in the metadata under "extra" (checkpoints: the fit
         state)."""
+        path = path_arg(path, "save(path)")
+        if extra is not None:
+            try:
+                json.dumps(extra)
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"save(extra=...) must hold JSON values only ({e})") from None
         meta = dict(self.meta, format=FORMAT, version=FORMAT_VERSION, model=self.name,
                     seed=self.store.seed, step=self.step, steps_per_epoch=self.steps_per_epoch,
                     kinds=self.store.kind)
@@ -370,14 +397,31 @@ class Model:
                 continue
             name, value = key[2:], z[key]
             held = self.store.arrays.get(name)
-            if held is None:
+            if held is None:  # optimizer state: checked when the train graph wants it
+                if name == STEP_COUNTER and (value.shape != () or value.dtype != np.int32):
+                    raise DataError(f"saved tensor '{name}' is {value.dtype}{list(value.shape)}, "
+                                    "the step counter is an int32 scalar")
                 self.store.arrays[name] = np.array(value)
                 self.store.kind[name] = kinds.get(name, "opt")
+                self.store.loaded.add(name)
             elif held.shape != value.shape or held.dtype != value.dtype:
                 raise DataError(f"saved tensor '{name}' is {value.dtype}{list(value.shape)}, "
                                 f"the model has {held.dtype}{list(held.shape)}")
             else:
                 held[...] = value
+
+
+def path_arg(path: object, what: str) -> str:
+    """A path argument as a str: str, bytes or os.PathLike; anything else is a UsageError (it
+    was a TypeError from os.fspath, or a str() of it used as a file name)."""
+    try:
+        path = os.fsdecode(path)
+    except TypeError:
+        raise UsageError(f"{what} must be a file path (str or os.PathLike), got "
+                         f"{type(path).__name__} {path!r:.60}") from None
+    if not path:
+        raise UsageError(f"{what} must be a file path, got an empty string")
+    return path
 
 
 def _checked_dtype(dtype: str) -> str:
@@ -386,12 +430,14 @@ def _checked_dtype(dtype: str) -> str:
     return _DTYPES[dtype]
 
 
-def _source_builder(path: str, text: str | None, overrides: dict, float_dtype: str) -> Builder:
+def _source_builder(path: str, text: str | None, overrides: dict, float_dtype: str,
+                    imports: dict[str, str] | None = None) -> Builder:
     def builder(mode: str, batch: int | None) -> Any:
         over = dict(overrides)
         if batch is not None:
             over["batch"] = batch
-        return _build(path, text=text, overrides=over, mode=mode, float_dtype=float_dtype)
+        return _build(path, text=text, overrides=over, mode=mode, float_dtype=float_dtype,
+                      **({"imports": imports} if imports else {}))
     return builder
 
 
@@ -399,11 +445,18 @@ def compile(path: str | os.PathLike, *, backend: str = "jit", threads: int | Non
             seed: int = 0, dtype: str = "float32", **model_params: Any) -> Model:
     """Compile the model of a `.net` file; keyword arguments override its `( )` parameters."""
     float_dtype = _checked_dtype(dtype)
-    path = os.fspath(path)
+    path = path_arg(path, "compile(path)")
+    if not os.path.exists(path) and ("{" in path or "\n" in path):
+        raise UsageError("netc.compile takes the path of a .net file, and this looks like "
+                         "source text: write it to a file first")
     first = _build(path, overrides=dict(model_params), mode="eval", float_dtype=float_dtype)
-    # later graphs are built from the text read now, so the model never mixes file versions
-    builder = _source_builder(path, first.text, model_params, float_dtype)
-    meta = {"path": path, "text": first.text, "overrides": model_params, "dtype": dtype}
+    # later graphs are built from the texts read now (the file's and its imports'), so the
+    # model never mixes file versions; a saved model keeps them all, and its absolute path,
+    # so it rebuilds alike wherever it is loaded from (relative data paths resolve as before)
+    imports = dict(getattr(getattr(first, "program", None), "imports", None) or {})
+    builder = _source_builder(path, first.text, model_params, float_dtype, imports)
+    meta = {"path": os.path.abspath(path), "text": first.text, "overrides": model_params,
+            "dtype": dtype, "imports": imports}
     return Model(builder, backend=backend, seed=seed, threads=threads, meta=meta, base=first)
 
 
@@ -411,12 +464,17 @@ def load(path: str | os.PathLike, *, backend: str = "jit",
          threads: int | None = None) -> Model:
     """A model saved by `Model.save` (.npz or .safetensors): rebuilt from its source text, then
     every tensor restored."""
+    path = path_arg(path, "load(path)")
     tensors, meta = saved.read(path)
     if meta.get("format") != FORMAT:
         raise DataError(f"{os.fspath(path)} is not a saved netc model")
+    if meta.get("version", 1) > FORMAT_VERSION:
+        raise DataError(f"{os.fspath(path)} was saved by a newer netc (model format version "
+                        f"{meta['version']}; this netc reads version {FORMAT_VERSION}): update "
+                        "netc to load it")
     builder = _source_builder(meta.get("path", "<saved>"), meta["text"], meta["overrides"],
-                              _checked_dtype(meta["dtype"]))
-    keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype") if k in meta}
+                              _checked_dtype(meta["dtype"]), meta.get("imports"))
+    keep = {k: meta[k] for k in ("path", "text", "overrides", "dtype", "imports") if k in meta}
     m = Model(builder, backend=backend, seed=int(meta["seed"]), threads=threads, meta=keep)
     m.steps_per_epoch = int(meta.get("steps_per_epoch", 1))
     m._restore({f"t:{k}": v for k, v in tensors.items()}, meta["kinds"])

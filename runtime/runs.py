@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -27,12 +28,28 @@ import time
 
 import numpy as np
 
+from . import saved
 from .compiler.errors import DataError, NetError
 from .saved import atomic_write, mode_for
 from .training import FitState, History
 
 CONFIG, HISTORY, LAST, BEST, CURVES = ("config.json", "history.jsonl", "last.npz", "best.npz",
                                        "curves.png")
+
+
+def json_text(obj, **kw) -> str:
+    """JSON for other programs (--json lines, history.jsonl, tune results): NaN and infinities
+    (a metric undefined for the data, such as auc over one class; a diverged loss) become null.
+    json.dumps wrote them as NaN / Infinity, which strict parsers (jq, JSON.parse) reject."""
+    def finite(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(obj), allow_nan=False, **kw)
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -64,24 +81,33 @@ def new_run_dir(model_name: str, parent: str | None) -> str:
 
 def read_checkpoint_meta(path: str) -> dict:
     """The metadata of a checkpoint written by `Run` (a DataError when it is not one)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise DataError(f"cannot read the checkpoint '{path}': {e}") from None
+    return saved.read(path)[1]
 
 
 def load_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k[2:]: np.array(z[k]) for k in z.files if k.startswith("t:")}
+    return saved.read(path)[0]
 
 
 class Run:
     """One run folder: its files, written as training goes."""
 
-    def __init__(self, path: str, *, tensorboard: bool = False, quiet: bool = False):
+    def __init__(self, path: str, *, tensorboard: bool = False, quiet: bool = False,
+                 resume: bool = False):
+        """A new run in `path` (made if missing; refused if it holds a run), or with `resume`
+        the existing run there."""
         self.path, self.quiet = path, quiet
-        os.makedirs(path, exist_ok=True)
+        if resume:
+            if not os.path.isdir(path):
+                raise DataError(f"'{path}' is not a netc run folder ("
+                                f"{'no such folder' if not os.path.exists(path) else 'a file'})")
+        elif os.path.exists(self.file(LAST)):  # (a run stopped before its first epoch may
+            # be started again in its folder: it has no checkpoint to lose)
+            raise DataError(f"the run folder '{path}' already holds a run: continue it with "
+                            f"--resume {path}, or choose another --run-dir")
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot make the run folder '{path}': {e.strerror or e}") from None
         self.tb = _tensorboard_writer(os.path.join(path, "tensorboard")) if tensorboard else None
 
     def file(self, name: str) -> str:
@@ -109,7 +135,7 @@ class Run:
         state = FitState.from_json(extra["fit"])
         if state.best_epoch is not None and os.path.exists(self.file(BEST)):
             state.best_arrays = load_arrays(self.file(BEST))
-        lines = [json.dumps({"epoch": e + 1, **{k: v[i] for k, v in state.history.history.items()
+        lines = [json_text({"epoch": e + 1, **{k: v[i] for k, v in state.history.history.items()
                                                if i < len(v)}})
                  for i, e in enumerate(state.history.epochs)]
         write_atomic(self.file(HISTORY), "".join(line + "\n" for line in lines).encode())
@@ -121,7 +147,7 @@ class Run:
         epoch = h.epochs[-1]
         logs = {k: v[-1] for k, v in h.history.items() if len(v) == len(h.epochs)}
         with open(self.file(HISTORY), "a", encoding="utf-8") as f:
-            f.write(json.dumps({"epoch": epoch + 1, **logs}) + "\n")
+            f.write(json_text({"epoch": epoch + 1, **logs}) + "\n")
             f.flush()
             os.fsync(f.fileno())
         if self.tb is not None:

@@ -22,6 +22,7 @@ eval mode over chunks of the training batch size; metrics are computed over all 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -186,17 +187,21 @@ def _monitor_mode(monitor: str, mode: str) -> str:
 
 def _validation_arrays(model, arrays: dict, validation, seed: int):
     """(training arrays, validation arrays or None) from a fraction, a path or arrays."""
+    if isinstance(validation, os.PathLike):
+        validation = os.fspath(validation)
     if isinstance(validation, dict):
         return arrays, bind_arrays(validation, {**model.inputs, **model.targets}, "validation")
     if isinstance(validation, str):
         return arrays, model_arrays(model, validation, seed)
-    if validation:
-        if not 0.0 < float(validation) < 1.0:
-            raise UsageError(f"validation must be a fraction in [0, 1) or a path, got "
-                             f"{validation!r}")
-        return split_validation(arrays, float(validation), seed,
-                                stratify=_stratify_key(model, arrays))
-    return arrays, None
+    number = isinstance(validation, (int, float, np.integer, np.floating)) and \
+        not isinstance(validation, bool)
+    if validation is None or (number and validation == 0):
+        return arrays, None
+    if not number or not 0.0 < float(validation) < 1.0:  # (a list once raised TypeError)
+        raise UsageError(f"validation must be a fraction in [0, 1), a path or a dict of "
+                         f"arrays, got {validation!r:.60}")
+    return split_validation(arrays, float(validation), seed,
+                            stratify=_stratify_key(model, arrays))
 
 
 def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed: int,
@@ -206,6 +211,11 @@ def fit(model, arrays: dict | None, *, epochs: int, batch: int, validation, seed
     """Train for `epochs` epochs (counting those `state` says are done when resuming)."""
     cfg = model.config
     epochs, seed = check_count(epochs, "epochs"), check_count(seed, "seed", 0)
+    for what, f in (("progress", progress), ("stop", stop), ("on_epoch", on_epoch)):
+        if f is not None and not callable(f):  # it failed at the first epoch as a TypeError
+            raise UsageError(f"fit({what}=...) must be a function, got {type(f).__name__}")
+    if state is not None and not isinstance(state, FitState):
+        raise UsageError(f"fit(state=...) must be a FitState, got {type(state).__name__}")
     if arrays is None:
         if cfg.data is None:
             raise UsageError("no training data: pass arrays to fit(), or set data = ... in the "

@@ -20,7 +20,6 @@ its train settings applied through `Model.configure`; new model parameters compi
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 
@@ -56,17 +55,22 @@ def _value(v: str):
     return _number_or_text(v)
 
 
-def _key_value(item: str, flag: str) -> tuple[str, str]:
+def _key_value(item: str, flag: str, seen: dict) -> tuple[str, str]:
+    """KEY and VALUES of one `--grid`/`--random` item; a KEY already in `seen` is an error (the
+    later one silently replaced the earlier)."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip() or not value.strip():
         raise UsageError(f"{flag} expects KEY=VALUES, got '{item}'")
+    if key.strip() in seen:
+        raise UsageError(f"{flag} {key.strip()} is given twice: give all its values in one "
+                         f"{flag} {key.strip()}=...")
     return key.strip(), value.strip()
 
 
 def parse_grid(items: list[str] | None) -> dict[str, list]:
     out: dict[str, list] = {}
     for item in items or []:
-        key, text = _key_value(item, "--grid")
+        key, text = _key_value(item, "--grid", out)
         values = split_top(text)
         if any(not v for v in values):
             raise UsageError(f"--grid {key}: empty value in '{text}'")
@@ -79,7 +83,7 @@ def parse_random(items: list[str] | None) -> dict[str, tuple]:
     (v, …))."""
     out: dict[str, tuple] = {}
     for item in items or []:
-        key, text = _key_value(item, "--random")
+        key, text = _key_value(item, "--random", out)
         m = _DIST.match(text)
         usage = ("expected loguniform(LO, HI), uniform(LO, HI), int(LO, HI) or "
                  "choice(V1, V2, ...)")
@@ -95,6 +99,10 @@ def parse_random(items: list[str] | None) -> dict[str, tuple]:
             lo, hi = (float(a) for a in args)
         except ValueError:
             raise UsageError(f"--random {key}={text}: {kind} takes two numbers LO, HI") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)) or \
+                (kind == "int" and max(abs(lo), abs(hi)) >= 2**62):  # NumPy's draws need these
+            raise UsageError(f"--random {key}={text}: the bounds must be finite"
+                             + (" integers below 2**62" if kind == "int" else " numbers"))
         if not lo < hi or (kind == "loguniform" and lo <= 0):
             raise UsageError(f"--random {key}={text}: need LO < HI"
                              + (" and LO > 0" if kind == "loguniform" else ""))
@@ -149,6 +157,10 @@ class Tuner:
             self.models[key] = m
             if self.metric is None:
                 self._choose_metric(m)
+                if self.args.out:  # before the first trial: the train block names the data
+                    from .cli_train import _reads
+                    from .saved import check_writable
+                    check_writable(self.args.out, _reads(m, vars(self.args)))
         else:
             m.reinitialize()
             if self.args.weights:
@@ -186,8 +198,9 @@ class Tuner:
         self.results.append({"trial": len(self.results) + 1, "params": params, "value": value,
                              "epochs": len(history.epochs), "stop_reason": history.stop_reason})
         if not self.args.quiet and not self.args.json:
+            from .cli_train import progress_line
             shown = ", ".join(f"{k}={v}" for k, v in params.items())
-            print(f"trial {len(self.results)}: {shown} -> {self.metric} {value:.4f}", flush=True)
+            progress_line(f"trial {len(self.results)}: {shown} -> {self.metric} {value:.4f}")
         return value
 
     def ranked(self) -> list[dict]:
@@ -220,6 +233,9 @@ def cmd_tune(args, sets: dict) -> int:
     if not args.file:
         raise UsageError("netc tune needs FILE")
     grid, rand, sampler, trials = _spaces(args)
+    if args.out:  # refuse a bad -o before the trials, not after them (Tuner checks the rest)
+        from .saved import check_writable
+        check_writable(args.out)
     if sampler == "tpe":
         try:
             import optuna
@@ -256,11 +272,11 @@ def _report(args, tuner: Tuner, sampler: str) -> None:
     ranked = tuner.ranked()
     result = {"metric": tuner.metric, "mode": tuner.mode, "sampler": sampler,
               "compiled_models": len(tuner.models), "trials": ranked, "best": ranked[0]}
+    from .runs import json_text, write_atomic
     if args.out:
-        from .runs import write_atomic
-        write_atomic(args.out, (json.dumps(result, indent=2) + "\n").encode())
+        write_atomic(args.out, (json_text(result, indent=2) + "\n").encode())
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result))
         return
     keys = list(ranked[0]["params"])
     head = ["rank", "trial", *keys, tuner.metric, "epochs"]

@@ -318,6 +318,16 @@ def test_overridden_lr_must_be_finite(value):
         override_train(built.train, {"lr": value}, built)
 
 
+@pytest.mark.parametrize("key", ["l2", "clip_norm", "epochs"])
+def test_overridden_settings_must_be_finite(key):
+    # --set l2=nan said "<--set l2>:2:10: error: expected a number, a string or true/false
+    # here" (the nan was written into .net text, where no literal spells it)
+    from netc.compiler.build_train import override_train
+    built = build_text(TRAIN_MODEL)
+    with pytest.raises(NetError, match=f"{key} must be a finite number, got nan"):
+        override_train(built.train, {key: float("nan")}, built)
+
+
 def test_train_block_for_unknown_model():
     expect_error(TRAIN_MODEL + "train mm {\n}\n", "train block for unknown model 'mm' — did "
                  "you mean 'm'?", 7, 7)

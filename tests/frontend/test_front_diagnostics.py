@@ -322,3 +322,12 @@ def test_deeply_nested_blocks_are_refused_at_the_block():
     d = error_of(text)
     assert "blocks nested too deeply" in d.message
     assert d.loc.line > 100
+
+
+def test_a_keyword_as_an_argument_value_hints_at_a_string():
+    # early_stop(monitor = loss) said only "'loss' is a keyword and cannot be used as a name",
+    # while the early_stop error lists loss among what it can monitor; "loss" works
+    d = error_of("train m {\n    early_stop(monitor = loss, patience = 2)\n}\n")
+    assert d.message == "'loss' is a keyword and cannot be used as a name"
+    assert d.hint == 'as an argument value, write it as a string: "loss"'
+    assert error_of("model m() {\n    y = loss\n}\n").hint is None

@@ -6,6 +6,7 @@ import sys
 import pytest
 from practice_helpers import example, json_lines, run_netc
 
+from netc.compiler.errors import UsageError
 from netc.tune import parse_grid, parse_random, split_top
 
 MLP = example("digits_mlp.net")
@@ -83,3 +84,19 @@ def test_tpe_without_optuna_names_the_extra(monkeypatch, capsys):
     code = main(["tune", MLP, "--sampler", "tpe", "--random", "lr=uniform(0.1, 0.2)"])
     assert code == 1
     assert "--sampler tpe needs Optuna: pip install 'netc[tune]'" in capsys.readouterr().err
+
+
+def test_a_key_given_twice_is_a_usage_error():
+    # --grid hidden=2 --grid hidden=3 tuned hidden=3 only (the later replaced the earlier)
+    with pytest.raises(UsageError, match="--grid hidden is given twice"):
+        parse_grid(["hidden=2", "hidden=3"])
+    with pytest.raises(UsageError, match="--random lr is given twice"):
+        parse_random(["lr=uniform(0.1, 0.2)", "lr=uniform(0.3, 0.4)"])
+
+
+def test_infinite_or_huge_random_bounds_are_usage_errors():
+    # uniform(0, inf) exited 3 with "OverflowError: high - low range exceeds valid bounds" and
+    # int(1, 1e30) with "ValueError: high is out of bounds for int64", at the first draw
+    for text in ("lr=uniform(0, inf)", "lr=loguniform(1e-3, inf)", "hidden=int(1, 1e30)"):
+        with pytest.raises(UsageError, match="the bounds must be finite"):
+            parse_random([text])

@@ -82,6 +82,10 @@ def test_idx_files_and_folder(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"PK\x03\x04garbage", "not a readable .npz"),
     (b"", "not a readable .npz"),
+    # these said "not a readable .npz file (This file contains pickled (object) data. If you
+    # trust the file you can load it unsafely using the `allow_pickle=` keyword ...)"
+    (b"x,y\n1,2\n", "not a zip archive of arrays"),
+    (b"\x80\x04\x95\x05\x00", "not a zip archive of arrays"),
 ])
 def test_corrupt_npz(tmp_path, content, message):
     p = tmp_path / "bad.npz"
@@ -165,3 +169,81 @@ def test_split_that_leaves_a_side_empty_is_a_data_error(n, fraction, pattern):
     for stratify in (None, y):
         with pytest.raises(DataError, match=pattern):
             split_validation({"x": np.arange(float(n)), "y": y}, fraction, 0, stratify=stratify)
+
+
+def test_npy_named_npz_is_a_data_error(tmp_path):
+    # an .npy file saved under an .npz name raised "TypeError: 'numpy.ndarray' object does not
+    # support the context manager protocol" (np.load returns the array itself)
+    np.save(tmp_path / "a.npy", np.zeros((4, 3)))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(DataError, match="an .npy file holding one unnamed array"):
+        load_arrays(str(tmp_path / "a.npz"))
+
+
+def test_object_arrays_are_never_unpickled(tmp_path):
+    np.savez(tmp_path / "o.npz", x=np.array([[1, 2, 3]] * 4, dtype=object), y=np.zeros(4))
+    with pytest.raises(DataError, match="'x' holds Python objects, which netc never unpickles"):
+        load_arrays(str(tmp_path / "o.npz"))
+
+
+def test_csv_with_a_byte_order_mark(tmp_path):
+    # Excel's BOM stuck to the first column name: "\ufeffx_0" bound to no input, and the
+    # remaining columns made "array 'x' has rows of shape [2], but the model expects [3]"
+    p = tmp_path / "bom.csv"
+    p.write_text("\ufeffx_0,x_1,x_2,y\n" + "1,2,3,0\n" * 4, encoding="utf-8")
+    raw, src = load_arrays(str(p))
+    assert bind_arrays(raw, WANT, src)["x"].shape == (4, 3)
+
+
+def test_csv_module_errors_are_data_errors(tmp_path):
+    # a field over the csv module's size limit exited 3: "internal compiler error: Error:
+    # field larger than field limit (131072)"
+    p = tmp_path / "long.csv"
+    p.write_text("a,b\n1,2\n1," + "9" * 200_000 + "\n")
+    with pytest.raises(DataError, match="long.csv:3: field larger than field limit"):
+        load_arrays(str(p))
+
+
+def test_float64_values_beyond_f32_are_data_errors(tmp_path):
+    # 1e39 in a float64 file passed the finiteness check, became inf in f32 (with a numpy
+    # RuntimeWarning on stderr) and was reported later against the .net file's input
+    x = np.ones((4, 3))
+    x[1, 2] = 1e39
+    with pytest.raises(DataError, match=r"'x' has values beyond the range of f32 \(first at "
+                                        r"flat index 5: 1e\+39\)"):
+        bind_arrays({"x": x, "y": np.zeros(4)}, WANT, "d.npz")
+
+
+def test_csv_without_a_header_says_so():
+    # said only "no columns for 'x', 'y' (columns: 0.12, -0.13, 0.64, 1)"
+    raw = {"__columns__": ["0.5", "1", "2", "0"], "__data__": np.ones((3, 4))}
+    with pytest.raises(DataError) as e:
+        bind_arrays(raw, WANT, "d.csv")
+    assert "a .csv needs a header row naming its columns" in e.value.format()
+
+
+def test_forged_or_corrupt_idx_files(tmp_path):
+    # a header whose sizes multiply past int64 wrapped np.prod and exited 3 with "ValueError:
+    # cannot reshape array of size 0"; a corrupt gzip stream exited 3 with zlib's "Error -3
+    # while decompressing data"
+    p = tmp_path / "huge-idx3-ubyte"
+    p.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**31, 2**31, 2**31) + b"\0" * 10)
+    with pytest.raises(DataError, match="truncated IDX file: 10 bytes"):
+        load_idx(str(p))
+    good = gzip.compress(bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + bytes([7, 3]))
+    q = tmp_path / "bad-idx1-ubyte.gz"
+    q.write_bytes(good[:10] + b"\xff" * 8 + good[18:])
+    with pytest.raises(DataError, match="cannot read the IDX file"):
+        load_idx(str(q))
+
+
+def test_unlistable_data_folder(tmp_path, monkeypatch):
+    # an unreadable folder given as --data exited 3: "internal compiler error: PermissionError"
+    import os
+    (tmp_path / "idx").mkdir()
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(os, "listdir", denied)
+    with pytest.raises(DataError, match="cannot list the folder \\(Permission denied\\)"):
+        load_arrays(str(tmp_path / "idx"))

@@ -194,6 +194,20 @@ def test_bad_fit_epochs_and_seed_are_usage_errors(kw, pattern):
         m.fit(**kw, **blobs(16))
 
 
+@pytest.mark.parametrize("kw,pattern", [
+    # each raised a raw TypeError or AttributeError (a non-function at the first epoch)
+    ({"validation": [1]}, r"validation must be a fraction in \[0, 1\), a path or a dict"),
+    ({"data": 5}, r"fit\(data=...\) must be a file path"),
+    ({"progress": 5}, r"fit\(progress=...\) must be a function, got int"),
+    ({"stop": True}, r"fit\(stop=...\) must be a function, got bool"),
+    ({"state": {}}, r"fit\(state=...\) must be a FitState, got dict"),
+])
+def test_bad_fit_arguments_are_usage_errors(kw, pattern):
+    m = _model()
+    with pytest.raises(UsageError, match=pattern):
+        m.fit(epochs=1, **kw, **({} if "data" in kw else blobs(16)))
+
+
 def test_bad_netc_threads_is_a_usage_error(monkeypatch):
     from netc.jit_engine import default_threads
     for value, pattern in (("abc", "NETC_THREADS must be a whole number of threads, got 'abc'"),
@@ -211,3 +225,14 @@ def test_unknown_backend_and_dtype():
     import netc
     with pytest.raises(UsageError, match="float32"):
         netc.compile("m.net", dtype="float16")
+
+
+def test_fit_and_train_steps_refuse_unknown_array_names():
+    # fit(x=, y=, X2=) and train_steps(..., yy=) ignored the misspelt array silently, while
+    # predict/train_step say "unknown input"
+    m = _model()
+    data = blobs(16)
+    with pytest.raises(DataError, match="fit\\(\\): unknown input 'xx' — did you mean 'x'"):
+        m.fit(epochs=1, xx=data["x"], **data)
+    with pytest.raises(DataError, match="train_steps\\(\\): unknown input 'yy'"):
+        m.train_steps(yy=data["y"], **data)

@@ -96,3 +96,34 @@ def test_multi_step_model_trains_each_step():
     assert total == pytest.approx(sum(m.last_losses.values()))
     assert all(not np.array_equal(m.params[k], before[k]) for k in before)
     assert m.step == 1 and set(m.gradients(**feeds)) == set(before)
+
+
+def test_load_weights_from_a_damaged_file_is_a_data_error(net_file, tmp_path):
+    # a truncated or corrupt archive raised a raw zipfile.BadZipFile, and an .npy file a
+    # TypeError, from load_weights (init_from / --weights)
+    m = netc.compile(net_file)
+    m.save(tmp_path / "good.npz")
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "half.npz").write_bytes(data[:len(data) // 2])
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    for path, message in [(tmp_path / "half.npz", "truncated or corrupt"),
+                          (tmp_path / "one.npy", "an .npy file"),
+                          (net_file, "not a zip archive")]:
+        with pytest.raises(DataError, match=message):
+            m.load_weights(path)
+
+
+def test_path_and_extra_arguments_of_the_wrong_type_are_usage_errors(net_file, tmp_path):
+    # each raised a raw TypeError (from os.fspath or json.dumps); an unknown format was a
+    # DataError, as if a file were at fault
+    from netc.compiler.errors import UsageError
+    m = netc.compile(net_file)
+    for call in (lambda: netc.compile(5), lambda: netc.load(None), lambda: m.save(3.5),
+                 lambda: m.load_weights(None), lambda: netc.compile(""),
+                 lambda: m.save(tmp_path / "m.npz", extra={"a": object()}),
+                 lambda: m.save(tmp_path / "m.npz", format="h5"),
+                 lambda: netc.compile("model m() { input x: f32[2] }")):
+        with pytest.raises(UsageError):
+            call()
+    m.save(os.fsencode(tmp_path / "b.npz"))  # bytes paths are paths
+    assert netc.load(os.fsencode(tmp_path / "b.npz")).step == 0

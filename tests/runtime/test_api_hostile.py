@@ -1,0 +1,112 @@
+"""Hostile Python API calls on a real (tiny) compiled model: clear netc errors, never a raw
+Python exception, and values users naturally pass (NumPy scalars) accepted."""
+
+import numpy as np
+import pytest
+
+import netc
+from netc.compiler.errors import DataError
+
+TINY = """model tiny(batch = 8, hidden = 4) {
+    input  x: f32[batch, 3]
+    target y: i32[batch]
+    logits = x -> Dense(hidden) as fc1 -> relu -> Dense(2) as fc2
+    output probs = softmax(logits)
+    loss cross_entropy(logits, y)
+}
+
+train tiny {
+    optimizer = adam(lr = 1e-2)
+    epochs    = 1
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("api") / "tiny.net"
+    path.write_text(TINY)
+    return str(path)
+
+
+def test_numpy_scalars_are_numbers(tiny):
+    # compile(hidden=np.int64(5)) said "model parameter 'hidden' must be a number, got int64"
+    # and configure(lr=np.float32(0.1)) "lr must be a number, got np.float32(0.1)"
+    m = netc.compile(tiny, backend="interpret", batch=np.int64(8), hidden=np.int32(5))
+    assert m.model_params == {"batch": 8, "hidden": 5} and m.params["fc1.W"].shape == (3, 5)
+    m.configure(lr=np.float32(0.5), epochs=np.int64(3), validation=np.float64(0.25))
+    assert m.config.epochs == 3 and m.config.validation == 0.25
+    assert m.config.optimizer.args["lr"] == pytest.approx(0.5)
+
+
+def test_a_feed_of_the_wrong_rank_is_checked_against_the_declared_shape(tiny):
+    # predict(x=x[0]) (one sample of 3 features) compiled a batch-3 graph and then said
+    # "input 'x' should have shape [3, 3] (f32[3,3]), got [3]"
+    m = netc.compile(tiny, backend="interpret")
+    x = np.zeros((8, 3), np.float32)
+    with pytest.raises(DataError, match=r"have shape \[8, 3\] \(f32\[8,3\]\), got \[3\]"):
+        m.predict(x=x[0])
+    assert m.predict(x=x[:5]).shape == (5, 2)  # another batch size still specializes
+
+
+def test_tensor_maps_name_what_is_missing_and_refuse_non_numbers(tiny):
+    # params["fc1.w"] raised a bare KeyError('fc1.w'); params["fc2.b"] = ["a", "b"] raised
+    # numpy's ValueError "could not convert string to float"
+    from netc.compiler.errors import UsageError
+    m = netc.compile(tiny, backend="interpret")
+    with pytest.raises(UsageError, match="no parameter named 'fc1.w' — did you mean 'fc1.W'"):
+        m.params["fc1.w"]
+    with pytest.raises(KeyError):  # still a Mapping: get, in and except KeyError work
+        m.state["nope"]
+    assert m.params.get("nope") is None and "fc1.W" in m.params
+    for bad in (["a", "b"], [[1], [2, 3]], None):
+        with pytest.raises(DataError, match="'fc2.b'"):
+            m.params["fc2.b"] = bad
+
+
+def test_float64_feeds_beyond_f32_are_refused(tiny):
+    # predict(x=float64 array holding 1e39) returned [0.5, 0.5]: the check looked at the
+    # float64 values, the model ran on the inf they became in f32
+    m = netc.compile(tiny, backend="interpret")
+    x = np.zeros((8, 3))
+    x[0, 0] = 1e39
+    with pytest.raises(DataError, match=r"NaN or infinity \(values beyond the f32 range\)"):
+        m.predict(x=x)
+
+
+def test_one_model_called_from_several_python_threads(tiny):
+    # the JIT engine's arena (fed inputs, outputs) is shared by every call: threads predicting
+    # on one model got each other's outputs (in the first few calls with threads=2)
+    import threading
+    m = netc.compile(tiny, threads=2)
+    rng = np.random.default_rng(0)
+    xs = [rng.random((8, 3), dtype=np.float32) for _ in range(4)]
+    want = [m.predict(x=x) for x in xs]
+    wrong = []
+
+    def work(k):
+        for _ in range(100):
+            if not np.array_equal(m.predict(x=xs[k]), want[k]):
+                wrong.append(k)
+                return
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong
+
+
+def test_fit_with_a_batch_the_file_fixes_otherwise(tmp_path):
+    # fit(batch=4) (and netc train --batch 4) on a model whose inputs fix the batch at 8
+    # silently trained with 8, while train_steps(batch=4) refused it
+    from netc.compiler.errors import UsageError
+    path = tmp_path / "fixed.net"
+    path.write_text(TINY.replace("(batch = 8, hidden = 4)", "(hidden = 4)")
+                    .replace("[batch, 3]", "[8, 3]").replace("[batch]", "[8]"))
+    m = netc.compile(path, backend="interpret")
+    x = np.zeros((16, 3), np.float32)
+    y = np.zeros(16, np.int32)
+    with pytest.raises(UsageError, match="this model fixes the batch at 8; got batch=4"):
+        m.fit(epochs=1, batch=4, x=x, y=y)
+    assert m.fit(epochs=1, batch=8, x=x, y=y).epochs == [0]
