@@ -322,6 +322,9 @@ def cmd_eval(args, sets: dict) -> int:
 def cmd_predict(args, sets: dict) -> int:
     from .saved import check_writable
 
+    if args.out and not args.out.lower().endswith((".npz", ".csv")):
+        raise UsageError(f"-o {args.out}: predictions are written as .npz or .csv; name the "
+                         "file with one of those endings")
     m = open_model(args, sets)
     out = check_writable(args.out or f"{m.name}.predictions.npz",
                          {"the model file": args.file, "the data file": args.data or m.config.data,

@@ -181,3 +181,10 @@ def test_check_set_of_an_unknown_parameter(work, capsys):
     code, err = run(capsys, "check", "tiny.net", "--set", "hiden=64")
     assert code == 2 and "--set hiden: no model in tiny.net has a parameter 'hiden'" in err
     assert run(capsys, "check", "tiny.net", "--set", "hidden=64")[0] == 0
+
+
+def test_predictions_only_to_npz_or_csv(work, capsys):
+    # -o p.txt wrote an .npz archive under that name
+    code, err = run(capsys, "predict", "tiny.net", "--data", "other.npz", "-o", "p.txt")
+    assert code == 2 and "written as .npz or .csv" in err, err
+    assert not (work / "p.txt").exists()
