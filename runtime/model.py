@@ -293,6 +293,12 @@ class Model:
         is an error listing every such tensor (or is skipped with `skip_unmatched`); tensors
         only one side has are left alone, but at least one must match. Returns the names loaded."""
         path = path_arg(path, "load_weights(path)")
+        if isinstance(kinds, str):  # one kind named alone: "param" in kinds matched substrings
+            kinds = (kinds,)
+        bad = [k for k in kinds if k not in ("param", "state", "opt")]
+        if bad:
+            raise UsageError(f"load_weights(kinds=...): {bad[0]!r} is no kind of tensor (param, "
+                             "state, opt)")
         if not os.path.exists(path):
             raise DataError(f"cannot load weights: '{path}' does not exist")
         saved = read_weights(path)

@@ -127,3 +127,15 @@ def test_path_and_extra_arguments_of_the_wrong_type_are_usage_errors(net_file, t
             call()
     m.save(os.fsencode(tmp_path / "b.npz"))  # bytes paths are paths
     assert netc.load(os.fsencode(tmp_path / "b.npz")).step == 0
+
+
+def test_load_weights_kinds(net_file, tmp_path):
+    # kinds="param" matched by substring ("param" in "param" and also "a" in "param"...),
+    # kinds="parm" loaded nothing and blamed the file
+    from netc.compiler.errors import UsageError
+    m = netc.compile(net_file)
+    m.save(tmp_path / "w.npz")
+    assert m.load_weights(tmp_path / "w.npz", kinds="param") == \
+        m.load_weights(tmp_path / "w.npz", kinds=("param",))
+    with pytest.raises(UsageError, match="'parm' is no kind of tensor"):
+        m.load_weights(tmp_path / "w.npz", kinds="parm")
