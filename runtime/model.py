@@ -328,6 +328,8 @@ class Model:
 
         if not settings:
             return self
+        if "batch" in settings and self.fixed_batch is not None:
+            self._step_batch(settings["batch"])  # a batch the file fixes otherwise: ignored
         self.config = override_train(self.config, settings, self._base_built)
         self._engines = {}  # train steps and the reported l1/l2 penalties depend on settings
         return self

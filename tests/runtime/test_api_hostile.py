@@ -110,3 +110,7 @@ def test_fit_with_a_batch_the_file_fixes_otherwise(tmp_path):
     with pytest.raises(UsageError, match="this model fixes the batch at 8; got batch=4"):
         m.fit(epochs=1, batch=4, x=x, y=y)
     assert m.fit(epochs=1, batch=8, x=x, y=y).epochs == [0]
+    # configure(batch=4) (netc train --set batch=4) was ignored the same way
+    with pytest.raises(UsageError, match="this model fixes the batch at 8; got batch=4"):
+        m.configure(batch=4)
+    m.configure(batch=8, epochs=2)
