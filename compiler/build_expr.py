@@ -288,8 +288,11 @@ class ExprMixin:
             args = [([v for v, _ in args], e.loc)] if args else []
         specs = [(p.name, REQUIRED if p.required else None) for p in params]
         bound = self.bind(f"{b.name}()", specs, args, kwargs, e)
+        # a number argument takes the type of the first tensor argument that has a number type
+        # (where(k > 1, k, 0) with k i32: not the bool condition's, which gives no type)
         like = next((v for p in params if p.kind == "tensor" and p.name in bound
-                     for v in [bound[p.name][0]] if isinstance(v, Node)), None)
+                     for v in [bound[p.name][0]]
+                     if isinstance(v, Node) and v.type.dtype != "bool"), None)
         out = {}
         for p in params:
             if p.name in bound:
