@@ -19,7 +19,7 @@ from . import syntax as S
 from .errors import NetTypeError, ShapeError, SourceLoc, UndefinedName, suggestion
 from .ir import Node
 from .named_calls import REQUIRED
-from .ops.base import pair
+from .ops.base import number_of_type, pair
 from .ops.builtins import BUILTINS, Builtin, Param
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",
@@ -136,10 +136,7 @@ class ExprMixin:
         # `like` is the other operand: a tensor gives its dtype, a plain number or bool does not
         dtype = like.type.dtype if isinstance(like, Node) and like.type.dtype != "bool" \
             else self.g.float_dtype
-        if dtype == "i32" and not float(v).is_integer():
-            raise NetTypeError(f"the number {v} cannot meet an i32 tensor (it is not an "
-                               "integer)", loc)
-        return self.g.const(int(v) if dtype == "i32" else v, dtype, loc)
+        return self.g.const(number_of_type(v, dtype, loc), dtype, loc)
 
     # ------------------------------------------------------------------ atoms
     def _e_Num(self, e: S.Num):
@@ -369,7 +366,7 @@ class ExprMixin:
             if not is_number(v):
                 raise NetTypeError(f"{where} must be a compile-time number, got "
                                    f"{describe(v)}", loc)
-            return float(v)
+            return float(number_of_type(v, "f64", loc))
         if kind == "bool":
             if not isinstance(v, bool):
                 raise NetTypeError(f"{where} must be true or false, got {describe(v)}", loc)

@@ -19,13 +19,14 @@ import math
 
 from ..errors import NetTypeError, ShapeError, SourceLoc
 from ..ir import Graph, Node
-from .base import broadcast_shapes, emit, norm_axes, norm_axis
+from .base import broadcast_shapes, emit, norm_axes, norm_axis, number_of_type
 
 Loc = SourceLoc | None
 
 
 def _c(g: Graph, v: float, like: Node, loc: Loc) -> Node:
-    return g.const(v, like.type.dtype, loc)
+    """A constant of `like`'s type; `v` may come from the user (clip's bounds, an alpha)."""
+    return g.const(number_of_type(v, like.type.dtype, loc), like.type.dtype, loc)
 
 
 def _float(op: str, x: Node, loc: Loc) -> None:
