@@ -383,3 +383,19 @@ def test_every_message_is_free_of_python_reprs():
         with pytest.raises(NetError) as info:
             build_text(text)
         assert "<" not in info.value.message and "object at" not in info.value.message
+
+
+def test_an_enormous_loop_is_refused_at_its_header():
+    # loops unroll into the graph: `for t in 0..100000000` built for hours (netc check hung)
+    msg = "loops are unrolled when the model compiles, and this one takes the model past " \
+          "100000 loop-body runs in all"
+    expect_error(M("    input x: f32[2]\n    h = x\n    for t in 0..100000000 { h = h + 1 }\n"
+                   "    output h"), msg + " (100000000 here)", 4, 5)
+    expect_error(M("    input x: f32[2]\n    h = x\n    repeat 200000 { h = h * 2 }\n"
+                   "    output h"), msg, 4, 5)
+    # nested loops count every run of the inner body (the outer one's runs come first)
+    expect_error(M("    input x: f32[2]\n    h = x\n    for i in 0..100000 {\n"
+                   "        for j in 0..2 { h = h + 1 }\n    }\n    output h"), msg + " (2 here)",
+                 5, 9)
+    build_text(M("    input x: f32[2]\n    h = x\n    for i in 0..3 {\n"
+                 "        repeat 4 { h = h + 1 }\n    }\n    output h"))
