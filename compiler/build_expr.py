@@ -19,7 +19,7 @@ from . import syntax as S
 from .errors import NetTypeError, ShapeError, SourceLoc, UndefinedName, suggestion
 from .ir import Node
 from .named_calls import REQUIRED
-from .ops.base import pair
+from .ops.base import number_of_type, pair
 from .ops.builtins import BUILTINS, Builtin, Param
 
 _BINOPS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow", "@": "matmul",
@@ -146,10 +146,7 @@ class ExprMixin:
         # `like` is the other operand: a tensor gives its dtype, a plain number or bool does not
         dtype = like.type.dtype if isinstance(like, Node) and like.type.dtype != "bool" \
             else self.g.float_dtype
-        if dtype == "i32" and not float(v).is_integer():
-            raise NetTypeError(f"the number {v} cannot meet an i32 tensor (it is not an "
-                               "integer)", loc)
-        return self.g.const(int(v) if dtype == "i32" else v, dtype, loc)
+        return self.g.const(number_of_type(v, dtype, loc), dtype, loc)
 
     # ------------------------------------------------------------------ atoms
     def _e_Num(self, e: S.Num):
@@ -298,8 +295,11 @@ class ExprMixin:
             args = [([v for v, _ in args], e.loc)] if args else []
         specs = [(p.name, REQUIRED if p.required else None) for p in params]
         bound = self.bind(f"{b.name}()", specs, args, kwargs, e)
+        # a number argument takes the type of the first tensor argument that has a number type
+        # (where(k > 1, k, 0) with k i32: not the bool condition's, which gives no type)
         like = next((v for p in params if p.kind == "tensor" and p.name in bound
-                     for v in [bound[p.name][0]] if isinstance(v, Node)), None)
+                     for v in [bound[p.name][0]]
+                     if isinstance(v, Node) and v.type.dtype != "bool"), None)
         out = {}
         for p in params:
             if p.name in bound:
@@ -376,7 +376,7 @@ class ExprMixin:
             if not is_number(v):
                 raise NetTypeError(f"{where} must be a compile-time number, got "
                                    f"{describe(v)}", loc)
-            return float(v)
+            return float(number_of_type(v, "f64", loc))
         if kind == "bool":
             if not isinstance(v, bool):
                 raise NetTypeError(f"{where} must be true or false, got {describe(v)}", loc)

@@ -51,6 +51,9 @@ class Built:
     root: Instance
 
 
+MAX_UNROLLED = 100_000  # loop-body runs per model build (for and repeat, nested ones included)
+
+
 class Builder(ExprMixin, CallMixin):
     def __init__(self, prog: Program, g: Graph, model_params: dict):
         self.prog = prog
@@ -60,6 +63,7 @@ class Builder(ExprMixin, CallMixin):
         self.frame = Frame("model", g.name, instance=self.root)
         self.stack: list[tuple[str, SourceLoc]] = []
         self.updated: dict[str, SourceLoc] = {}
+        self.unrolled = 0  # loop-body runs so far (every loop is unrolled here)
 
     # ------------------------------------------------------------------ names
     def lookup(self, name: str, loc: SourceLoc):
@@ -256,6 +260,7 @@ class Builder(ExprMixin, CallMixin):
     def _s_For(self, st: S.For) -> None:
         lo = self.static_int(st.start, "a loop bound")
         hi = self.static_int(st.stop, "a loop bound")
+        self._unroll(hi - lo, st)
         saved = self.frame.bindings.get(st.var)
         for t in range(lo, hi):
             self.frame.bindings[st.var] = t
@@ -266,6 +271,7 @@ class Builder(ExprMixin, CallMixin):
         n = self.static_int(st.count, "a repeat count")
         if n < 0:
             raise ShapeError(f"a repeat count cannot be negative, got {n}", st.count.loc)
+        self._unroll(n, st)
         saved = self.frame.bindings.get(st.var) if st.var else None
         path = self.frame.repeat_path
         for i in range(n):
@@ -276,6 +282,15 @@ class Builder(ExprMixin, CallMixin):
         self.frame.repeat_path = path
         if st.var:
             self._restore(st.var, saved)
+
+    def _unroll(self, n: int, st: S.Stmt) -> None:
+        """Count `n` more runs of a loop body against MAX_UNROLLED: loops are unrolled into the
+        graph, so an enormous bound would build for hours (or until memory runs out)."""
+        self.unrolled += max(n, 0)
+        if self.unrolled > MAX_UNROLLED:
+            raise SemanticError(f"loops are unrolled when the model compiles, and this one takes "
+                                f"the model past {MAX_UNROLLED} loop-body runs in all ({n} "
+                                "here)", st.loc)
 
     def _restore(self, name: str, saved) -> None:
         if saved is None:

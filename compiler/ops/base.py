@@ -64,6 +64,33 @@ class Primitive:
 PRIMITIVES: dict[str, Primitive] = {}
 
 
+I32_MIN, I32_MAX = -2**31, 2**31 - 1
+
+
+def number_of_type(v: int | float, dtype: str, loc: SourceLoc | None) -> int | float:
+    """A number of the model (a literal, a model parameter, a built-in's argument) as a value of
+    `dtype`, or a located error: an i32 takes integers in its range only, a float type any number
+    that does not round to infinity (NumPy would warn or raise OverflowError)."""
+    if dtype == "i32":
+        if isinstance(v, float) and not v.is_integer():
+            raise NetTypeError(f"the number {v} cannot meet an i32 tensor (it is not an "
+                               "integer)", loc)
+        if not I32_MIN <= int(v) <= I32_MAX:
+            raise NetTypeError(f"the number {v} cannot meet an i32 tensor (i32 holds "
+                               f"{I32_MIN}..{I32_MAX})", loc)
+        return int(v)
+    if dtype in FLOAT_DTYPES:
+        np_type = np.float32 if dtype == "f32" else np.float64
+        try:
+            with np.errstate(over="ignore"):
+                big = not np.isfinite(np_type(float(v)))
+        except OverflowError:  # an integer literal past any float
+            big = True
+        if big:
+            raise NetTypeError(f"the number {v} is too large for {dtype} (at most "
+                               f"{float(np.finfo(np_type).max):.8g})", loc)
+    return v
+
 def register(prim: Primitive) -> Primitive:
     if not prim.name or prim.name in PRIMITIVES:
         raise InternalCompilerError(f"primitive {prim.name!r} registered twice or unnamed")

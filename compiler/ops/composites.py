@@ -7,7 +7,8 @@ build_ir reaches these through `builtins.BUILTINS`; layers and train.py may call
 Invariants: nothing here has its own VJP: gradients come from the primitives emitted, so every
 composite is differentiable wherever its primitives are. Stability: softmax, log_softmax and
 logsumexp subtract a stop_gradient'ed max (exact: the functions are shift-invariant); softplus and
-binary_cross_entropy use max(x, 0) + log1p(exp(-|x|)); elu exponentiates min(x, 0) only. Losses
+binary_cross_entropy use max(x, 0) + log1p(exp(-|x|)), -|x| as minimum(x, -x) so that the slope at
+0 is 0.5; elu exponentiates min(x, 0) only. Losses
 require prediction and target of the same shape (no silent broadcasting of [b, 1] against [b]).
 Argument values that a user controls are validated here with the call's location.
 """
@@ -18,13 +19,14 @@ import math
 
 from ..errors import NetTypeError, ShapeError, SourceLoc
 from ..ir import Graph, Node
-from .base import broadcast_shapes, emit, norm_axes, norm_axis
+from .base import broadcast_shapes, emit, norm_axes, norm_axis, number_of_type
 
 Loc = SourceLoc | None
 
 
 def _c(g: Graph, v: float, like: Node, loc: Loc) -> Node:
-    return g.const(v, like.type.dtype, loc)
+    """A constant of `like`'s type; `v` may come from the user (clip's bounds, an alpha)."""
+    return g.const(number_of_type(v, like.type.dtype, loc), like.type.dtype, loc)
 
 
 def _float(op: str, x: Node, loc: Loc) -> None:
@@ -100,8 +102,10 @@ def gelu(g: Graph, x: Node, loc: Loc = None) -> Node:
 
 
 def _log1p_exp_neg_abs(g: Graph, x: Node, loc: Loc) -> Node:
-    """log(1 + exp(-|x|)), never overflowing."""
-    e = emit(g, "exp", [emit(g, "neg", [emit(g, "abs", [x], loc)], loc)], loc)
+    """log(1 + exp(-|x|)), never overflowing. -|x| is written minimum(x, -x), whose tie at 0 goes
+    to x (slope 1): with relu'(0) = 0, relu(x) + this then has the slope sigmoid(0) = 0.5 at 0,
+    as softplus has (neg(abs(x)), with abs'(0) = 0, gave 0 there). No cancellation either side."""
+    e = emit(g, "exp", [emit(g, "minimum", [x, emit(g, "neg", [x], loc)], loc)], loc)
     return emit(g, "log1p", [e], loc)
 
 

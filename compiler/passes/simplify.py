@@ -91,8 +91,9 @@ def _identity(g: Graph, n: Node) -> Node | None:
             return _new(g, "sqrt", [ins[0]], None, n)
     if op == "neg" and ins[0].op == "neg":
         return ins[0].inputs[0]
-    if op in ("slice", "slice_grad") and ins[0].type == n.type:  # the whole tensor
-        return ins[0]
+    if (op in ("slice", "slice_grad") and ins[0].type == n.type
+            and all(st == 1 or d == 1 for st, d in zip(n.attrs["steps"], n.type.shape))):
+        return ins[0]  # the whole tensor, in order (x[::-1] keeps the shape but reverses)
     if op == "stop_gradient" or (op == "cast" and ins[0].type.dtype == n.type.dtype):
         return ins[0]
     if op == "where" and ins[1] is ins[2] and ins[1].type == n.type:

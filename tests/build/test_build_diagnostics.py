@@ -113,6 +113,32 @@ def test_boolean_meeting_a_number_at_compile_time():
                  "add: operands have different dtypes (bool[] and f32[])", 3, 21)
 
 
+def test_a_number_that_the_tensor_type_cannot_hold():
+    # `k + 3000000000` (k i32) was an internal compiler error (OverflowError from NumPy), and
+    # `x * 1e40` (x f32) became inf with a RuntimeWarning printed
+    expect_error(M("    input k: i32[3]\n    output o = k + 3000000000"),
+                 "the number 3000000000 cannot meet an i32 tensor (i32 holds "
+                 "-2147483648..2147483647)", 3, 20)
+    expect_error(M("    input k: i32[3]\n    output o = clip(k, 0, 1" + "0" * 400 + ")"),
+                 "is too large for f64", 3, 27)
+    # a built-in's number argument meeting an i32 tensor: internal compiler errors before
+    expect_error(M("    input k: i32[3]\n    output o = clip(k, 0, 1.5)"),
+                 "the number 1.5 cannot meet an i32 tensor (it is not an integer)", 3, 16)
+    expect_error(M("    input k: i32[3]\n    output o = clip(k, 0, 3000000000)"),
+                 "cannot meet an i32 tensor (i32 holds", 3, 16)
+    expect_error(M("    input x: f32[3]\n    output o = leaky_relu(x, alpha = 1e40)"),
+                 "the number 1e+40 is too large for f32", 3, 16)
+    expect_error(M("    input x: f32[3]\n    output o = x * 1e40"),
+                 "the number 1e+40 is too large for f32 (at most 3.4028235e+38)", 3, 20)
+    expect_error(M("    input x: f32[3]\n    output o = x - 1" + "0" * 400),
+                 "is too large for f32", 3, 20)
+    expect_error(M("    input x: f64[3]\n    output o = x * 1e400"), "is too large for f64", 3, 20)
+    for text in ("    input k: i32[3]\n    output o = clip(k, -2147483648, 2147483647)",
+                 "    input x: f32[3]\n    output o = x * 3.4028235e38"):
+        build_text(M(text))
+    build_text(M("    input x: f32[3]\n    output o = x * 1e40"), float_dtype="f64")
+
+
 def test_mixed_dtypes_suggest_what_the_language_has():
     # the message once said "use a cast", but the language has no cast function
     expect_error(M("    input x: f32[2, 3]\n    output o = x * (x > 0)"),
@@ -367,3 +393,19 @@ def test_every_message_is_free_of_python_reprs():
         with pytest.raises(NetError) as info:
             build_text(text)
         assert "<" not in info.value.message and "object at" not in info.value.message
+
+
+def test_an_enormous_loop_is_refused_at_its_header():
+    # loops unroll into the graph: `for t in 0..100000000` built for hours (netc check hung)
+    msg = "loops are unrolled when the model compiles, and this one takes the model past " \
+          "100000 loop-body runs in all"
+    expect_error(M("    input x: f32[2]\n    h = x\n    for t in 0..100000000 { h = h + 1 }\n"
+                   "    output h"), msg + " (100000000 here)", 4, 5)
+    expect_error(M("    input x: f32[2]\n    h = x\n    repeat 200000 { h = h * 2 }\n"
+                   "    output h"), msg, 4, 5)
+    # nested loops count every run of the inner body (the outer one's runs come first)
+    expect_error(M("    input x: f32[2]\n    h = x\n    for i in 0..100000 {\n"
+                   "        for j in 0..2 { h = h + 1 }\n    }\n    output h"), msg + " (2 here)",
+                 5, 9)
+    build_text(M("    input x: f32[2]\n    h = x\n    for i in 0..3 {\n"
+                 "        repeat 4 { h = h + 1 }\n    }\n    output h"))

@@ -117,6 +117,26 @@ model m {
     np.testing.assert_allclose(r.updates["avg"], 0.1 * x.mean(0))
 
 
+def test_a_number_in_where_takes_the_type_of_the_branch_not_of_the_condition():
+    # the number took its type from the first tensor argument, the bool condition, so it was
+    # f32: where(k > 1, k, 0) with k i32 said "operands have different dtypes (i32 and f32[])"
+    text = """
+model m {
+    input k: i32[4]
+    input x: f32[4]
+    output a = where(k > 1, k, 0)
+    output b = where(k > 1, 2, k)
+    output c = where(x > 0, x, 1)
+}"""
+    b = build_text(text)
+    k, x = np.arange(4, dtype=np.int32), np.array([-1, 1, 2, -3], dtype=np.float32)
+    r = run_graph(b.graph, {"k": k, "x": x})
+    assert r.outputs["a"].dtype == r.outputs["b"].dtype == np.int32
+    np.testing.assert_array_equal(r.outputs["a"], [0, 0, 2, 3])
+    np.testing.assert_array_equal(r.outputs["b"], [0, 1, 2, 2])
+    np.testing.assert_array_equal(r.outputs["c"], [1, 1, 2, 1])
+
+
 def _np_lstm(x, Wx, Wh, b, H):
     h = np.zeros((x.shape[0], H))
     c = np.zeros_like(h)

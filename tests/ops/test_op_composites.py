@@ -119,6 +119,22 @@ def test_cross_entropy_and_stability():
     np.testing.assert_allclose(e.run(grad(e.g, C.l1(e.g, [elu], LOC), [xe])[xe.id]), [1.0, 0.0])
 
 
+def test_softplus_and_bce_gradients_at_zero_logits():
+    # max(x, 0) was relu(x): with relu'(0) = abs'(0) = 0 the gradient at a logit of exactly 0
+    # (zero weights and bias, a dead relu row) was 0 for softplus and -y for BCE, not 0.5, 0.5 - y
+    e = Env()
+    xs = np.array([-3.0, -1e-3, 0.0, 1e-3, 3.0, 30.0, -30.0])
+    x = e.p(xs)
+    sp = C.mean(e.g, C.softplus(e.g, x, LOC), None, False, LOC)
+    sig = 1 / (1 + np.exp(-xs))
+    np.testing.assert_allclose(e.run(grad(e.g, sp, [x])[x.id]), sig / len(xs), rtol=1e-12)
+    ys = np.array([0.25, 1.0, 0.6, 0.0, 0.5, 1.0, 0.0])
+    bce = C.binary_cross_entropy(e.g, x, e.p(ys), LOC)
+    np.testing.assert_allclose(e.run(grad(e.g, bce, [x])[x.id]), (sig - ys) / len(xs), rtol=1e-12,
+                               atol=1e-16)
+    assert e.run(bce) == pytest.approx(np.mean(np.logaddexp(0, xs) - xs * ys), rel=1e-12)
+
+
 def test_dropout_statistics_and_modes():
     e = Env()
     x = e.p(np.ones((200, 500)))

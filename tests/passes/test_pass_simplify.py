@@ -237,3 +237,17 @@ def test_row_sum_rule_needs_labels_checked_at_the_boundary():
     g.outputs["out"] = g.add("sum", [v], {"axes": (1,), "keepdims": False}, L)
     eliminate_dead(simplify(g))
     assert g.outputs["out"].op == "sum"
+
+
+@pytest.mark.parametrize("op", ["slice", "slice_grad"])
+@pytest.mark.parametrize("steps,kept", [((1, 1), False), ((-1, 1), True), ((1, -1), True),
+                                        ((-1, -1), True)])
+def test_a_reversing_slice_of_the_whole_shape_is_kept(op, steps, kept):
+    # a slice of the same shape was dropped as "the whole tensor" whatever its steps, so the JIT
+    # computed x[::-1] (and its gradient) as x
+    g, x = _g()
+    attrs = {"starts": (None, None), "stops": (None, None), "steps": steps}
+    if op == "slice_grad":
+        attrs["in_shape"] = F.shape
+    out = _opt(g, g.add(op, [x], attrs, L))
+    assert (out.op == op) == kept
