@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 import llvmlite
@@ -33,7 +34,17 @@ from netc.compiler.disk_cache import cache_dir, read_entry, write_entry
 from netc.compiler.errors import InternalCompilerError
 from netc.jit import Compiled, _parse, optimize, target_machine
 
-_memory: dict[str, tuple[Compiled, dict]] = {}
+# compiled modules of this process by key, least recently used first; bounded, so a process
+# compiling many graphs (a model predicting on many batch sizes, a search over model sizes)
+# does not keep them all: an evicted one lives on while an engine still holds it
+_memory: OrderedDict[str, tuple[Compiled, dict]] = OrderedDict()
+MEMORY_ENTRIES = 32
+
+
+def _remember(key: str, entry: tuple[Compiled, dict]) -> None:
+    _memory[key] = entry
+    while len(_memory) > MEMORY_ENTRIES:
+        _memory.popitem(last=False)
 
 
 def _version() -> str:
@@ -155,6 +166,7 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
     """(compiled, meta, hit): from memory, the disk cache, or a fresh O3 compile stored on disk."""
     key = cache_key(key_text, target)
     if key in _memory:
+        _memory.move_to_end(key)
         return *_memory[key], True
     path = os.path.join(cache_dir(), key[:2], key + ".o")
     data = read_entry(path)
@@ -162,7 +174,7 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
         try:
             obj, meta = _unpack(data)
             compiled = _load(obj, target)
-            _memory[key] = (compiled, meta)
+            _remember(key, (compiled, meta))
             return compiled, meta, True
         except Exception:  # noqa: BLE001 - a bad entry is rebuilt below
             pass
@@ -173,5 +185,5 @@ def compile_cached(key_text: str, build: Callable[[], tuple[ir.Module, dict]], t
     del text
     write_entry(path, _pack(obj, meta))
     compiled = _load(obj, target)
-    _memory[key] = (compiled, meta)
+    _remember(key, (compiled, meta))
     return compiled, meta, False

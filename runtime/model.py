@@ -41,6 +41,7 @@ from .training import fit as _fit
 
 FORMAT = "netc-model"
 FORMAT_VERSION = 1
+OTHER_BATCHES = 8  # compiled engines kept for batch sizes other than the declared one
 _DTYPES = {"float32": "f32", "float64": "f64"}
 Builder = Callable[[str, "int | None"], Any]  # (mode, batch or None) -> Built-like
 
@@ -173,6 +174,14 @@ class Model:
 
     def _engine(self, mode: str, batch: int | None, built: Any = None) -> tuple[Engine, Any]:
         key = (mode, batch, self.steps_per_epoch if mode == "train" else None)
+        hit = self._engines.get(key)
+        if hit is not None:
+            if batch is not None:  # most recently used last (see below)
+                self._engines[key] = self._engines.pop(key)
+            return hit
+        others = [k for k in self._engines if k[1] is not None]
+        if len(others) >= OTHER_BATCHES:  # engines for batch sizes other than the declared
+            del self._engines[others[0]]  # one are bounded: the least recently used goes
         if key not in self._engines:
             built = built or self._builder(mode, batch)
             g, cls = built.graph, BACKENDS[self._backend]

@@ -5,6 +5,7 @@ pipeline (NETC_DISABLE) change the code, the cache key, never the results."""
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -121,7 +122,7 @@ def test_jit_equals_interpreter_under_every_switch(disable):
 def test_switches_are_part_of_the_cache_key(tmp_path, monkeypatch):
     """The code depends on the plan, so the plan is in the key: another switch is another plan."""
     monkeypatch.setenv("NETC_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(jit_cache, "_memory", {})  # this process's earlier compiles too
+    monkeypatch.setattr(jit_cache, "_memory", OrderedDict())  # this process's earlier compiles too
     hits = [_run(disable, steps=1)[2] for disable in ("reuse", "reuse", "inplace", "")]
     assert hits == [False, True, False, False]
 

@@ -81,6 +81,23 @@ def test_batch_sizes_compile_once_each():
     assert m.predict(x=blobs(5)["x"]).shape == (5, 3)
 
 
+def test_engines_for_other_batch_sizes_are_bounded():
+    # every batch size predicted on kept a compiled engine for good: a model predicting on
+    # many row counts grew without bound
+    from netc.model import OTHER_BATCHES
+    calls = []
+    m = Model._from_builder(builder(calls=calls))
+    sizes = list(range(1, OTHER_BATCHES + 4))
+    want = {n: forward(m, blobs(n)["x"]) for n in sizes}
+    for n in sizes:
+        np.testing.assert_allclose(m.predict(x=blobs(n)["x"]), want[n])
+    assert len(m._engines) == 1 + OTHER_BATCHES
+    m.predict(x=blobs(sizes[-1])["x"])  # recent: kept
+    assert calls.count(("eval", sizes[-1])) == 1
+    np.testing.assert_allclose(m.predict(x=blobs(1)["x"]), want[1])  # evicted: built again
+    assert calls.count(("eval", 1)) == 2 and len(m._engines) == 1 + OTHER_BATCHES
+
+
 def test_static_batch_must_match():
     m = _model(with_batch=False)
     with pytest.raises(DataError, match=r"'x' should have shape \[8, 4\]"):
