@@ -336,19 +336,19 @@ def _header(model, lib: str, parts: dict[str, _Part], tensors: list[str], store)
         lines += ["/* One optimizer step on one batch; *loss (may be NULL) gets the reported loss "
                   "(the sum",
                   " * when there are several). */",
-                  f"int {lib}_train_step({lib} *m, {args}, double *loss);",
+                  f"int {lib}_train_step({_params(f'{lib} *m', args, 'double *loss')});",
                   "/* n_index / BATCH steps, step s on rows index[s*BATCH .. (s+1)*BATCH) of the "
                   "full",
                   " * arrays (each `rows` rows); *mean_loss (may be NULL) gets the loss averaged "
                   "over the steps.",
                   " * Bitwise the same as that many train_step calls. */",
-                  f"int {lib}_train_steps({lib} *m, {args}, int64_t rows, const int64_t *index, "
-                  "int64_t n_index, double *mean_loss);",
+                  f"int {lib}_train_steps({_params(f'{lib} *m', args)}, int64_t rows, "
+                  "const int64_t *index, int64_t n_index, double *mean_loss);",
                   f"int64_t {lib}_step(const {lib} *m);  /* optimizer steps taken so far */", ""]
     args = ", ".join(f"const {_C_TYPES[d]} *{n}" for n, _, d in _feeds(model, "predict"))
     outs = ", ".join(f"{_C_TYPES[d]} *{n}" for n, _, d in _outs(model))
     lines += ["/* Inference (eval mode: no dropout, running statistics) on one batch. */",
-              f"int {lib}_predict({lib} *m, {args}, {outs});", "",
+              f"int {lib}_predict({_params(f'{lib} *m', args, outs)});", "",
               "/* Every tensor the model keeps: parameters (\"param\"), model state (\"state\") "
               "and optimizer",
               " * state (\"opt\"). The pointer is the live tensor: read or write it between "
@@ -525,7 +525,7 @@ def _glue(model, lib: str, parts: dict[str, _Part], tensors: list[str], tensor_a
                   for n, s, d in feeds if n in fed_at]
         step_set = _step_word(step_tensor, "m->train")
         loss_sum = " + ".join(_result(p, r, "m->train") for r in p.results) or "0.0"
-        out += [f"int {lib}_train_step({lib} *m, {args}, double *loss) {{",
+        out += [f"int {lib}_train_step({_params(f'{lib} *m', args, 'double *loss')}) {{",
                 f"    if (!m) return {up}_EARG;", *checks, *copies, step_set,
                 f"    run1(m, {lib}_step_train, m->train, {int(p.split)});",
                 f"    if (loss) *loss = {loss_sum};",
@@ -550,8 +550,8 @@ def _glue(model, lib: str, parts: dict[str, _Part], tensors: list[str], tensor_a
         n_losses = len(p.results)
         acc = f"((const double *)(m->train + {LOSS_OFFSET}))"
         mean = " + ".join(f"{acc}[{j}]" for j in range(n_losses)) or "0.0"
-        out += [f"int {lib}_train_steps({lib} *m, {args}, int64_t rows, const int64_t *index, "
-                "int64_t n_index, double *mean_loss) {",
+        out += [f"int {lib}_train_steps({_params(f'{lib} *m', args)}, int64_t rows, "
+                "const int64_t *index, int64_t n_index, double *mean_loss) {",
                 *loop_checks,
                 f"    void *data[] = {{{data}}};",
                 f"    int64_t n_steps = n_index / {batch};",
@@ -587,7 +587,7 @@ def _glue(model, lib: str, parts: dict[str, _Part], tensors: list[str], tensor_a
         shape, d = model.outputs[n]
         src = (f"m->predict + {where}" if kind == "arena" else f"m->tensor[{where}]")
         results.append(f"    memcpy({ids['out', n]}, {src}, {_size(shape) * _nbytes(d)});")
-    out += [f"int {lib}_predict({lib} *m, {args}, {outs}) {{",
+    out += [f"int {lib}_predict({_params(f'{lib} *m', args, outs)}) {{",
             f"    if (!m) return {up}_EARG;", *checks, *copies,
             _step_word(step_tensor, "m->predict"),
             f"    run1(m, {lib}_step_predict, m->predict, {int(p.split)});",
@@ -608,6 +608,11 @@ def _glue(model, lib: str, parts: dict[str, _Part], tensors: list[str], tensor_a
             f"void *{lib}_tensor({lib} *m, int i) {{ return m && VALID(i) ? m->tensor[i] : NULL; "
             "}", ""]
     return "\n".join(line for line in out if line is not None)
+
+
+def _params(*parts: str) -> str:
+    """A C parameter list of the non-empty parts (a model may have no inputs or outputs)."""
+    return ", ".join(p for p in parts if p)
 
 
 def _step_word(step_tensor: int, arena: str) -> str:

@@ -155,6 +155,48 @@ def test_library_matches_the_jit_bitwise(exported, case, threads):
         lib.fn("destroy")(h)
 
 
+NO_INPUTS = """
+model gen(batch = 3) {
+    target y: f32[batch, 2]
+    h = randn([batch, 4]) -> Dense(2) as fc
+    output h
+    loss mse(h, y)
+}
+"""
+UNUSED_INPUT = """
+model emb(batch = 1) {
+    input tok: i32[batch, 5]
+    input unused: f32[batch, 2]
+    target y: i32[batch]
+    h = tok -> Embedding(7, 4) as e -> flatten -> Dense(3) as fc
+    output h
+    loss cross_entropy(h, y)
+}
+"""
+
+
+@needs_cc
+@pytest.mark.parametrize("text", [NO_INPUTS, UNUSED_INPUT], ids=["no_inputs", "unused_input"])
+def test_models_without_inputs_or_with_unused_ones(tmp_path, text):
+    # a model without inputs wrote `int gen_predict(gen *m, , float *out_h)`, which no C
+    # compiler takes
+    (tmp_path / "m.net").write_text(text)
+    m = netc.compile(str(tmp_path / "m.net"), seed=4)
+    ref = netc.compile(str(tmp_path / "m.net"), seed=4)
+    e = export_library(m, str(tmp_path / "lib"))
+    lib = Lib(m, e.library, m.name)
+    h = lib.create(2)
+    try:
+        feeds = batch_data(m, m.model_params["batch"], 1)
+        for _ in range(2):
+            assert lib.train_step(h, feeds)[1] == ref.train_step(**feeds)
+        rc, outs = lib.predict(h, feeds)
+        want = ref.predict(**{k: feeds[k] for k in ref.inputs})
+        assert rc == 0 and np.array_equal(outs["h"], want)
+    finally:
+        lib.fn("destroy")(h)
+
+
 @needs_cc
 def test_bad_arguments_are_error_codes(exported):
     _path, _e, lib = exported["pair"]
