@@ -122,3 +122,19 @@ def gan_builder():
         return SimpleNamespace(graph=g, train=cfg, model_name="gan", params={"batch": b},
                                path="gan.net", text=None)
     return build
+
+
+# a tiny classifier as .net text (tests that compile files: the hostile CLI and API sweeps)
+TINY_NET = """model tiny(batch = 8, hidden = 4) {
+    input  x: f32[batch, 3]
+    target y: i32[batch]
+    logits = x -> Dense(hidden) as fc1 -> relu -> Dense(2) as fc2
+    output probs = softmax(logits)
+    loss cross_entropy(logits, y)
+}
+
+train tiny {
+    optimizer = adam(lr = 1e-2)
+    epochs    = 1
+}
+"""

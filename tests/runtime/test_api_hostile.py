@@ -3,23 +3,12 @@ Python exception, and values users naturally pass (NumPy scalars) accepted."""
 
 import numpy as np
 import pytest
+from model_cases import TINY_NET
 
 import netc
 from netc.compiler.errors import DataError
 
-TINY = """model tiny(batch = 8, hidden = 4) {
-    input  x: f32[batch, 3]
-    target y: i32[batch]
-    logits = x -> Dense(hidden) as fc1 -> relu -> Dense(2) as fc2
-    output probs = softmax(logits)
-    loss cross_entropy(logits, y)
-}
-
-train tiny {
-    optimizer = adam(lr = 1e-2)
-    epochs    = 1
-}
-"""
+TINY = TINY_NET
 
 
 @pytest.fixture(scope="module")

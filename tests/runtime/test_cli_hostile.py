@@ -3,23 +3,11 @@ and nothing the user owns (data, model files) is overwritten or left half-writte
 
 import numpy as np
 import pytest
+from model_cases import TINY_NET
 
 from netc.cli import main
 
-TINY = """model tiny(batch = 8, hidden = 4) {
-    input  x: f32[batch, 3]
-    target y: i32[batch]
-    logits = x -> Dense(hidden) as fc1 -> relu -> Dense(2) as fc2
-    output probs = softmax(logits)
-    loss cross_entropy(logits, y)
-}
-
-train tiny {
-    data      = "tiny.npz"
-    optimizer = adam(lr = 1e-2)
-    epochs    = 1
-}
-"""
+TINY = TINY_NET.replace("train tiny {\n", 'train tiny {\n    data      = "tiny.npz"\n')
 
 
 @pytest.fixture
