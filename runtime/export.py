@@ -46,7 +46,7 @@ from netc.compiler.errors import DataError, UsageError
 from netc.compiler.ir import np_dtype
 
 from .export_c import ALIGN, C_WORDS, Part, glue_text, header_text
-from .jit import _parse, optimize, target_machine
+from .jit_cache import object_code
 from .saved import atomic_write
 from .training import check_count
 
@@ -171,8 +171,8 @@ def _object_code(module: ir.Module, target, lib: str, blob: bytes) -> bytes:
     """The module optimised for `target`, position-independent, entry points renamed to lib_*
     and everything else internal, with `blob` as the read-only symbol lib_blob. The blob goes in
     through the assembler's .incbin, not as an IR constant: a model's tensors printed as IR text
-    and parsed back would cost minutes and gigabytes for a large model."""
-    tm = target_machine(target, pic=True)
+    and parsed back would cost minutes and gigabytes for a large model. LLVM works in a child
+    process, as for the JIT (jit_cache.object_code)."""
     with tempfile.TemporaryDirectory(prefix="netc-export-") as tmp:
         path = os.path.join(tmp, "blob.bin")
         with open(path, "wb") as f:
@@ -182,7 +182,7 @@ def _object_code(module: ir.Module, target, lib: str, blob: bytes) -> bytes:
                  f".type {sym},@object", f".size {sym},{max(len(blob), 1)}", f"{sym}:",
                  f".incbin {json.dumps(path)}", ".text"]
         text = str(module) + "".join(f'module asm "{_llvm_string(x)}"\n' for x in lines)
-        return _optimised_object(text, target, tm, lib)
+        return object_code(text, target, pic=True, edit=lambda mod: _publish(mod, lib))
 
 
 def _llvm_string(text: str) -> str:
@@ -192,9 +192,8 @@ def _llvm_string(text: str) -> str:
                    for b in text.encode())
 
 
-def _optimised_object(text: str, target, tm, lib: str) -> bytes:
-    mod = _parse(text, target)
-    mod.data_layout = str(tm.target_data)
+def _publish(mod: llvm.ModuleRef, lib: str) -> None:
+    """The entry points renamed lib_*, every other definition internal."""
     for fn in mod.functions:
         if fn.is_declaration:
             continue
@@ -206,8 +205,6 @@ def _optimised_object(text: str, target, tm, lib: str) -> bytes:
     for gv in mod.global_variables:
         if not gv.is_declaration:
             gv.linkage = llvm.Linkage.internal
-    optimize(mod, tm)
-    return tm.emit_object(mod)
 
 
 def _link(glue: str, obj: str, so: str) -> tuple[str | None, str]:

@@ -101,18 +101,23 @@ def _load_locked(obj: bytes, target: Target) -> Compiled:
 _llvm_lock = threading.Lock()
 
 
-def _object_code_here(text: str, target: Target) -> bytes:
-    tm = target_machine(target)
+def _object_code_here(text: str, target: Target, pic: bool = False,
+                      edit: Callable[[llvm.ModuleRef], None] | None = None) -> bytes:
+    tm = target_machine(target, pic=pic)
     mod = _parse(text, target)
     mod.data_layout = str(tm.target_data)
+    if edit is not None:
+        edit(mod)
     optimize(mod, tm)
     obj = tm.emit_object(mod)
     mod.close()
     return obj
 
 
-def object_code(text: str, target: Target) -> bytes:
-    """The object file of LLVM IR `text`, optimized at O3. Where the OS can fork, LLVM works in
+def object_code(text: str, target: Target, *, pic: bool = False,
+                edit: Callable[[llvm.ModuleRef], None] | None = None) -> bytes:
+    """The object file of LLVM IR `text`, optimized at O3 (`pic`: for a shared library; `edit`
+    changes the parsed module before the optimizer runs). Where the OS can fork, LLVM works in
     a child process that sends the object back through a pipe: its optimizer's and code
     generator's working memory (tens of MB, kept by the allocator afterwards) never counts
     against the training process, and a crash inside LLVM is an error, not the end of the
@@ -120,7 +125,7 @@ def object_code(text: str, target: Target) -> bytes:
     a process that has loaded JAX (its runtime threads make it warn against any fork)."""
     if (not hasattr(os, "fork") or "jax" in sys.modules
             or os.environ.get("NETC_COMPILE_IN_PROCESS", "") not in ("", "0")):
-        return _object_code_here(text, target)
+        return _object_code_here(text, target, pic, edit)
     with _llvm_lock:  # no other thread of ours is inside LLVM when the child is forked
         r, w = os.pipe()
         pid = os.fork()
@@ -129,7 +134,7 @@ def object_code(text: str, target: Target) -> bytes:
             try:
                 os.close(r)
                 try:
-                    payload, code = b"O" + _object_code_here(text, target), 0
+                    payload, code = b"O" + _object_code_here(text, target, pic, edit), 0
                 except BaseException as e:  # noqa: BLE001 - reported by the parent
                     payload = b"E" + f"{type(e).__name__}: {e}".encode(errors="replace")
                 with os.fdopen(w, "wb") as f:
