@@ -39,7 +39,7 @@ def test_llvm_error_in_the_child_is_reported():
 def test_a_child_that_dies_is_an_error_not_a_crash(monkeypatch):
     import netc.jit_cache as JC
 
-    def die(text, target):
+    def die(text, target, *_):
         os.kill(os.getpid(), 9)
 
     monkeypatch.setattr(JC, "_object_code_here", die)
