@@ -32,7 +32,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import binding as llvm
@@ -68,7 +68,10 @@ class Exported:
     library: str | None
     trains: bool
     link_note: str = ""
-    files: list[str] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[str]:
+        return [self.header, self.glue, self.code, *([self.library] if self.library else [])]
 
 
 def c_name(name: str) -> str:
@@ -134,9 +137,7 @@ def export_library(model, out_dir: str, name: str | None = None, link: bool = Tr
             else:
                 results.append((out, "arena", plan.offset[i]))
         parts[kind] = Part(plan, sm.scratch_offset, sm.scratch_per_thread, sm.table_offset,
-                            sm.split_calls > 0, consts,
-                            {n: plan.offset[i] for n, i in plan.fed.items()}, list(plan.fed),
-                            results)
+                            sm.split_calls > 0, consts, results)
     emit_pool(module, pause=target.x86)
     obj = _object_code(module, target, lib, bytes(blob))
     header = header_text(model, lib, parts, tensors, store)
@@ -146,13 +147,10 @@ def export_library(model, out_dir: str, name: str | None = None, link: bool = Tr
     atomic_write(paths["h"], lambda f: f.write(header.encode()))
     atomic_write(paths["c"], lambda f: f.write(glue.encode()))
     atomic_write(paths["o"], lambda f: f.write(obj))
-    out = Exported(paths["h"], paths["c"], paths["o"], None, trains,
-                   files=[paths["h"], paths["c"], paths["o"]])
+    out = Exported(paths["h"], paths["c"], paths["o"], None, trains)
     if link:
         so = os.path.join(out_dir, f"lib{lib}.so")
         out.library, out.link_note = _link(paths["c"], paths["o"], so)
-        if out.library:
-            out.files.append(so)
     return out
 
 

@@ -42,9 +42,13 @@ class Part:
     table_offset: int
     split: bool
     consts: list[tuple[int, int, int]]  # (blob offset, arena offset, bytes)
-    fed: dict[str, int]  # input name -> arena offset (inputs the entry reads)
-    loop_fed: list[str]  # the loop's data order
     results: list[tuple[str, str, int]]  # (name, "arena" | "tensor", offset or tensor index)
+
+    @property
+    def fed(self) -> dict[str, int]:
+        """Input name -> arena offset, for the inputs the entry reads, in the order the native
+        loop takes its data arrays."""
+        return {n: self.plan.offset[i] for n, i in self.plan.fed.items()}
 
 
 
@@ -327,7 +331,7 @@ def glue_text(model, lib: str, parts: dict[str, Part], tensors: list[str], tenso
         loop_checks += [f"    if (!{n}) return {up}_EARG;" for n, _, _ in feeds]
         loop_checks += ["    for (int64_t i = 0; i < n_index; i++)",
                         f"        if (index[i] < 0 || index[i] >= rows) return {up}_EINDEX;"]
-        loop_fed = [ids["in", n] for n in p.loop_fed]
+        loop_fed = [ids["in", n] for n in p.fed]
         for n, shape, d in feeds:
             if n in limit and d == "i32" and n in loop_fed:
                 row = _size(shape[1:])

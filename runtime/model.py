@@ -35,7 +35,7 @@ from . import (
 from .data import bind_arrays
 from .engine import BACKENDS, Engine, Store
 from .saved import read_weights
-from .tensor_map import TensorMap, UnknownTensor  # noqa: F401  (UnknownTensor: public)
+from .tensor_map import KIND_NAMES, TensorMap, UnknownTensor  # noqa: F401  (public)
 from .threads import check_threads
 from .training import FitState, History, OnEpoch, Progress, check_batch, check_count
 from .training import fit as _fit
@@ -256,7 +256,7 @@ class Model:
         path = path_arg(path, "load_weights(path)")
         if isinstance(kinds, str):  # one kind named alone: "param" in kinds matched substrings
             kinds = (kinds,)
-        bad = [k for k in kinds if k not in ("param", "state", "opt")]
+        bad = [k for k in kinds if k not in KIND_NAMES]
         if bad:
             raise UsageError(f"load_weights(kinds=...): {bad[0]!r} is no kind of tensor (param, "
                              "state, opt)")

@@ -16,7 +16,7 @@ from netc.compiler.errors import DataError, UsageError, suggestion
 
 from .engine import Store
 
-_KIND_NAMES = {"param": "parameter", "state": "state tensor", "opt": "optimizer tensor"}
+KIND_NAMES = {"param": "parameter", "state": "state tensor", "opt": "optimizer tensor"}
 
 
 class UnknownTensor(UsageError, KeyError):
@@ -38,7 +38,7 @@ class TensorMap(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._names():
-            raise UnknownTensor(f"no {_KIND_NAMES[self._kind]} named {name!r}"
+            raise UnknownTensor(f"no {KIND_NAMES[self._kind]} named {name!r}"
                                 f"{suggestion(str(name), self._names())} (it has: "
                                 f"{', '.join(self._names()[:12]) or 'none'})")
         return self._store.arrays[name]
