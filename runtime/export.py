@@ -136,7 +136,7 @@ def export_library(model, out_dir: str, name: str | None = None, link: bool = Tr
                 results.append((out, "tensor", tensors.index(plan.persistent[i])))
             else:
                 results.append((out, "arena", plan.offset[i]))
-        parts[kind] = Part(plan, sm.scratch_offset, sm.scratch_per_thread, sm.table_offset,
+        parts[kind] = Part(plan, sm.fixed_bytes, sm.per_thread_bytes, sm.table_offset,
                             sm.split_calls > 0, consts, results)
     emit_pool(module, pause=target.x86)
     obj = _object_code(module, target, lib, bytes(blob))

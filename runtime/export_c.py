@@ -37,7 +37,7 @@ class Part:
     """One entry's plan as the glue needs it: arena layout, constants, feeds and results."""
 
     plan: object
-    scratch_offset: int
+    fixed_bytes: int  # the arena: fixed_bytes + per_thread * threads (StepModule.arena_bytes)
     per_thread: int
     table_offset: int
     split: bool
@@ -245,11 +245,11 @@ def glue_text(model, lib: str, parts: dict[str, Part], tensors: list[str], tenso
             "    return NULL;",
             "}", ""]
     seed = store.seed
-    out += [f"static unsigned char *arena(const {lib} *m, int64_t scratch_at, int64_t per_thread,"
+    out += [f"static unsigned char *arena(const {lib} *m, int64_t fixed, int64_t per_thread,"
             " int64_t table_at,",
             "                            const const_init *consts, int n_consts, const int *table,"
             " int n_table) {",
-            f"    unsigned char *a = alloc((size_t)(scratch_at + per_thread * m->threads + "
+            f"    unsigned char *a = alloc((size_t)(fixed + per_thread * m->threads + "
             f"{ALIGN}));",
             "    if (!a) return NULL;",
             "    for (int i = 0; i < n_consts; i++)",
@@ -283,7 +283,7 @@ def glue_text(model, lib: str, parts: dict[str, Part], tensors: list[str], tenso
             "(size_t)TENSORS[i].bytes);",
             "    }"]
     for kind, p in parts.items():
-        out += [f"    m->{kind} = arena(m, {p.scratch_offset}, {p.per_thread}, {p.table_offset}, "
+        out += [f"    m->{kind} = arena(m, {p.fixed_bytes}, {p.per_thread}, {p.table_offset}, "
                 f"{kind}_consts, {kind.upper()}_N_CONSTS, {kind}_table, "
                 f"{kind.upper()}_N_TABLE);",
                 f"    if (!m->{kind}) goto fail;"]

@@ -127,13 +127,15 @@ class JitEngine:
 
         def build() -> tuple[ir.Module, dict]:
             sms = build_all()
-            meta = {k: [sm.scratch_per_thread, sm.split_calls] for k, sm in sms.items()}
+            meta = {k: [sm.scratch_per_thread, sm.split_calls, sm.counters]
+                    for k, sm in sms.items()}
             return next(iter(sms.values())).module, meta
 
         key = "\n".join([self.g.to_text(), *kinds, *(plans[k].key_text() for k in kinds)])
         comp, meta, hit = compile_cached(key, build, self.target)
         self.compiled_from_cache = hit
-        sms = {k: StepModule.layout(plans[k], int(meta[k][0]), losses[k], int(meta[k][1]))
+        sms = {k: StepModule.layout(plans[k], int(meta[k][0]), losses[k], int(meta[k][1]),
+                                   int(meta[k][2]))
                for k in kinds}
         for k in kinds:
             sm = sms[k]

@@ -305,6 +305,13 @@ _environ = os.environ
 # ---------------------------------------------------------------------------- convolution
 
 
+def _claim_state(threads: int) -> np.ndarray:
+    """A fresh claim state (codegen/claim.py) for one call of a conv kernel on `threads`."""
+    from netc.compiler.codegen.claim import state_bytes
+
+    return aligned_empty(state_bytes(check_threads(threads)))
+
+
 def _conv_native(tag: tuple, spec: Any, target: Target | str | None,
                  emit: Callable[[ir.Module, Target], Any]) -> Native:
     """A conv kernel (threads take whole images, so at most N are useful)."""
@@ -332,7 +339,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
                        lambda m, t: emit_conv_forward(m, spec, t, strategy, bias is not None,
                                                       activation))
     y = np.empty((spec.n, spec.co, spec.oh, spec.ow), np.float32)
-    run(nat, threads, x, w, y, bias)
+    run(nat, threads, x, w, y, bias, _claim_state(threads))
     return y
 
 
@@ -347,7 +354,7 @@ def conv2d_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, in
     dy = check("dy", dy, shape=(spec.n, spec.co, spec.oh, spec.ow))
     nat = _conv_native(("dx",), spec, target, lambda m, t: emit_conv_grad_input(m, spec, t))
     dx = np.empty(tuple(x_shape), np.float32)
-    run(nat, threads, dy, w, dx)
+    run(nat, threads, dy, w, dx, _claim_state(threads))
     return dx
 
 
@@ -366,7 +373,7 @@ def conv2d_grad_weight(x: np.ndarray, dy: np.ndarray, w_shape: tuple[int, int, i
     nat = _conv_native(("dw", strategy), spec, target,
                        lambda m, t: emit_conv_grad_weight(m, spec, t, strategy))
     dw = np.empty(tuple(w_shape), np.float32)
-    run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES))
+    run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES), _claim_state(threads))
     return dw
 
 

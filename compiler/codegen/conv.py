@@ -15,11 +15,14 @@ LeNet and small-ResNet shapes, see benchmarks/conv.py): the column buffer is wri
 vector copies and, on the forward, read in place by the micro-kernel (no B packing pass); the
 weights, when they are one cache block, are packed once per thread for all images.
 
-Threads and determinism: threads take whole images, a contiguous range fixed by (tid, nt). Forward
-and grad input write disjoint images. The weight gradient sums over images, so each thread
-accumulates its images into a private partial (fixed image order), meets the others at the native
-barrier, then each thread sums a slice of the elements over partials 0..nt-1 in that order: the
-result is bitwise reproducible for a given thread count.
+Threads and determinism: threads claim whole images one at a time from the call's counter
+(claim.py), so a thread on a slowed core does fewer of them instead of holding the others at the
+next barrier. Forward and grad input compute each image the same way on any thread and write
+disjoint images. The weight gradient sums over images, so the images are cut into a fixed number
+of chunks (a function of the thread count, never of timing), threads claim whole chunks, each
+summed in image order into the chunk's own partial; after the native barrier each thread sums a
+slice of the elements over the partials in chunk order: the result is bitwise reproducible for a
+given thread count, whichever thread took which chunk.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .barrier import call_barrier
+from .claim import for_claimed
 from .gemm import (
     Blocking,
     a_fits_one_block,
@@ -45,6 +49,10 @@ from .target import Target
 
 STRATEGIES = ("implicit", "im2col")
 DEFAULT_STRATEGY = "im2col"
+# Weight-gradient chunks per thread: enough that a fast thread can take over a slow one's share,
+# within a budget for the partials (each chunk has one of the weight's size).
+DW_CHUNKS_PER_THREAD = 4
+DW_PARTIALS_BYTES = 4 << 20  # per thread
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ def _layout(blk: Blocking, *extra: int) -> tuple[int, list[int]]:
 def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
                       strategy: str = DEFAULT_STRATEGY, bias: bool = False,
                       activation: str | None = None) -> ConvKernel:
-    """`f(tid, nt, x, w, y, bias, scratch)`: y = act(conv(x, w) + bias[co])."""
+    """`f(tid, nt, x, w, y, bias, counter, scratch)`: y = act(conv(x, w) + bias[co])."""
     _check(strategy)
     name = (f"netc_conv_fwd_{target.name}_{spec.tag()}_{strategy}_b{int(bias)}_"
             f"{activation or 'n'}")
@@ -106,16 +114,15 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
     scratch, (col_off,) = _layout(blk, col_floats)
     if name in module.globals:
         return ConvKernel(module.globals[name], scratch, blk)
-    fn, b = _begin(module, name, 5)
-    tid, nt, x, w, y, bias_p, scr = fn.args
+    fn, b = _begin(module, name, 6)
+    tid, nt, x, w, y, bias_p, counter, scr = fn.args
     mine = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
     epi = Epilogue("rows" if bias else None, activation, False)
     a_src = Dense(w, spec.kdim, outer_major=True)
     once = a_fits_one_block(blk, spec.co, spec.kdim)
     if once:  # the weights are the same for every image: pack them once
         prepack_a(b, blk, a_src, spec.co, spec.kdim, mine)
-    lo, hi = thread_range(b, tid, nt, spec.n, 1)
-    with for_range(b, lo, hi, name="img", unroll=False) as img:
+    with for_claimed(b, counter, spec.n, tid, nt) as img:
         xn = gep(b, x, b.mul(img, i64(spec.image)))
         yn = gep(b, y, b.mul(img, i64(spec.co * spec.p)))
         if strategy == "im2col":
@@ -133,14 +140,14 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
 
 
 def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> ConvKernel:
-    """`f(tid, nt, dy, w, dx, scratch)`: dx = col2im(Wᵀ · dy[n]) per image."""
+    """`f(tid, nt, dy, w, dx, counter, scratch)`: dx = col2im(Wᵀ · dy[n]) per image."""
     name = f"netc_conv_dx_{target.name}_{spec.tag()}"
     blk = choose_blocking(target, spec.kdim, spec.p, spec.co)
     scratch, (col_off,) = _layout(blk, spec.kdim * spec.p)
     if name in module.globals:
         return ConvKernel(module.globals[name], scratch, blk)
-    fn, b = _begin(module, name, 4)
-    tid, nt, dy, w, dx, scr = fn.args
+    fn, b = _begin(module, name, 5)
+    tid, nt, dy, w, dx, counter, scr = fn.args
     mine = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
     col = gep(b, mine, i64(col_off))
     # A(i=k, kk=co) = w[co*K + k]: Wᵀ without a copy, packed once when it is one block.
@@ -148,8 +155,7 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
     once = a_fits_one_block(blk, spec.kdim, spec.co)
     if once:
         prepack_a(b, blk, a_src, spec.kdim, spec.co, mine)
-    lo, hi = thread_range(b, tid, nt, spec.n, 1)
-    with for_range(b, lo, hi, name="img", unroll=False) as img:
+    with for_claimed(b, counter, spec.n, tid, nt) as img:
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         dxn = gep(b, dx, b.mul(img, i64(spec.image)))
         # B(kk=co, j=p) = dy[n][co*P + p]
@@ -164,69 +170,94 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
     return ConvKernel(fn, scratch, blk)
 
 
+def dw_chunks_per_thread(n_w: int) -> int:
+    """Weight-gradient chunks per thread for a weight of `n_w` floats (1 to
+    DW_CHUNKS_PER_THREAD, within DW_PARTIALS_BYTES of partials per thread)."""
+    return max(1, min(DW_CHUNKS_PER_THREAD, DW_PARTIALS_BYTES // (_r16(n_w) * 4)))
+
+
 def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
                           strategy: str = DEFAULT_STRATEGY) -> ConvKernel:
-    """`f(tid, nt, x, dy, dw, barrier_state, scratch)`: dw = sum_n dy[n] · col(x[n])ᵀ."""
+    """`f(tid, nt, x, dy, dw, barrier_state, counter, scratch)`: dw = sum_n dy[n] · col(x[n])ᵀ.
+
+    Chunks: C = nt == 1 ? 1 : min(N, k*nt) (k = dw_chunks_per_thread); chunk c is images
+    [c*N/C, (c+1)*N/C) and its partial is the c % k-th of thread c // k's scratch."""
     _check(strategy)
     name = f"netc_conv_dw_{target.name}_{spec.tag()}_{strategy}"
     blk = choose_blocking(target, spec.co, spec.kdim, spec.p)
     n_w = spec.co * spec.kdim
+    per_chunk = _r16(n_w)
+    k = dw_chunks_per_thread(n_w)
     ldcol = col_stride(spec.p, 16)
     col_floats = spec.kdim * ldcol if strategy == "im2col" else 0
-    scratch, (col_off, part_off) = _layout(blk, col_floats, n_w)
+    scratch, (col_off, part_off) = _layout(blk, col_floats, k * per_chunk)
     if name in module.globals:
         return ConvKernel(module.globals[name], scratch, blk)
-    fn, b = _begin(module, name, 5)
-    tid, nt, x, dy, dw, state, scr = fn.args
+    fn, b = _begin(module, name, 6)
+    tid, nt, x, dy, dw, state, counter, scr = fn.args
     per = i64(scratch // 4)
     mine = gep(b, scr, b.mul(b.sext(tid, I64), per))
-    part = gep(b, mine, i64(part_off))
-    with for_range(b, i64(0), i64(n_w), name="zero") as i:
-        b.store(f32(0.0), gep(b, part, i), align=4)
-    lo, hi = thread_range(b, tid, nt, spec.n, 1)
-    with for_range(b, lo, hi, name="img", unroll=False) as img:
-        xn = gep(b, x, b.mul(img, i64(spec.image)))
-        dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
-        if strategy == "im2col":
-            col = gep(b, mine, i64(col_off))
-            emit_im2col(b, spec, xn, col, ldcol, lanes=target.lanes)
-            b_src = Dense(col, ldcol, outer_major=True)  # B(kk=p, j=k) = col[k*ld + p]
-        else:
-            b_src = RowsSource(xn, spec)
-        emit_gemm_tiles(b, target, blk, spec.co, spec.kdim, spec.p,
-                        Dense(dyn, spec.p, outer_major=True), b_src, part, spec.kdim,
-                        Epilogue(), _null(), _null(), True, (i64(0), i64(spec.co)),
-                        (i64(0), i64(spec.kdim)), mine)
-    call_barrier(b, state, nt, pause=target.x86)
-    # Fixed-order reduction: element e is the sum over partials of threads 0, 1, ..., nt-1.
-    e_lo, e_hi = thread_range(b, tid, nt, n_w, 16)
     n_t = b.sext(nt, I64)
+    one = b.icmp_signed("==", n_t, i64(1))
+    chunks = b.select(one, i64(1), _min(b, i64(spec.n), b.mul(n_t, i64(k))))
+
+    def partial(c: ir.Value) -> ir.Value:
+        """Chunk c's partial: thread c // k's scratch, slot c % k."""
+        at = b.add(b.mul(b.sdiv(c, i64(k)), per),
+                   b.add(i64(part_off), b.mul(b.srem(c, i64(k)), i64(per_chunk))))
+        return gep(b, scr, at)
+
+    with for_claimed(b, counter, chunks, tid, nt) as c:
+        part = partial(c)
+        lo = b.sdiv(b.mul(c, i64(spec.n)), chunks)
+        hi = b.sdiv(b.mul(b.add(c, i64(1)), i64(spec.n)), chunks)
+        with for_range(b, lo, hi, name="img", unroll=False) as img:
+            xn = gep(b, x, b.mul(img, i64(spec.image)))
+            dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
+            if strategy == "im2col":
+                col = gep(b, mine, i64(col_off))
+                emit_im2col(b, spec, xn, col, ldcol, lanes=target.lanes)
+                b_src = Dense(col, ldcol, outer_major=True)  # B(kk=p, j=k) = col[k*ld + p]
+            else:
+                b_src = RowsSource(xn, spec)
+            emit_gemm_tiles(b, target, blk, spec.co, spec.kdim, spec.p,
+                            Dense(dyn, spec.p, outer_major=True), b_src, part, spec.kdim,
+                            Epilogue(), _null(), _null(), b.icmp_signed("!=", img, lo),
+                            (i64(0), i64(spec.co)), (i64(0), i64(spec.kdim)), mine)
+    call_barrier(b, state, nt, pause=target.x86)
+    # Fixed-order reduction: element e is the sum of the chunks' partials in chunk order.
+    e_lo, e_hi = thread_range(b, tid, nt, n_w, 16)
     with for_range(b, e_lo, e_hi, name="e") as e:
-        acc = b.load(gep(b, scr, b.add(e, i64(part_off))), align=4)
-        total = _sum_partials(b, scr, per, part_off, e, n_t, acc)
+        first = b.load(gep(b, partial(i64(0)), e), align=4)
+        total = _sum_partials(b, partial, e, chunks, first)
         b.store(total, gep(b, dw, e), align=4)
     b.ret_void()
     return ConvKernel(fn, scratch, blk)
 
 
-def _sum_partials(b: ir.IRBuilder, scr: ir.Value, per: ir.Value, part_off: int, e: ir.Value,
-                  n_t: ir.Value, first: ir.Value) -> ir.Value:
-    """first + sum_{t=1..nt-1} partial_t[e], in increasing t (a phi-carried running sum)."""
+def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def _sum_partials(b: ir.IRBuilder, partial, e: ir.Value, chunks: ir.Value, first: ir.Value
+                  ) -> ir.Value:
+    """first + sum_{c=1..chunks-1} partial(c)[e], in increasing c (a phi-carried running
+    sum)."""
     pre = b.block
     body = b.append_basic_block("red.body")
     done = b.append_basic_block("red.done")
-    b.cbranch(b.icmp_signed("<", i64(1), n_t), body, done)
+    b.cbranch(b.icmp_signed("<", i64(1), chunks), body, done)
     b.position_at_end(body)
-    t = b.phi(I64)
+    c = b.phi(I64)
     s = b.phi(ir.FloatType())
-    t.add_incoming(i64(1), pre)
+    c.add_incoming(i64(1), pre)
     s.add_incoming(first, pre)
-    v = b.load(gep(b, scr, b.add(b.mul(t, per), b.add(e, i64(part_off)))), align=4)
+    v = b.load(gep(b, partial(c), e), align=4)
     s2 = b.fadd(s, v)
-    t2 = b.add(t, i64(1))
-    t.add_incoming(t2, body)
+    c2 = b.add(c, i64(1))
+    c.add_incoming(c2, body)
     s.add_incoming(s2, body)
-    b.cbranch(b.icmp_signed("<", t2, n_t), body, done)
+    b.cbranch(b.icmp_signed("<", c2, chunks), body, done)
     b.position_at_end(done)
     out = b.phi(ir.FloatType())
     out.add_incoming(first, pre)

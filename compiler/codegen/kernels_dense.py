@@ -276,18 +276,18 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
         out = chain[-1] if chain else n.id
         ck = emit_conv_forward(cx.module, _spec(x.type.shape, w.type.shape, n.attrs), cx.target,
                                bias=bias is not None, activation=epi.activation)
-        args = [x.id, w.id, out, "null" if bias is None else bias, "scratch"]
+        args = [x.id, w.id, out, "null" if bias is None else bias, "counter", "scratch"]
         reads = {x.id, w.id} | ({bias} if bias is not None else set())
     elif n.op == "conv2d_grad_input":
         ct, w = n.inputs
         spec = _spec(n.type.shape, w.type.shape, n.attrs)
         ck = emit_conv_grad_input(cx.module, spec, cx.target)
-        args, reads = [ct.id, w.id, n.id, "scratch"], {ct.id, w.id}
+        args, reads = [ct.id, w.id, n.id, "counter", "scratch"], {ct.id, w.id}
     else:
         x, ct = n.inputs
         ck = emit_conv_grad_weight(cx.module, _spec(x.type.shape, n.type.shape, n.attrs),
                                    cx.target)
-        args, reads = [x.id, ct.id, n.id, "barrier", "scratch"], {x.id, ct.id}
+        args, reads = [x.id, ct.id, n.id, "barrier", "counter", "scratch"], {x.id, ct.id}
     shared = n.op == "conv2d_grad_weight"
     cx.need_scratch(ck.scratch_per_thread, shared=shared)
     return [Call(ck.fn, args, reads, {out}, "split", shares_scratch=shared,

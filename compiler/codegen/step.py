@@ -20,7 +20,9 @@ Arena layout (bytes): [0, 64) barrier state; 64: i32 seed_lo, seed_hi, step (the
 [128, 256): f64 loss accumulators; the plan's buffers (64-byte aligned) up to `plan.size`; the
 table of persistent tensor addresses (params, state, optimizer state live in the model's Store,
 one pointer each, written by the runtime); per-thread scratch from `scratch_offset` (every
-thread's private part, then the shared parts; see `_Body.scratch`).
+thread's private part, then the shared parts; see `_Body.scratch`); after the scratch of all
+threads, the claim state of each call that shares its work dynamically (claim.py; its size
+depends on the thread count; zero between calls).
 
 Invariants: one module per plan; every entry point is called by all `nt` threads; results depend
 only on inputs and nt (never on timing).
@@ -38,6 +40,7 @@ from ..passes.common import nbytes
 from ..passes.kernel_graph import Kernel
 from ..passes.plan_memory import ALIGN, align
 from .barrier import call_barrier
+from .claim import LINE
 from .emit_ctx import Call, Ctx
 from .kernels_dense import DENSE_EMITTERS
 from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key
@@ -60,21 +63,33 @@ class StepModule:
     module: ir.Module | None  # None when loaded from the cache
     plan: StepPlan
     table_offset: int
-    scratch_offset: int
     scratch_per_thread: int
     losses: list[int]  # node ids accumulated by netc_train_steps, in order
     n_barriers: int
     split_calls: int = 1  # kernels every thread works on (0: one thread does everything)
+    counters: int = 0  # calls with a claim state (claim.py), after the scratch
+
+    @property
+    def scratch_offset(self) -> int:
+        return scratch_offset(self.plan)
+
+    @property
+    def fixed_bytes(self) -> int:
+        """The arena is fixed_bytes + per_thread_bytes * threads bytes (+ ALIGN of slack)."""
+        return self.scratch_offset + LINE * self.counters
+
+    @property
+    def per_thread_bytes(self) -> int:
+        return self.scratch_per_thread + LINE * self.counters
 
     def arena_bytes(self, threads: int) -> int:
-        return self.scratch_offset + self.scratch_per_thread * threads + ALIGN
+        return self.fixed_bytes + self.per_thread_bytes * threads + ALIGN
 
     @classmethod
     def layout(cls, plan: StepPlan, scratch_per_thread: int, losses: list[int],
-               split_calls: int) -> StepModule:
+               split_calls: int, counters: int) -> StepModule:
         """The layout of a module compiled earlier (loaded from the cache): no IR is built."""
-        return cls(None, plan, plan.size, scratch_offset(plan), scratch_per_thread, losses, 0,
-                   split_calls)
+        return cls(None, plan, plan.size, scratch_per_thread, losses, 0, split_calls, counters)
 
 
 def scratch_offset(plan: StepPlan) -> int:
@@ -141,12 +156,14 @@ class _Body:
 
     def __init__(self, cx: Ctx, b: ir.IRBuilder, tid, nt, arena, table_offset: int,
                  scratch_offset: int):
+        """Calls' claim states start after nt threads' scratch (scratch_per_thread each)."""
         self.cx, self.b, self.tid, self.nt, self.arena = cx, b, tid, nt, arena
         self.table = b.bitcast(b.gep(arena, [i64(table_offset)]), I8P.as_pointer())
         self.scratch_offset = scratch_offset
         self.slots = {name: j for j, name in enumerate(cx.plan.names)}
         self.pending: list[tuple[set, set, str, bool]] = []
         self.barriers = 0
+        self.counters = 0  # claim counters handed out so far, one per call asking for one
 
     def node_ptr(self, i: int) -> ir.Value:
         p, b = self.cx.plan, self.b
@@ -174,6 +191,14 @@ class _Body:
             return b.bitcast(self.scratch(c, tid), ty)
         if a in ("barrier", "arena"):
             return b.bitcast(self.arena, ty)
+        if a == "counter":  # call j's state: (nt + 1) lines at claims + j * LINE * (nt + 1)
+            j = self.counters
+            self.counters += 1
+            n = b.sext(self.nt, I64)
+            claims = b.add(i64(self.scratch_offset),
+                           b.mul(n, i64(self.cx.scratch_per_thread)))
+            at = b.add(claims, b.mul(i64(j * LINE), b.add(n, i64(1))))
+            return b.bitcast(b.gep(self.arena, [at]), ty)
         return b.bitcast(self.node_ptr(a), ty)
 
     def barrier(self) -> None:
@@ -247,8 +272,8 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
         raise InternalCompilerError(f"jit: at most {MAX_LOSSES} reported losses")
     if loop:
         _emit_train_steps(module, plan, body_fn, losses, f"{prefix}netc_train_steps")
-    return StepModule(module, plan, table_offset, scratch_at, cx.scratch_per_thread, losses,
-                      em.barriers, sum(c.mode == "split" for c in calls))
+    return StepModule(module, plan, table_offset, cx.scratch_per_thread, losses, em.barriers,
+                      sum(c.mode == "split" for c in calls), em.counters)
 
 
 def _emit_train_steps(module: ir.Module, plan: StepPlan, body_fn: ir.Function,
