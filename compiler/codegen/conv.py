@@ -15,14 +15,15 @@ LeNet and small-ResNet shapes, see benchmarks/conv.py): the column buffer is wri
 vector copies and, on the forward, read in place by the micro-kernel (no B packing pass); the
 weights, when they are one cache block, are packed once per thread for all images.
 
-Threads and determinism: threads claim whole images one at a time from the call's counter
-(claim.py), so a thread on a slowed core does fewer of them instead of holding the others at the
-next barrier. Forward and grad input compute each image the same way on any thread and write
-disjoint images. The weight gradient sums over images, so the images are cut into a fixed number
-of chunks (a function of the thread count, never of timing), threads claim whole chunks, each
-summed in image order into the chunk's own partial; after the native barrier each thread sums a
-slice of the elements over the partials in chunk order: the result is bitwise reproducible for a
-given thread count, whichever thread took which chunk.
+Threads and determinism: threads claim whole images one at a time (claim.py: each first takes
+the images of its own static share in order, then the last ones of a slower thread's share), so
+a thread on a slowed core does fewer of them instead of holding the others at the next barrier.
+Forward and grad input compute each image the same way on any thread and write disjoint images.
+The weight gradient sums over images, so the images are cut into a fixed number of chunks (a
+function of the thread count, never of timing), threads claim whole chunks, each summed in image
+order into the chunk's own partial; after the native barrier each thread sums a slice of the
+elements over the partials in chunk order: the result is bitwise reproducible for a given thread
+count, whichever thread took which chunk.
 """
 
 from __future__ import annotations
