@@ -44,6 +44,7 @@ class Native:
     scratch_per_thread: int  # bytes
     max_threads: int  # more threads than this would only idle (see `run`)
     compiled: Any  # the JIT engine, kept alive as long as the callable
+    n_ptrs: int = 0  # pointer arguments after (tid, nt)
 
 
 _natives: dict[tuple, Native] = {}
@@ -67,7 +68,7 @@ def native(key: tuple, build: Build, target: Target) -> Native:
     n_ptrs = len(module.globals[name].args) - 2
     compiled = compile_module(module, target)
     proto = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, *([ctypes.c_void_p] * n_ptrs))
-    nat = Native(proto(compiled.address(name)), scratch, max(1, max_threads), compiled)
+    nat = Native(proto(compiled.address(name)), scratch, max(1, max_threads), compiled, n_ptrs)
     with _natives_lock:
         _natives[full] = nat
     return nat
@@ -107,6 +108,17 @@ def scratch_for(nat: Native, threads: int) -> int:
         _local.buf = aligned_empty(need)
         _local.size, _local.addr = need, _local.buf.ctypes.data
     return _local.addr
+
+
+def claim_state_for(threads: int) -> np.ndarray:
+    """A claim state (codegen/claim.py) for `threads` threads: one per calling Python thread,
+    grown on demand; every call of a kernel leaves it zeroed for the next."""
+    from netc.compiler.codegen.claim import state_bytes
+
+    need = state_bytes(threads)
+    if getattr(_local, "claim_size", 0) < need:
+        _local.claim, _local.claim_size = aligned_empty(need), need
+    return _local.claim
 
 
 def check_threads(threads: Any) -> int:
@@ -225,7 +237,7 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, trans_a: 
     tgt = resolve_target(target)
 
     def build(module: ir.Module, t: Target) -> tuple[str, int, int]:
-        k = emit_gemm(module, spec, t)
+        k = emit_gemm(module, spec, t, claimed=True)
         return k.fn.name, k.scratch_per_thread, k.max_threads
 
     nat = native(("gemm", spec), build, tgt)
@@ -252,6 +264,8 @@ def _gemm_call(nat: Native, eff: int, a, b, c, bias, residual, mask) -> None:
             lo, hi = _span(x, p)
             if c_lo < hi:
                 raise ValueError(f"c must not overlap {name}")
+    if nat.n_ptrs == len(args) + 2:  # a claimed GEMM (emit_gemm): its claim state
+        args.append(ptr(claim_state_for(eff)))
     args.append(scratch_for(nat, eff))
     if eff == 1:
         nat.fn(0, 1, *args)
@@ -266,9 +280,15 @@ def bound_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, **flags: Any) -> Cal
     nat, eff = _local.last
     args = [ptr(x) for x in (a, b, c, flags.get("bias"), flags.get("residual"),
                              flags.get("prologue_mask"))]
-    scratch = aligned_empty(nat.scratch_per_thread * eff)  # private: callable from any thread
+    # private scratch and claim state: callable from any thread
+    scratch = aligned_empty(nat.scratch_per_thread * eff)
+    from netc.compiler.codegen.claim import state_bytes
+
+    claim = aligned_empty(state_bytes(eff))
+    if nat.n_ptrs == len(args) + 2:
+        args.append(claim.ctypes.data)
     args.append(scratch.ctypes.data)
-    fn, keep = nat.fn, (a, b, c, scratch)
+    fn, keep = nat.fn, (a, b, c, scratch, claim)
     if eff == 1:
         return lambda: fn(0, 1, *args) if keep else None
     pool = get_pool()
@@ -305,13 +325,6 @@ _environ = os.environ
 # ---------------------------------------------------------------------------- convolution
 
 
-def _claim_state(threads: int) -> np.ndarray:
-    """A fresh claim state (codegen/claim.py) for one call of a conv kernel on `threads`."""
-    from netc.compiler.codegen.claim import state_bytes
-
-    return aligned_empty(state_bytes(check_threads(threads)))
-
-
 def _conv_native(tag: tuple, spec: Any, target: Target | str | None,
                  emit: Callable[[ir.Module, Target], Any]) -> Native:
     """A conv kernel (threads take whole images, so at most N are useful)."""
@@ -339,7 +352,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int] = 1,
                        lambda m, t: emit_conv_forward(m, spec, t, strategy, bias is not None,
                                                       activation))
     y = np.empty((spec.n, spec.co, spec.oh, spec.ow), np.float32)
-    run(nat, threads, x, w, y, bias, _claim_state(threads))
+    run(nat, threads, x, w, y, bias, claim_state_for(check_threads(threads)))
     return y
 
 
@@ -354,7 +367,7 @@ def conv2d_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple[int, int, in
     dy = check("dy", dy, shape=(spec.n, spec.co, spec.oh, spec.ow))
     nat = _conv_native(("dx",), spec, target, lambda m, t: emit_conv_grad_input(m, spec, t))
     dx = np.empty(tuple(x_shape), np.float32)
-    run(nat, threads, dy, w, dx, _claim_state(threads))
+    run(nat, threads, dy, w, dx, claim_state_for(check_threads(threads)))
     return dx
 
 
@@ -373,7 +386,8 @@ def conv2d_grad_weight(x: np.ndarray, dy: np.ndarray, w_shape: tuple[int, int, i
     nat = _conv_native(("dw", strategy), spec, target,
                        lambda m, t: emit_conv_grad_weight(m, spec, t, strategy))
     dw = np.empty(tuple(w_shape), np.float32)
-    run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES), _claim_state(threads))
+    run(nat, threads, x, dy, dw, aligned_empty(STATE_BYTES),
+        claim_state_for(check_threads(threads)))
     return dw
 
 

@@ -39,7 +39,7 @@ from .gemm import (
     a_fits_one_block,
     choose_blocking,
     emit_gemm_tiles,
-    prepack_a,
+    pack_whole,
     thread_range,
 )
 from .im2col import ColsSource, ConvSpec, RowsSource, emit_col2im, emit_im2col
@@ -122,7 +122,7 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
     a_src = Dense(w, spec.kdim, outer_major=True)
     once = a_fits_one_block(blk, spec.co, spec.kdim)
     if once:  # the weights are the same for every image: pack them once
-        prepack_a(b, blk, a_src, spec.co, spec.kdim, mine)
+        pack_whole(b, blk, a_src, spec.co, spec.kdim, blk.mr, mine)
     with for_claimed(b, counter, spec.n, tid, nt) as img:
         xn = gep(b, x, b.mul(img, i64(spec.image)))
         yn = gep(b, y, b.mul(img, i64(spec.co * spec.p)))
@@ -135,7 +135,7 @@ def emit_conv_forward(module: ir.Module, spec: ConvSpec, target: Target,
         emit_gemm_tiles(b, target, blk, spec.co, spec.p, spec.kdim, a_src, b_src, yn, spec.p,
                         epi, bias_p if bias else _null(), _null(), False,
                         (i64(0), i64(spec.co)), (i64(0), i64(spec.p)), mine,
-                        b_direct=strategy == "im2col", a_packed=once)
+                        b_direct=strategy == "im2col", a_whole=mine if once else None)
     b.ret_void()
     return ConvKernel(fn, scratch, blk)
 
@@ -155,7 +155,7 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
     a_src = Dense(w, spec.kdim, outer_major=False)
     once = a_fits_one_block(blk, spec.kdim, spec.co)
     if once:
-        prepack_a(b, blk, a_src, spec.kdim, spec.co, mine)
+        pack_whole(b, blk, a_src, spec.kdim, spec.co, blk.mr, mine)
     with for_claimed(b, counter, spec.n, tid, nt) as img:
         dyn = gep(b, dy, b.mul(img, i64(spec.co * spec.p)))
         dxn = gep(b, dx, b.mul(img, i64(spec.image)))
@@ -163,7 +163,7 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
         emit_gemm_tiles(b, target, blk, spec.kdim, spec.p, spec.co, a_src,
                         Dense(dyn, spec.p, outer_major=False), col, spec.p, Epilogue(),
                         _null(), _null(), False, (i64(0), i64(spec.kdim)),
-                        (i64(0), i64(spec.p)), mine, a_packed=once)
+                        (i64(0), i64(spec.p)), mine, a_whole=mine if once else None)
         with for_range(b, i64(0), i64(spec.image), name="zero") as i:
             b.store(f32(0.0), gep(b, dxn, i), align=4)
         emit_col2im(b, spec, col, dxn, lanes=target.lanes)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
+from .claim import for_claimed
 from .loops import F32P, I32, I64, for_range, gep, i64
 from .microkernel import Epilogue, emit_microkernel
 from .packing import Dense, Source, pack_block
@@ -141,6 +142,7 @@ class GemmKernel:
     blocking: Blocking
     split: str  # "rows" | "cols": the dimension threads divide
     max_threads: int  # slivers along the split dimension: more threads would idle
+    claims: bool = False  # takes a claim state before the scratch (see emit_gemm)
 
 
 def split_dim(blk: Blocking, m: int, n: int) -> str:
@@ -166,17 +168,17 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                     a_src: Source, b_src: Source, c: ir.Value, ldc: int, epi: Epilogue,
                     bias: ir.Value, resid: ir.Value, load_c: ir.Value | bool,
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value],
-                    scratch: ir.Value, b_direct: bool = False, a_packed: bool = False,
-                    a_direct: bool = False) -> None:
+                    scratch: ir.Value, b_direct: bool = False, a_direct: bool = False,
+                    a_whole: ir.Value | None = None, b_whole: ir.Value | None = None) -> None:
     """The blocked loop nest for C[rows, cols] (+)= A[rows, :]·B[:, cols] with epilogue.
 
     `load_c` (Python bool or i1): whether the first K block adds to the existing C. `scratch` is
     this thread's packing buffer (blk.scratch_floats floats, 64-byte aligned). `b_direct`: B is a
     row-major `Dense` the micro-kernel reads in place (no B packing pass); the caller guarantees
-    NR - 1 readable floats past the end of B's last row. `a_packed`: the A buffer already holds
-    all of A packed (`prepack_a`; only when A is a single cache block), e.g. conv weights packed
-    once for every image. `a_direct`: A (a `Dense` without mask, at least MR rows) is read in
-    place, unpacked.
+    NR - 1 readable floats past the end of B's last row. `a_direct`: A (a `Dense` without mask,
+    at least MR rows) is read in place, unpacked. `a_whole` / `b_whole`: all of A / B already
+    packed there by `pack_whole` (e.g. conv weights packed once for every image, or the operand
+    every work item of a claimed GEMM reads); its blocks are not packed again.
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
@@ -186,11 +188,12 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
         ldb = i64(b_src.ld)
     a_dir = None
     if a_direct:
-        assert isinstance(a_src, Dense) and a_src.mask is None and not a_packed and m >= mr
+        assert isinstance(a_src, Dense) and a_src.mask is None and a_whole is None and m >= mr
         a_dir = not a_src.outer_major
         lda = i64(a_src.ld)
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
+    m_pad, n_pad = _round_up(m, mr), _round_up(n, nr)
     # The store variants the flags below can select: a single K block is always the last one;
     # blocks after the first always add to C.
     first_lc = {load_c} if isinstance(load_c, bool) else {False, True}
@@ -226,24 +229,30 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             flags = b.select(first, load_c32, ir.Constant(I32, 1))
             last = b.icmp_signed("==", kc_end, i64(k))
             flags = b.or_(flags, b.shl(b.zext(last, I32), ir.Constant(I32, 1)))
-            if not b_direct:
+            b_blk = bp
+            if b_whole is not None:
+                b_blk = _whole_block(b, b_whole, pc, n_pad, jc, kc)
+            elif not b_direct:
                 pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
             with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
                 iend = b.add(ic, i64(blk.mc))
                 iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
-                if not (a_packed or a_direct):
+                a_blk = ap
+                if a_whole is not None:
+                    a_blk = _whole_block(b, a_whole, pc, m_pad, ic, kc)
+                elif not a_direct:
                     pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
                 with for_range(b, jc, jend, nr, name="jr", unroll=False) as jr:
                     if not b_direct:
-                        bsl = gep(b, bp, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
-                                               b.mul(kc, i64(nr))))
+                        bsl = gep(b, b_blk, b.mul(b.sdiv(b.sub(jr, jc), i64(nr)),
+                                                  b.mul(kc, i64(nr))))
                     else:
                         bsl = gep(b, b_src.ptr, b.add(b.mul(pc, ldb), jr))
                     ncols = _clamp(b, b.sub(i64(n), jr), nr)
                     with for_range(b, ic, iend, mr, name="ir", unroll=False) as ir_:
                         if a_dir is None:
-                            asl = gep(b, ap, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
-                                                   b.mul(kc, i64(mr))))
+                            asl = gep(b, a_blk, b.mul(b.sdiv(b.sub(ir_, ic), i64(mr)),
+                                                      b.mul(kc, i64(mr))))
                         elif a_dir:  # stored K x M: element (i, k) at k*lda + i
                             asl = gep(b, a_src.ptr, b.add(b.mul(pc, lda), ir_))
                         else:
@@ -284,15 +293,32 @@ def _clamp(b: ir.IRBuilder, left: ir.Value, width: int) -> ir.Value:
 
 
 def a_fits_one_block(blk: Blocking, m: int, k: int) -> bool:
-    """Whether all of an M x K operand A is one packed block (then it can be packed once)."""
+    """Whether all of an M x K operand A is one packed block (then it fits the A buffer)."""
     return k <= blk.kc and m <= blk.mc
 
 
-def prepack_a(b: ir.IRBuilder, blk: Blocking, a_src: Source, m: int, k: int,
-              scratch: ir.Value) -> None:
-    """Pack all of A into the A buffer of `scratch`, for `emit_gemm_tiles(..., a_packed=True)`."""
-    assert a_fits_one_block(blk, m, k)
-    pack_block(b, a_src, scratch, i64(0), i64(m), m, blk.mr, i64(0), i64(k))
+def whole_floats(total: int, k: int, width: int) -> int:
+    """Floats of an operand (`total` outer indices, K inner) packed whole by `pack_whole`."""
+    return _round_up(total, width) * k
+
+
+def pack_whole(b: ir.IRBuilder, blk: Blocking, src: Source, total: int, k: int, width: int,
+               dst: ir.Value) -> None:
+    """Pack all of an operand (A: total = M, width = MR; B: total = N, width = NR) into `dst`,
+    K block after K block: the block of outer index o0 and K block pc is at
+    dst + pc * round_up(total, width) + o0 * kc, as pack_block lays out one block."""
+    pad = _round_up(total, width)
+    with for_range(b, i64(0), i64(k), blk.kc, name="wk", unroll=False) as pc:
+        kc_end = b.add(pc, i64(blk.kc))
+        kc = b.sub(b.select(b.icmp_signed("<", kc_end, i64(k)), kc_end, i64(k)), pc)
+        pack_block(b, src, gep(b, dst, b.mul(pc, i64(pad))), i64(0), i64(total), total, width,
+                   pc, kc)
+
+
+def _whole_block(b: ir.IRBuilder, whole: ir.Value, pc: ir.Value, pad: int, o0: ir.Value,
+                 kc: ir.Value) -> ir.Value:
+    """The block (o0, pc) of an operand packed by `pack_whole`."""
+    return gep(b, whole, b.add(b.mul(pc, i64(pad)), b.mul(o0, kc)))
 
 
 B_DIRECT_BYTES = 32 * 1024  # a row-major B this small is read in place (an L1 data cache)
@@ -315,19 +341,44 @@ def use_a_direct(blk: Blocking, spec: GemmSpec) -> bool:
     return not spec.mask and -(-spec.n // blk.nr) <= 2 and spec.m >= blk.mr
 
 
-def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
-              name: str | None = None) -> GemmKernel:
-    """Add the GEMM function for `spec` to `module` (idempotent by name)."""
+# Work items per thread of a claimed GEMM: a thread that finishes its own early takes over the
+# last items of a slower one (claim.py); each item re-reads the whole operand's blocks (cached).
+ITEMS_PER_THREAD = 4
+
+
+def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | None = None,
+              claimed: bool = False) -> GemmKernel:
+    """Add the GEMM function for `spec` to `module` (idempotent by name).
+
+    Static: `f(tid, nt, A, B, C, bias, residual, mask, scratch)`, thread t computing the t-th
+    of nt equal ranges of whole slivers along the split dimension. With `claimed`, when the
+    operand every thread reads whole (A when threads split columns, B when rows) is read in
+    place or packs into at most the L2 size, the function is
+    `f(tid, nt, A, B, C, bias, residual, mask, claim_state, scratch)` (`GemmKernel.claims`):
+    the split dimension is cut into up to ITEMS_PER_THREAD * nt items that threads claim
+    (claim.py: their own share first); a thread packs that operand whole into its scratch once,
+    at its first item, and packs only its items' parts of the other. Either way each element of
+    C is computed by one thread with the same K order: results do not depend on the variant,
+    the thread count or which thread took which item."""
     blk = choose_blocking(target, spec.m, spec.n, spec.k)
-    scratch = _round_up(blk.scratch_floats * 4, 64)
     split = split_dim(blk, spec.m, spec.n)
-    name = name or spec.name(target)
+    a_direct, b_direct = use_a_direct(blk, spec), use_b_direct(blk, spec)
+    if split == "cols":  # every item reads all of A
+        whole = 0 if a_direct else whole_floats(spec.m, spec.k, blk.mr)
+    else:
+        whole = 0 if b_direct else whole_floats(spec.n, spec.k, blk.nr)
+    claims = claimed and whole * 4 <= target.l2
+    whole_bytes = _round_up(whole * 4, 64) if claims else 0
+    scratch = whole_bytes + _round_up(blk.scratch_floats * 4, 64)
+    name = name or spec.name(target) + ("_claimed" if claims else "")
     units = -(-spec.m // blk.mr) if split == "rows" else -(-spec.n // blk.nr)
     if name in module.globals:
-        return GemmKernel(module.globals[name], scratch, blk, split, units)
-    fnty = ir.FunctionType(ir.VoidType(), [I32, I32] + [F32P] * 7)
+        return GemmKernel(module.globals[name], scratch, blk, split, units, claims)
+    i8p = ir.IntType(8).as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [I32, I32] + [F32P] * 6 + [i8p] * claims + [F32P])
     fn = ir.Function(module, fnty, name=name)
-    tid, nt, a, bm, c, bias, resid, mask, scr = fn.args
+    tid, nt, a, bm, c, bias, resid, mask = fn.args[:8]
+    scr = fn.args[-1]
     for arg in (a, bm, c, scr):
         arg.add_attribute("noalias")
     fn.attributes.add("nounwind")
@@ -335,14 +386,41 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target,
     a_src = Dense(a, spec.lda_, outer_major=not spec.trans_a, mask=mask if spec.mask else None)
     b_src = Dense(bm, spec.ldb_, outer_major=spec.trans_b)
     my_scratch = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
-    if split == "rows":
-        rows = thread_range(b, tid, nt, spec.m, blk.mr)
-        cols = (i64(0), i64(spec.n))
-    else:
-        rows = (i64(0), i64(spec.m))
-        cols = thread_range(b, tid, nt, spec.n, blk.nr)
-    emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
-                    spec.epilogue, bias, resid, spec.accumulate, rows, cols, my_scratch,
-                    b_direct=use_b_direct(blk, spec), a_direct=use_a_direct(blk, spec))
+
+    def tiles(rows, cols, work, a_whole=None, b_whole=None) -> None:
+        emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
+                        spec.epilogue, bias, resid, spec.accumulate, rows, cols, work,
+                        b_direct=b_direct, a_direct=a_direct, a_whole=a_whole, b_whole=b_whole)
+
+    everything_rows, everything_cols = (i64(0), i64(spec.m)), (i64(0), i64(spec.n))
+    if not claims:
+        if split == "rows":
+            tiles(thread_range(b, tid, nt, spec.m, blk.mr), everything_cols, my_scratch)
+        else:
+            tiles(everything_rows, thread_range(b, tid, nt, spec.n, blk.nr), my_scratch)
+        b.ret_void()
+        return GemmKernel(fn, scratch, blk, split, units, claims)
+    work = gep(b, my_scratch, i64(whole_bytes // 4))
+    packed = b.alloca(ir.IntType(1), name="packed")
+    b.store(ir.Constant(ir.IntType(1), 0), packed)
+    want = b.mul(b.sext(nt, I64), i64(ITEMS_PER_THREAD))
+    items = b.select(b.icmp_signed("<", want, i64(units)), want, i64(units))
+    unit, total = (blk.mr, spec.m) if split == "rows" else (blk.nr, spec.n)
+    with for_claimed(b, fn.args[8], items, tid, nt) as item:
+        lo = b.mul(b.sdiv(b.mul(item, i64(units)), items), i64(unit))
+        hi = b.mul(b.sdiv(b.mul(b.add(item, i64(1)), i64(units)), items), i64(unit))
+        hi = b.select(b.icmp_signed("<", hi, i64(total)), hi, i64(total))
+        if whole:
+            with b.if_then(b.not_(b.load(packed))):
+                if split == "cols":
+                    pack_whole(b, blk, a_src, spec.m, spec.k, blk.mr, my_scratch)
+                else:
+                    pack_whole(b, blk, b_src, spec.n, spec.k, blk.nr, my_scratch)
+                b.store(ir.Constant(ir.IntType(1), 1), packed)
+        whole_p = my_scratch if whole else None
+        if split == "rows":
+            tiles((lo, hi), everything_cols, work, b_whole=whole_p)
+        else:
+            tiles(everything_rows, (lo, hi), work, a_whole=whole_p)
     b.ret_void()
-    return GemmKernel(fn, scratch, blk, split, units)
+    return GemmKernel(fn, scratch, blk, split, units, claims)

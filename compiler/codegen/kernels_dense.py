@@ -193,10 +193,15 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     ids = [out] + list(dict.fromkeys(
         [a_src.id, b_src.id] + [x for x in (bias, resid) if x is not None
                                 and cx.plan.buffer_of(x) is not cx.plan.buffer_of(out)]))
-    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb, epilogue=epi), cx.target)
+    # one product: its threads claim work items (see emit_gemm); a batch of products runs
+    # each on one thread, the static kernel
+    gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb, epilogue=epi), cx.target,
+                   claimed=nb == 1)
     cx.need_scratch(gk.scratch_per_thread)
-    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name("matmul"),
-                                         [cx.ptr_type(i) for i in ids] + [F32])
+    claim = ["counter"] if gk.claims else []
+    fn, b, tid, nt, ptrs = new_kernel_fn(
+        cx.module, cx.name("matmul"),
+        [cx.ptr_type(i) for i in ids] + [ir.IntType(8)] * len(claim) + [F32])
     c_p, a_p, b_p = ptrs[0], ptrs[ids.index(a_src.id)], ptrs[ids.index(b_src.id)]
     scr = ptrs[-1]
     a, bb = a_src, b_src
@@ -204,7 +209,7 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     bias_p = ptrs[ids.index(bias)] if bias is not None else null
     resid_p = null if resid is None else ptrs[ids.index(resid)] if resid in ids else c_p
     if nb == 1:
-        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, bias_p, resid_p, null, scr])
+        b.call(gk.fn, [tid, nt, a_p, b_p, c_p, bias_p, resid_p, null, *ptrs[len(ids):]])
         mode = "split" if flops >= 16 * (1 << 15) else "single"
     else:
         a_st = broadcast_strides(a_sh[:-2], batch) if a_sh[:-2] else (0,) * len(batch)
@@ -223,7 +228,7 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
         mode = "split" if flops >= 16 * (1 << 15) and nb > 1 else "single"
     b.ret_void()
     reads = {a.id, bb.id} | {x for x in (bias, resid) if x is not None}
-    return [Call(fn, ids + ["scratch"], reads, {out}, mode,
+    return [Call(fn, ids + claim + ["scratch"], reads, {out}, mode,
                  scratch_stride=gk.scratch_per_thread)]
 
 

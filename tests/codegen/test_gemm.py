@@ -267,3 +267,38 @@ def test_narrow_column_edge_kernels(rng, target):
         c = c0.copy()
         K.gemm(a, b, c, accumulate=True, bias=bias, activation="tanh", target=target)
         close(c, reference(a, b, c0.astype(np.float64), bias=bias, activation="tanh"), kc + 5)
+
+
+@pytest.mark.parametrize("m, n, k, ta, split", [
+    (60, 300, 600, False, "cols"),  # items of columns; A (several K blocks) packed whole
+    (400, 48, 500, True, "rows"),  # items of rows; B packed whole
+])
+def test_claimed_items_equal_the_static_split(rng, m, n, k, ta, split):
+    """A claimed GEMM (emit_gemm(claimed=True): threads take work items, each packing the
+    operand all items read once) gives bitwise what the static split gives, on 1 to 3 threads,
+    with accumulate, a bias and an activation; repeated runs agree."""
+    from netc.compiler.codegen.gemm import GemmSpec, emit_gemm, split_dim
+    from netc.compiler.codegen.microkernel import Epilogue
+
+    tg = get_target()
+    assert split_dim(choose_blocking(tg, m, n, k), m, n) == split
+    spec = GemmSpec(m, n, k, ta, False, accumulate=True, epilogue=Epilogue("cols", "relu"))
+    kernels = {}
+    for claimed in (False, True):
+        def build(module, t, claimed=claimed):
+            g = emit_gemm(module, spec, t, claimed=claimed)
+            assert g.claims == claimed
+            return g.fn.name, g.scratch_per_thread, g.max_threads
+        kernels[claimed] = K.native(("test-gemm", spec, claimed), build, tg)
+    a = rand(rng, k, m) if ta else rand(rng, m, k)
+    b, bias, c0 = rand(rng, k, n), rand(rng, n), rand(rng, m, n)
+    want = reference(a, b, c0, trans_a=ta, bias=bias, activation="relu")
+    results = []
+    for threads in (1, 2, 3, 2):
+        for claimed, nat in kernels.items():
+            c = c0.copy()
+            state = [K.claim_state_for(threads)] if claimed else []
+            K.run(nat, threads, a, b, c, bias, None, None, *state)
+            results.append(c)
+    close(results[0], want, k)
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
