@@ -353,7 +353,7 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
     Static: `f(tid, nt, A, B, C, bias, residual, mask, scratch)`, thread t computing the t-th
     of nt equal ranges of whole slivers along the split dimension. With `claimed`, when the
     operand every thread reads whole (A when threads split columns, B when rows) is read in
-    place or packs into at most the L2 size, the function is
+    place or packs into half the L2 cache or less, the function is
     `f(tid, nt, A, B, C, bias, residual, mask, claim_state, scratch)` (`GemmKernel.claims`):
     the split dimension is cut into up to ITEMS_PER_THREAD * nt items that threads claim
     (claim.py: their own share first); a thread packs that operand whole into its scratch once,
@@ -367,7 +367,7 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
         whole = 0 if a_direct else whole_floats(spec.m, spec.k, blk.mr)
     else:
         whole = 0 if b_direct else whole_floats(spec.n, spec.k, blk.nr)
-    claims = claimed and whole * 4 <= target.l2
+    claims = claimed and whole * 4 <= target.l2 // 2
     whole_bytes = _round_up(whole * 4, 64) if claims else 0
     scratch = whole_bytes + _round_up(blk.scratch_floats * 4, 64)
     name = name or spec.name(target) + ("_claimed" if claims else "")
