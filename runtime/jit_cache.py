@@ -58,16 +58,17 @@ _fingerprint: list[str] = []
 
 
 def codegen_fingerprint() -> str:
-    """A hash of the code generator's source files and of the JIT's (its pass pipeline decides
-    the object code too), computed once per process."""
+    """A hash of the code generator's source files, of the JIT's (its pass pipeline decides
+    the object code too) and of the JIT engine's (it reads the entries' layout metadata),
+    computed once per process."""
     if not _fingerprint:
-        from netc import jit
+        from netc import jit, jit_engine
         from netc.compiler import codegen
         h = hashlib.sha256()
         folder = os.path.dirname(codegen.__file__)
         paths = [os.path.join(folder, name) for name in sorted(os.listdir(folder))
                  if name.endswith(".py")]
-        for path in [*paths, jit.__file__]:
+        for path in [*paths, jit.__file__, jit_engine.__file__]:
             with open(path, "rb") as f:
                 h.update(os.path.basename(path).encode() + b"\0" + f.read())
         _fingerprint.append(h.hexdigest())
