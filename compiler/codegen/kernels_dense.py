@@ -299,6 +299,37 @@ def emit_conv(cx: Ctx, k: Kernel) -> list[Call]:
                  scratch_stride=ck.scratch_per_thread)]
 
 
+def pool_epilogue(g: Graph, k: Kernel) -> tuple[float | None, list[int]]:
+    """The epilogue a max pooling gradient applies as it writes dx: `where(x > t, dx, 0)`, x
+    the pool's own input, t a finite scalar constant (the ReLU gradient when a ReLU output was
+    pooled, t = 0). Gives (t or None, chain node ids); the comparison has no other reader."""
+    n = g.node(k.main)
+    none: tuple[float | None, list[int]] = (None, [])
+    if n.op != "max_pool2d_grad" or n.type.dtype != "f32":
+        return none
+    w = _sole_epilogue_user(g, k)(n)
+    if w is None or w.op != "where" or w.type != n.type or w.inputs[1] is not n:
+        return none
+    cond, zero = w.inputs[0], w.inputs[2]
+    if (cond.op != "gt" or cond.inputs[0] is not n.inputs[0] or k.stages.get(cond.id) != "epilogue"
+            or len(g.users(cond)) != 1 or cond.id in {r.id for r in live_roots(g)}):
+        return none
+    t = cond.inputs[1]
+    for c in (t, zero):
+        if c.op != "const" or c.type.size != 1 or c.type.dtype != "f32":
+            return none
+    t_value = np.asarray(t.attrs["value"], np.float32).reshape(())
+    z_value = np.asarray(zero.attrs["value"], np.float32).reshape(())
+    if not np.isfinite(t_value) or z_value != 0 or np.signbit(z_value):
+        return none
+    return float(t_value), [cond.id, w.id]
+
+
+def fit_pool(g: Graph, k: Kernel) -> set[int]:
+    """What the generated pooling kernels emit with kernel k: the `pool_epilogue` chain."""
+    return {k.main, *pool_epilogue(g, k)[1]}
+
+
 def _pool_spec(cx: Ctx, n, x_shape) -> PoolSpec:
     if tuple(n.attrs.get("pad", (0, 0))) != (0, 0):
         raise cx.fail("padded pooling is not generated", n)
@@ -317,9 +348,12 @@ def emit_pool(cx: Ctx, k: Kernel) -> list[Call]:
         args, reads = [x.id, n.id, "null"], {x.id}
     elif n.op == "max_pool2d_grad":
         x, ct = n.inputs
+        above, chain = pool_epilogue(cx.plan.graph, k)
+        out = chain[-1] if chain else n.id
         fn = emit_pool_backward(cx.module, _pool_spec(cx, n, x.type.shape), kind,
-                                cx.target.lanes)
-        args, reads = [x.id, ct.id, n.id, "null"], {x.id, ct.id}
+                                cx.target.lanes, above)
+        args, reads = [x.id, ct.id, out, "null"], {x.id, ct.id}
+        return [Call(fn, args, reads, {out}, mode_for(size_of(n.type.shape) * 4))]
     else:  # avg_pool2d_grad: x only gives the shape
         ct = n.inputs[0]
         fn = emit_pool_backward(cx.module, _pool_spec(cx, n, n.type.shape), kind)

@@ -3,7 +3,9 @@
 Takes: a `PoolSpec` (static N, C, H, W, window KH x KW, stride) and a `Target`.
 Gives: `emit_pool_forward(module, spec, kind)` -> `f(tid, nt, x, y, scratch)` and
 `emit_pool_backward(module, spec, kind)` -> `f(tid, nt, x, dy, dx, scratch)` for kind "max" or
-"avg" (`x` is unused by the avg gradient but kept so both share a signature).
+"avg" (`x` is unused by the avg gradient but kept so both share a signature); the max gradient
+can apply `where(x > t, dx, 0)` as it writes (`above`: the ReLU gradient of a pooled ReLU output,
+which then needs no pass of its own over dx).
 
 Conventions: output size is floor((H - KH) / SH) + 1 (windows never leave the image). The max
 gradient goes to the *first* maximal element of each window in row-major window order (strict `>`
@@ -24,6 +26,7 @@ branches (the index chain became branches that mispredicted on every other windo
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -190,14 +193,20 @@ def _row_width(spec: PoolSpec, kind: str, lanes: int) -> int:
 
 
 def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str,
-                       lanes: int = 1) -> ir.Function:
+                       lanes: int = 1, above: float | None = None) -> ir.Function:
     """`f(tid, nt, x, dy, dx, scratch)`: dx = the pooling VJP (see the module docstring).
     `lanes` (the target's vector width) lets a max gradient with disjoint windows run whole
-    vectors of windows (see `_max_rows`)."""
+    vectors of windows (see `_max_rows`). `above` (max only): a tap passes its window's
+    gradient only where x > above, i.e. dx = where(x > above, VJP, 0), the ReLU gradient of a
+    pooled ReLU output fused in (NaN never passes, as `gt` says)."""
     if kind not in KINDS:
         raise ValueError(f"unknown pooling kind {kind!r}")
+    if above is not None and kind != "max":
+        raise ValueError("a gradient mask is fused into the max pooling gradient only")
     width = _row_width(spec, kind, lanes)
     name = f"netc_{kind}pool_bwd_{spec.tag()}" + (f"_v{width}" if width else "")
+    if above is not None:
+        name += f"_gt{struct.unpack('<I', struct.pack('<f', above))[0]:08x}"
     if name in module.globals:
         return module.globals[name]
     fn, b = _begin(module, name, 4)
@@ -211,7 +220,7 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str,
         with for_range(b, b.mul(lo, i64(plane_in)), b.mul(hi, i64(plane_in)), name="zero") as i:
             b.store(f32(0.0), gep(b, dx, i), align=4)
     if width:
-        _max_rows(b, spec, width, tid, nt, x, dy, dx)
+        _max_rows(b, spec, width, tid, nt, x, dy, dx, above)
         b.ret_void()
         return fn
     with _windows(b, spec, tid, nt) as (pl, origin, out):
@@ -220,7 +229,9 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str,
         if kind == "max":
             xp = gep(b, x, base)
             vals = [b.load(gep(b, xp, i64(t)), align=4) for t in taps]
-            for t, win in zip(taps, _winners(b, vals)):
+            for t, win, v in zip(taps, _winners(b, vals), vals):
+                if above is not None:
+                    win = b.and_(win, b.fcmp_ordered(">", v, f32(above)))
                 share = b.select(win, g, f32(0.0))
                 p = gep(b, dx, b.add(base, i64(t)))
                 b.store(share if disjoint else b.fadd(b.load(p, align=4), share), p, align=4)
@@ -234,7 +245,8 @@ def emit_pool_backward(module: ir.Module, spec: PoolSpec, kind: str,
 
 
 def _max_rows(b: ir.IRBuilder, spec: PoolSpec, lanes: int, tid: ir.Value, nt: ir.Value,
-              x: ir.Value, dy: ir.Value | None, out: ir.Value) -> None:
+              x: ir.Value, dy: ir.Value | None, out: ir.Value, above: float | None = None
+              ) -> None:
     """Max pooling (`dy` None: `out` is y) or its gradient (`out` is dx) for disjoint windows,
     `lanes` windows of an output row at a time.
 
@@ -269,15 +281,20 @@ def _max_rows(b: ir.IRBuilder, spec: PoolSpec, lanes: int, tid: ir.Value, nt: ir
                 best = b.select(_takes_over(b, v, best), v, best)
             store_vec(b, best, out, at_out)
         else:
-            _scatter_grad(b, spec, lanes, vals, load_vec(b, dy, at_out, lanes), first, out)
+            _scatter_grad(b, spec, lanes, vals, load_vec(b, dy, at_out, lanes), first, out,
+                          above)
 
 
 def _scatter_grad(b: ir.IRBuilder, spec: PoolSpec, lanes: int, vals: list[ir.Value],
-                  g: ir.Value, first: ir.Value, dx: ir.Value) -> None:
-    """dy (or 0) into each tap of `lanes` disjoint windows whose first row starts at `first`."""
+                  g: ir.Value, first: ir.Value, dx: ir.Value, above: float | None) -> None:
+    """dy (or 0) into each tap of `lanes` disjoint windows whose first row starts at `first`
+    (with `above`, only into taps whose x is above it)."""
     sw = spec.stride[1]
     zero = const_vec(lanes, 0.0)
     wins = _winners(b, vals)
+    if above is not None:
+        limit = const_vec(lanes, above)
+        wins = [b.and_(w, b.fcmp_ordered(">", v, limit)) for w, v in zip(wins, vals)]
     flat = [(e % sw, e // sw) for e in range(sw * lanes)]  # row element -> (tap col, window)
     for i in range(spec.kh):
         cols = [b.select(wins[i * spec.kw + j], g, zero) for j in range(spec.kw)]

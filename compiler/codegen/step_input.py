@@ -34,7 +34,7 @@ from ..passes.common import RANDOM
 from ..passes.kernel_graph import Kernel
 from ..passes.plan_memory import ArenaPlan, align
 from ..pipeline import optimize
-from .kernels_dense import fit_conv, fit_matmul
+from .kernels_dense import fit_conv, fit_matmul, fit_pool
 from .kernels_shape import reduce_prologue
 from .lower_elementwise import ELEMENTWISE
 
@@ -53,6 +53,8 @@ def jit_fit(g: Graph, k: Kernel) -> set[int]:
         return fit_matmul(g, k)
     if k.kind == "conv":
         return fit_conv(g, k)
+    if k.kind == "pool":
+        return fit_pool(g, k)
     if k.kind == "reduction":
         return {k.main, *reduce_prologue(g, k)}
     return {k.main}

@@ -165,3 +165,41 @@ def test_one_row_product_plus_a_row_shaped_addend(tmp_path):
                                    rtol=1e-5)
     for name in ref.params:
         np.testing.assert_allclose(jit.params[name], ref.params[name], rtol=1e-4, atol=1e-6)
+
+
+POOLED_RELU = """
+model pooled(batch = 3, hw = 8, k = 2, s = 2) {
+    input x: f32[batch, 2, hw, hw]
+    target y: i32[batch]
+    logits = x -> Conv2D(3, 3, pad = 1) as conv -> relu -> max_pool2d(k = k, stride = s)
+        -> flatten -> Dense(4) as fc
+    loss cross_entropy(logits, y)
+}
+"""
+
+
+@pytest.mark.parametrize("hw, k, s", [(8, 2, 2), (9, 2, 2), (7, 3, 1), (12, 3, 3), (16, 2, 2)])
+def test_pooled_relu_gradient_is_the_pool_gradient_epilogue(tmp_path, hw, k, s):
+    """The ReLU gradient of a pooled ReLU output, where(x > 0, dpool, 0), is applied by the max
+    pooling gradient as it writes dx (pool.py `above`): one kernel, and the same gradients as
+    the interpreter for tiling, leftover-row, overlapping and vector-row windows (relu outputs
+    hold exact zeros: the boundary of the mask)."""
+    p = tmp_path / "pooled.net"
+    p.write_text(POOLED_RELU)
+    over = {"hw": hw, "k": k, "s": s}
+    b = build(str(p), mode="train", overrides=over)
+    info = build_step(b.graph, b.train, steps_per_epoch=1)
+    plan = plan_step(b.graph, dict(info.losses), dict(b.graph.updates))
+    pools = [k_ for k_ in plan.kernels if k_.kind == "pool"
+             and plan.graph.node(k_.main).op == "max_pool2d_grad"]
+    assert [_ops(plan, k_, "epilogue") for k_ in pools] == [["gt", "where"]]
+    assert not [k_ for k_ in plan.kernels if k_.main is None
+                and "where" in [plan.graph.node(i).op for i in k_.nodes]]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, hw, hw)).astype(np.float32)
+    y = rng.integers(0, 4, 3).astype(np.int32)
+    jit = netc.compile(p, backend="jit", seed=1, threads=2, **over)
+    ref = netc.compile(p, backend="interpret", seed=1, **over)
+    got, want = jit.gradients(x=x, y=y), ref.gradients(x=x, y=y)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
