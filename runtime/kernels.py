@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 
+from netc.compiler.codegen.barrier import STATE_BYTES
+from netc.compiler.codegen.claim import state_bytes
 from netc.compiler.codegen.im2col import ConvSpec, pair
 from netc.compiler.codegen.target import Target, get_target
 from netc.jit import compile_module
@@ -113,12 +115,18 @@ def scratch_for(nat: Native, threads: int) -> int:
 def claim_state_for(threads: int) -> np.ndarray:
     """A claim state (codegen/claim.py) for `threads` threads: one per calling Python thread,
     grown on demand; every call of a kernel leaves it zeroed for the next."""
-    from netc.compiler.codegen.claim import state_bytes
-
     need = state_bytes(threads)
     if getattr(_local, "claim_size", 0) < need:
         _local.claim, _local.claim_size = aligned_empty(need), need
     return _local.claim
+
+
+def barrier_state_for() -> np.ndarray:
+    """A native barrier's state (codegen/barrier.py) for kernels meeting inside a call: one per
+    calling Python thread; every barrier leaves it ready for the next."""
+    if getattr(_local, "barrier", None) is None:
+        _local.barrier = aligned_empty(STATE_BYTES)
+    return _local.barrier
 
 
 def check_threads(threads: Any) -> int:
@@ -264,8 +272,8 @@ def _gemm_call(nat: Native, eff: int, a, b, c, bias, residual, mask) -> None:
             lo, hi = _span(x, p)
             if c_lo < hi:
                 raise ValueError(f"c must not overlap {name}")
-    if nat.n_ptrs == len(args) + 2:  # a claimed GEMM (emit_gemm): its claim state
-        args.append(ptr(claim_state_for(eff)))
+    if nat.n_ptrs == len(args) + 3:  # a claimed GEMM (emit_gemm): claim and barrier states
+        args += [ptr(claim_state_for(eff)), ptr(barrier_state_for())]
     args.append(scratch_for(nat, eff))
     if eff == 1:
         nat.fn(0, 1, *args)
@@ -282,13 +290,11 @@ def bound_gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, **flags: Any) -> Cal
                              flags.get("prologue_mask"))]
     # private scratch and claim state: callable from any thread
     scratch = aligned_empty(nat.scratch_per_thread * eff)
-    from netc.compiler.codegen.claim import state_bytes
-
-    claim = aligned_empty(state_bytes(eff))
-    if nat.n_ptrs == len(args) + 2:
-        args.append(claim.ctypes.data)
+    claim, barrier = aligned_empty(state_bytes(eff)), aligned_empty(STATE_BYTES)
+    if nat.n_ptrs == len(args) + 3:
+        args += [claim.ctypes.data, barrier.ctypes.data]
     args.append(scratch.ctypes.data)
-    fn, keep = nat.fn, (a, b, c, scratch, claim)
+    fn, keep = nat.fn, (a, b, c, scratch, claim, barrier)
     if eff == 1:
         return lambda: fn(0, 1, *args) if keep else None
     pool = get_pool()
@@ -376,7 +382,6 @@ def conv2d_grad_weight(x: np.ndarray, dy: np.ndarray, w_shape: tuple[int, int, i
                        threads: int = 1, target: Target | str | None = None,
                        strategy: str | None = None) -> np.ndarray:
     """dL/dw of conv2d given the input x and dL/dy (summed over the batch)."""
-    from netc.compiler.codegen.barrier import STATE_BYTES
     from netc.compiler.codegen.conv import DEFAULT_STRATEGY, emit_conv_grad_weight
 
     x = check("x", x, ndim=4)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from llvmlite import ir
 
+from .barrier import call_barrier
 from .claim import for_claimed
 from .loops import F32P, I32, I64, for_range, gep, i64
 from .microkernel import Epilogue, emit_microkernel
@@ -169,7 +170,8 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                     bias: ir.Value, resid: ir.Value, load_c: ir.Value | bool,
                     rows: tuple[ir.Value, ir.Value], cols: tuple[ir.Value, ir.Value],
                     scratch: ir.Value, b_direct: bool = False, a_direct: bool = False,
-                    a_whole: ir.Value | None = None, b_whole: ir.Value | None = None) -> None:
+                    a_whole: ir.Value | None = None, b_whole: ir.Value | None = None,
+                    k_block: ir.Value | None = None) -> None:
     """The blocked loop nest for C[rows, cols] (+)= A[rows, :]·B[:, cols] with epilogue.
 
     `load_c` (Python bool or i1): whether the first K block adds to the existing C. `scratch` is
@@ -178,7 +180,9 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     NR - 1 readable floats past the end of B's last row. `a_direct`: A (a `Dense` without mask,
     at least MR rows) is read in place, unpacked. `a_whole` / `b_whole`: all of A / B already
     packed there by `pack_whole` (e.g. conv weights packed once for every image, or the operand
-    every work item of a claimed GEMM reads); its blocks are not packed again.
+    every work item of a claimed GEMM reads); its blocks are not packed again. `k_block`: only
+    the K block starting there (a multiple of KC), and `a_whole` / `b_whole` then hold only
+    that block (packed at its start as `pack_whole` would).
     """
     module = b.module
     mr, nr = blk.mr, blk.nr
@@ -221,7 +225,9 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     with for_range(b, n0, n1, blk.nc, name="jc", unroll=False) as jc:
         jend = b.add(jc, i64(blk.nc))
         jend = b.select(b.icmp_signed("<", jend, n1), jend, n1)
-        with for_range(b, i64(0), i64(k), blk.kc, name="pc", unroll=False) as pc:
+        k0 = i64(0) if k_block is None else k_block
+        k1 = i64(k) if k_block is None else b.add(k_block, i64(1))
+        with for_range(b, k0, k1, blk.kc, name="pc", unroll=False) as pc:
             kc_end = b.add(pc, i64(blk.kc))
             kc_end = b.select(b.icmp_signed("<", kc_end, i64(k)), kc_end, i64(k))
             kc = b.sub(kc_end, pc)
@@ -231,7 +237,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
             flags = b.or_(flags, b.shl(b.zext(last, I32), ir.Constant(I32, 1)))
             b_blk = bp
             if b_whole is not None:
-                b_blk = _whole_block(b, b_whole, pc, n_pad, jc, kc)
+                b_blk = _whole_block(b, b_whole, b.sub(pc, k0), n_pad, jc, kc)
             elif not b_direct:
                 pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
             with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
@@ -239,7 +245,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                 iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
                 a_blk = ap
                 if a_whole is not None:
-                    a_blk = _whole_block(b, a_whole, pc, m_pad, ic, kc)
+                    a_blk = _whole_block(b, a_whole, b.sub(pc, k0), m_pad, ic, kc)
                 elif not a_direct:
                     pack_block(b, a_src, ap, ic, iend, m, mr, pc, kc)
                 with for_range(b, jc, jend, nr, name="jr", unroll=False) as jr:
@@ -342,8 +348,29 @@ def use_a_direct(blk: Blocking, spec: GemmSpec) -> bool:
 
 
 # Work items per thread of a claimed GEMM: a thread that finishes its own early takes over the
-# last items of a slower one (claim.py); each item re-reads the whole operand's blocks (cached).
+# last items of a slower one (claim.py); each item re-reads the shared operand's blocks, which
+# must therefore stay cached: at most SHARED_L2_PART of the L2 cache.
 ITEMS_PER_THREAD = 4
+SHARED_L2_PART = 0.5
+
+
+def claim_mode(blk: Blocking, spec: GemmSpec, target: Target) -> tuple[str, int]:
+    """How a claimed GEMM shares its work, and the floats of the shared operand (the one every
+    item reads whole: A when threads split columns, B when rows) each thread packs: "whole"
+    (all of it, once; 0 floats when it is read in place), "blocked" (one K block at a time, the
+    items of each K block claimed between barriers) or "static" (not even a K block fits)."""
+    if split_dim(blk, spec.m, spec.n) == "cols":
+        direct, total, width = use_a_direct(blk, spec), spec.m, blk.mr
+    else:
+        direct, total, width = use_b_direct(blk, spec), spec.n, blk.nr
+    budget = target.l2 * SHARED_L2_PART
+    if direct:
+        return "whole", 0
+    if whole_floats(total, spec.k, width) * 4 <= budget:
+        return "whole", whole_floats(total, spec.k, width)
+    if whole_floats(total, min(spec.k, blk.kc), width) * 4 <= budget:
+        return "blocked", whole_floats(total, min(spec.k, blk.kc), width)
+    return "static", 0
 
 
 def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | None = None,
@@ -351,31 +378,30 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
     """Add the GEMM function for `spec` to `module` (idempotent by name).
 
     Static: `f(tid, nt, A, B, C, bias, residual, mask, scratch)`, thread t computing the t-th
-    of nt equal ranges of whole slivers along the split dimension. With `claimed`, when the
-    operand every thread reads whole (A when threads split columns, B when rows) is read in
-    place or packs into half the L2 cache or less, the function is
-    `f(tid, nt, A, B, C, bias, residual, mask, claim_state, scratch)` (`GemmKernel.claims`):
-    the split dimension is cut into up to ITEMS_PER_THREAD * nt items that threads claim
-    (claim.py: their own share first); a thread packs that operand whole into its scratch once,
-    at its first item, and packs only its items' parts of the other. Either way each element of
-    C is computed by one thread with the same K order: results do not depend on the variant,
-    the thread count or which thread took which item."""
+    of nt equal ranges of whole slivers along the split dimension. With `claimed` (unless
+    `claim_mode` says "static") the function is `f(tid, nt, A, B, C, bias, residual, mask,
+    claim_state, barrier_state, scratch)` (`GemmKernel.claims`): the split dimension is cut
+    into up to ITEMS_PER_THREAD * nt items that threads claim (claim.py: their own share
+    first), so a thread on a slowed core does fewer. Each thread packs the shared operand into
+    its scratch — whole, once, at its first item; or K block by K block, the items of each
+    block claimed anew after a barrier (an item's next K block may go to another thread, and
+    must see the C its previous one left) — and packs only its items' parts of the other.
+    Either way each element of C is computed by one thread with the same K order: results do
+    not depend on the variant, the thread count or which thread took which item."""
     blk = choose_blocking(target, spec.m, spec.n, spec.k)
     split = split_dim(blk, spec.m, spec.n)
     a_direct, b_direct = use_a_direct(blk, spec), use_b_direct(blk, spec)
-    if split == "cols":  # every item reads all of A
-        whole = 0 if a_direct else whole_floats(spec.m, spec.k, blk.mr)
-    else:
-        whole = 0 if b_direct else whole_floats(spec.n, spec.k, blk.nr)
-    claims = claimed and whole * 4 <= target.l2 // 2
-    whole_bytes = _round_up(whole * 4, 64) if claims else 0
-    scratch = whole_bytes + _round_up(blk.scratch_floats * 4, 64)
-    name = name or spec.name(target) + ("_claimed" if claims else "")
+    mode, shared = claim_mode(blk, spec, target) if claimed else ("static", 0)
+    claims = mode != "static"
+    shared_bytes = _round_up(shared * 4, 64)
+    scratch = shared_bytes + _round_up(blk.scratch_floats * 4, 64)
+    name = name or spec.name(target) + ("" if not claims else f"_{mode}")
     units = -(-spec.m // blk.mr) if split == "rows" else -(-spec.n // blk.nr)
     if name in module.globals:
         return GemmKernel(module.globals[name], scratch, blk, split, units, claims)
     i8p = ir.IntType(8).as_pointer()
-    fnty = ir.FunctionType(ir.VoidType(), [I32, I32] + [F32P] * 6 + [i8p] * claims + [F32P])
+    fnty = ir.FunctionType(ir.VoidType(), [I32, I32] + [F32P] * 6 + [i8p, i8p] * claims
+                           + [F32P])
     fn = ir.Function(module, fnty, name=name)
     tid, nt, a, bm, c, bias, resid, mask = fn.args[:8]
     scr = fn.args[-1]
@@ -387,40 +413,67 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
     b_src = Dense(bm, spec.ldb_, outer_major=spec.trans_b)
     my_scratch = gep(b, scr, b.mul(b.sext(tid, I64), i64(scratch // 4)))
 
-    def tiles(rows, cols, work, a_whole=None, b_whole=None) -> None:
+    def tiles(rows, cols, work, packed=None, k_block=None) -> None:
         emit_gemm_tiles(b, target, blk, spec.m, spec.n, spec.k, a_src, b_src, c, spec.ldc_,
                         spec.epilogue, bias, resid, spec.accumulate, rows, cols, work,
-                        b_direct=b_direct, a_direct=a_direct, a_whole=a_whole, b_whole=b_whole)
+                        b_direct=b_direct, a_direct=a_direct,
+                        a_whole=packed if split == "cols" else None,
+                        b_whole=packed if split == "rows" else None, k_block=k_block)
 
-    everything_rows, everything_cols = (i64(0), i64(spec.m)), (i64(0), i64(spec.n))
     if not claims:
         if split == "rows":
-            tiles(thread_range(b, tid, nt, spec.m, blk.mr), everything_cols, my_scratch)
+            tiles(thread_range(b, tid, nt, spec.m, blk.mr), (i64(0), i64(spec.n)), my_scratch)
         else:
-            tiles(everything_rows, thread_range(b, tid, nt, spec.n, blk.nr), my_scratch)
+            tiles((i64(0), i64(spec.m)), thread_range(b, tid, nt, spec.n, blk.nr), my_scratch)
         b.ret_void()
         return GemmKernel(fn, scratch, blk, split, units, claims)
-    work = gep(b, my_scratch, i64(whole_bytes // 4))
-    packed = b.alloca(ir.IntType(1), name="packed")
-    b.store(ir.Constant(ir.IntType(1), 0), packed)
-    want = b.mul(b.sext(nt, I64), i64(ITEMS_PER_THREAD))
+    claim_state, barrier_state = fn.args[8], fn.args[9]
+    work = gep(b, my_scratch, i64(shared_bytes // 4))
+    packed_p = my_scratch if shared else None
+    # A whole number of items per thread (at most ITEMS_PER_THREAD, at least one), so that the
+    # threads' own shares are equal: at the same speed each takes only its own, and in every K
+    # block the same ones (the C it accumulates stays in its cache). Measured on MLP's
+    # 128x256x512 product: 5 items on 2 threads ran 11% slower than 8, or than the static split.
+    n64 = b.sext(nt, I64)
+    per = b.sdiv(i64(units), n64)
+    per = b.select(b.icmp_signed("<", per, i64(ITEMS_PER_THREAD)), per, i64(ITEMS_PER_THREAD))
+    per = b.select(b.icmp_signed("<", per, i64(1)), i64(1), per)
+    want = b.mul(per, n64)
     items = b.select(b.icmp_signed("<", want, i64(units)), want, i64(units))
     unit, total = (blk.mr, spec.m) if split == "rows" else (blk.nr, spec.n)
-    with for_claimed(b, fn.args[8], items, tid, nt) as item:
-        lo = b.mul(b.sdiv(b.mul(item, i64(units)), items), i64(unit))
-        hi = b.mul(b.sdiv(b.mul(b.add(item, i64(1)), i64(units)), items), i64(unit))
-        hi = b.select(b.icmp_signed("<", hi, i64(total)), hi, i64(total))
-        if whole:
+    # the shared operand: A (M rows, MR slivers) when items are columns, else B
+    src, outer, width = (a_src, spec.m, blk.mr) if split == "cols" else (b_src, spec.n, blk.nr)
+
+    def claimed_items(k_block=None, pack_first=None) -> None:
+        with for_claimed(b, claim_state, items, tid, nt) as item:
+            lo = b.mul(b.sdiv(b.mul(item, i64(units)), items), i64(unit))
+            hi = b.mul(b.sdiv(b.mul(b.add(item, i64(1)), i64(units)), items), i64(unit))
+            span = (lo, b.select(b.icmp_signed("<", hi, i64(total)), hi, i64(total)))
+            if pack_first is not None:
+                pack_first()
+            if split == "rows":
+                tiles(span, (i64(0), i64(spec.n)), work, packed_p, k_block)
+            else:
+                tiles((i64(0), i64(spec.m)), span, work, packed_p, k_block)
+
+    if mode == "whole":
+        packed = b.alloca(ir.IntType(1), name="packed")
+        b.store(ir.Constant(ir.IntType(1), 0), packed)
+
+        def pack_once() -> None:
             with b.if_then(b.not_(b.load(packed))):
-                if split == "cols":
-                    pack_whole(b, blk, a_src, spec.m, spec.k, blk.mr, my_scratch)
-                else:
-                    pack_whole(b, blk, b_src, spec.n, spec.k, blk.nr, my_scratch)
+                pack_whole(b, blk, src, outer, spec.k, width, my_scratch)
                 b.store(ir.Constant(ir.IntType(1), 1), packed)
-        whole_p = my_scratch if whole else None
-        if split == "rows":
-            tiles((lo, hi), everything_cols, work, b_whole=whole_p)
-        else:
-            tiles(everything_rows, (lo, hi), work, a_whole=whole_p)
+        claimed_items(pack_first=pack_once if shared else None)
+    else:
+        with for_range(b, i64(0), i64(spec.k), blk.kc, name="kb", unroll=False) as kb:
+            kc_end = b.add(kb, i64(blk.kc))
+            kc = b.sub(b.select(b.icmp_signed("<", kc_end, i64(spec.k)), kc_end, i64(spec.k)),
+                       kb)
+            pack_block(b, src, my_scratch, i64(0), i64(outer), outer, width, kb, kc)
+            claimed_items(k_block=kb)
+            # one thread alone (a call on thread 0 only) must not touch the shared barrier
+            with b.if_then(b.icmp_signed(">", nt, ir.Constant(I32, 1))):
+                call_barrier(b, barrier_state, nt)
     b.ret_void()
     return GemmKernel(fn, scratch, blk, split, units, claims)

@@ -198,7 +198,7 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb, epilogue=epi), cx.target,
                    claimed=nb == 1)
     cx.need_scratch(gk.scratch_per_thread)
-    claim = ["counter"] if gk.claims else []
+    claim = ["counter", "barrier"] if gk.claims else []
     fn, b, tid, nt, ptrs = new_kernel_fn(
         cx.module, cx.name("matmul"),
         [cx.ptr_type(i) for i in ids] + [ir.IntType(8)] * len(claim) + [F32])

@@ -269,20 +269,24 @@ def test_narrow_column_edge_kernels(rng, target):
         close(c, reference(a, b, c0.astype(np.float64), bias=bias, activation="tanh"), kc + 5)
 
 
-@pytest.mark.parametrize("m, n, k, ta, split", [
-    (60, 300, 600, False, "cols"),  # items of columns; A (several K blocks) packed whole
-    (400, 48, 500, True, "rows"),  # items of rows; B packed whole
+@pytest.mark.parametrize("m, n, k, ta, split, mode", [
+    (60, 300, 600, False, "cols", "whole"),  # items of columns; A (several K blocks) packed once
+    (400, 48, 500, True, "rows", "whole"),  # items of rows; B packed once
+    (120, 600, 1200, False, "cols", "blocked"),  # A too big: claimed K block by K block
+    (400, 64, 1200, True, "rows", "blocked"),
 ])
-def test_claimed_items_equal_the_static_split(rng, m, n, k, ta, split):
+def test_claimed_items_equal_the_static_split(rng, m, n, k, ta, split, mode):
     """A claimed GEMM (emit_gemm(claimed=True): threads take work items, each packing the
-    operand all items read once) gives bitwise what the static split gives, on 1 to 3 threads,
-    with accumulate, a bias and an activation; repeated runs agree."""
-    from netc.compiler.codegen.gemm import GemmSpec, emit_gemm, split_dim
+    operand all items read once, or once per K block) gives bitwise what the static split
+    gives, on 1 to 3 threads, with accumulate, a bias and an activation; repeated runs agree."""
+    from netc.compiler.codegen.gemm import GemmSpec, claim_mode, emit_gemm, split_dim
     from netc.compiler.codegen.microkernel import Epilogue
 
     tg = get_target()
-    assert split_dim(choose_blocking(tg, m, n, k), m, n) == split
+    blk = choose_blocking(tg, m, n, k)
+    assert split_dim(blk, m, n) == split and k > blk.kc
     spec = GemmSpec(m, n, k, ta, False, accumulate=True, epilogue=Epilogue("cols", "relu"))
+    assert claim_mode(blk, spec, tg)[0] == mode
     kernels = {}
     for claimed in (False, True):
         def build(module, t, claimed=claimed):
@@ -297,7 +301,7 @@ def test_claimed_items_equal_the_static_split(rng, m, n, k, ta, split):
     for threads in (1, 2, 3, 2):
         for claimed, nat in kernels.items():
             c = c0.copy()
-            state = [K.claim_state_for(threads)] if claimed else []
+            state = [K.claim_state_for(threads), K.barrier_state_for()] if claimed else []
             K.run(nat, threads, a, b, c, bias, None, None, *state)
             results.append(c)
     close(results[0], want, k)
