@@ -169,6 +169,9 @@ def fit_matmul(g: Graph, k: Kernel) -> set[int]:
     return keep | set(gemm_epilogue(g, k)[2])
 
 
+SPLIT_GEMM_FLOPS = 16 * (1 << 15)  # below, a product runs on one thread
+
+
 def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     n = cx.node(k.main)
     a, bb = n.inputs
@@ -193,10 +196,12 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     ids = [out] + list(dict.fromkeys(
         [a_src.id, b_src.id] + [x for x in (bias, resid) if x is not None
                                 and cx.plan.buffer_of(x) is not cx.plan.buffer_of(out)]))
-    # one product: its threads claim work items (see emit_gemm); a batch of products runs
-    # each on one thread, the static kernel
+    # one product big enough to share: its threads claim work items (see emit_gemm); a small
+    # one runs on thread 0 alone and a batch of products each on one thread: the static kernel
+    # (nothing to balance; less code to compile)
+    split = flops >= SPLIT_GEMM_FLOPS
     gk = emit_gemm(cx.module, GemmSpec(m, nn, kk, ta, tb, epilogue=epi), cx.target,
-                   claimed=nb == 1)
+                   claimed=nb == 1 and split)
     cx.need_scratch(gk.scratch_per_thread)
     claim = ["counter", "barrier"] if gk.claims else []
     fn, b, tid, nt, ptrs = new_kernel_fn(
@@ -210,7 +215,7 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
     resid_p = null if resid is None else ptrs[ids.index(resid)] if resid in ids else c_p
     if nb == 1:
         b.call(gk.fn, [tid, nt, a_p, b_p, c_p, bias_p, resid_p, null, *ptrs[len(ids):]])
-        mode = "split" if flops >= 16 * (1 << 15) else "single"
+        mode = "split" if split else "single"
     else:
         a_st = broadcast_strides(a_sh[:-2], batch) if a_sh[:-2] else (0,) * len(batch)
         b_st = broadcast_strides(b_sh[:-2], batch) if b_sh[:-2] else (0,) * len(batch)
@@ -225,7 +230,7 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
                            acc[0].at(b, offs[0]), null, null, null, mine])
 
         strided_loop(b, batch, acc, body, tid, nt)
-        mode = "split" if flops >= 16 * (1 << 15) and nb > 1 else "single"
+        mode = "split" if split and nb > 1 else "single"
     b.ret_void()
     reads = {a.id, bb.id} | {x for x in (bias, resid) if x is not None}
     return [Call(fn, ids + claim + ["scratch"], reads, {out}, mode,
