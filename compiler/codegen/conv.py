@@ -43,7 +43,7 @@ from .gemm import (
     thread_range,
 )
 from .im2col import ColsSource, ConvSpec, RowsSource, emit_col2im, emit_im2col
-from .loops import F32P, I32, I64, f32, for_range, gep, i64
+from .loops import F32P, I32, I64, f32, for_range, gep, i64, imin
 from .microkernel import Epilogue
 from .packing import Dense
 from .target import Target
@@ -200,7 +200,7 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
     mine = gep(b, scr, b.mul(b.sext(tid, I64), per))
     n_t = b.sext(nt, I64)
     one = b.icmp_signed("==", n_t, i64(1))
-    chunks = b.select(one, i64(1), _min(b, i64(spec.n), b.mul(n_t, i64(k))))
+    chunks = b.select(one, i64(1), imin(b, i64(spec.n), b.mul(n_t, i64(k))))
 
     def partial(c: ir.Value) -> ir.Value:
         """Chunk c's partial: thread c // k's scratch, slot c % k."""
@@ -234,10 +234,6 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
         b.store(total, gep(b, dw, e), align=4)
     b.ret_void()
     return ConvKernel(fn, scratch, blk)
-
-
-def _min(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    return b.select(b.icmp_signed("<", x, y), x, y)
 
 
 def _sum_partials(b: ir.IRBuilder, partial, e: ir.Value, chunks: ir.Value, first: ir.Value

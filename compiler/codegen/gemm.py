@@ -29,7 +29,7 @@ from llvmlite import ir
 
 from .barrier import call_barrier
 from .claim import for_claimed
-from .loops import F32P, I32, I64, for_range, gep, i64
+from .loops import F32P, I32, I64, for_range, gep, i64, imin
 from .microkernel import Epilogue, emit_microkernel
 from .packing import Dense, Source, pack_block
 from .target import Target
@@ -160,8 +160,8 @@ def thread_range(b: ir.IRBuilder, tid: ir.Value, nt: ir.Value, total: int,
     n = b.sext(nt, I64)
     lo = b.mul(b.sdiv(b.mul(t, i64(units)), n), i64(unit))
     hi = b.mul(b.sdiv(b.mul(b.add(t, i64(1)), i64(units)), n), i64(unit))
-    lo = b.select(b.icmp_signed("<", lo, i64(total)), lo, i64(total))
-    hi = b.select(b.icmp_signed("<", hi, i64(total)), hi, i64(total))
+    lo = imin(b, lo, i64(total))
+    hi = imin(b, hi, i64(total))
     return lo, hi
 
 
@@ -224,12 +224,11 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
     (m0, m1), (n0, n1) = rows, cols
     with for_range(b, n0, n1, blk.nc, name="jc", unroll=False) as jc:
         jend = b.add(jc, i64(blk.nc))
-        jend = b.select(b.icmp_signed("<", jend, n1), jend, n1)
+        jend = imin(b, jend, n1)
         k0 = i64(0) if k_block is None else k_block
         k1 = i64(k) if k_block is None else b.add(k_block, i64(1))
         with for_range(b, k0, k1, blk.kc, name="pc", unroll=False) as pc:
-            kc_end = b.add(pc, i64(blk.kc))
-            kc_end = b.select(b.icmp_signed("<", kc_end, i64(k)), kc_end, i64(k))
+            kc_end = imin(b, b.add(pc, i64(blk.kc)), i64(k))
             kc = b.sub(kc_end, pc)
             first = b.icmp_signed("==", pc, i64(0))
             flags = b.select(first, load_c32, ir.Constant(I32, 1))
@@ -242,7 +241,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
                 pack_block(b, b_src, bp, jc, jend, n, nr, pc, kc)
             with for_range(b, m0, m1, blk.mc, name="ic", unroll=False) as ic:
                 iend = b.add(ic, i64(blk.mc))
-                iend = b.select(b.icmp_signed("<", iend, m1), iend, m1)
+                iend = imin(b, iend, m1)
                 a_blk = ap
                 if a_whole is not None:
                     a_blk = _whole_block(b, a_whole, b.sub(pc, k0), m_pad, ic, kc)
@@ -295,7 +294,7 @@ def _call_rows(b: ir.IRBuilder, kernel: ir.Function, row_edge: ir.Function | Non
 
 def _clamp(b: ir.IRBuilder, left: ir.Value, width: int) -> ir.Value:
     """min(left, width): the real rows/cols of a tile that starts `left` before the end."""
-    return b.select(b.icmp_signed("<", left, i64(width)), left, i64(width))
+    return imin(b, left, i64(width))
 
 
 def a_fits_one_block(blk: Blocking, m: int, k: int) -> bool:
@@ -315,8 +314,7 @@ def pack_whole(b: ir.IRBuilder, blk: Blocking, src: Source, total: int, k: int, 
     dst + pc * round_up(total, width) + o0 * kc, as pack_block lays out one block."""
     pad = _round_up(total, width)
     with for_range(b, i64(0), i64(k), blk.kc, name="wk", unroll=False) as pc:
-        kc_end = b.add(pc, i64(blk.kc))
-        kc = b.sub(b.select(b.icmp_signed("<", kc_end, i64(k)), kc_end, i64(k)), pc)
+        kc = b.sub(imin(b, b.add(pc, i64(blk.kc)), i64(k)), pc)
         pack_block(b, src, gep(b, dst, b.mul(pc, i64(pad))), i64(0), i64(total), total, width,
                    pc, kc)
 
@@ -436,10 +434,10 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
     # 128x256x512 product: 5 items on 2 threads ran 11% slower than 8, or than the static split.
     n64 = b.sext(nt, I64)
     per = b.sdiv(i64(units), n64)
-    per = b.select(b.icmp_signed("<", per, i64(ITEMS_PER_THREAD)), per, i64(ITEMS_PER_THREAD))
-    per = b.select(b.icmp_signed("<", per, i64(1)), i64(1), per)
+    per = imin(b, per, i64(ITEMS_PER_THREAD))
+    per = b.select(b.icmp_signed("<", per, i64(1)), i64(1), per)  # at least one
     want = b.mul(per, n64)
-    items = b.select(b.icmp_signed("<", want, i64(units)), want, i64(units))
+    items = imin(b, want, i64(units))
     unit, total = (blk.mr, spec.m) if split == "rows" else (blk.nr, spec.n)
     # the shared operand: A (M rows, MR slivers) when items are columns, else B
     src, outer, width = (a_src, spec.m, blk.mr) if split == "cols" else (b_src, spec.n, blk.nr)
@@ -448,7 +446,7 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
         with for_claimed(b, claim_state, items, tid, nt) as item:
             lo = b.mul(b.sdiv(b.mul(item, i64(units)), items), i64(unit))
             hi = b.mul(b.sdiv(b.mul(b.add(item, i64(1)), i64(units)), items), i64(unit))
-            span = (lo, b.select(b.icmp_signed("<", hi, i64(total)), hi, i64(total)))
+            span = (lo, imin(b, hi, i64(total)))
             if pack_first is not None:
                 pack_first()
             if split == "rows":
@@ -467,9 +465,7 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
         claimed_items(pack_first=pack_once if shared else None)
     else:
         with for_range(b, i64(0), i64(spec.k), blk.kc, name="kb", unroll=False) as kb:
-            kc_end = b.add(kb, i64(blk.kc))
-            kc = b.sub(b.select(b.icmp_signed("<", kc_end, i64(spec.k)), kc_end, i64(spec.k)),
-                       kb)
+            kc = b.sub(imin(b, b.add(kb, i64(blk.kc)), i64(spec.k)), kb)
             pack_block(b, src, my_scratch, i64(0), i64(outer), outer, width, kb, kc)
             claimed_items(k_block=kb)
             # one thread alone (a call on thread 0 only) must not touch the shared barrier

@@ -29,6 +29,11 @@ def i64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
 
+def imin(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """min(x, y) of two signed integers."""
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
 def f32(v: float) -> ir.Constant:
     return ir.Constant(F32, v)
 
