@@ -38,9 +38,14 @@ from .loops import I32, I64, for_range
 LINE = 64
 
 
+# One call's claim state: the done counter's line, then one line per thread's range.
+STATE_FIXED_BYTES = LINE
+STATE_BYTES_PER_THREAD = LINE
+
+
 def state_bytes(nt: int) -> int:
     """Bytes of one call's claim state for `nt` threads."""
-    return LINE * (nt + 1)
+    return STATE_FIXED_BYTES + STATE_BYTES_PER_THREAD * nt
 
 
 def _split(b: ir.IRBuilder, total: ir.Value, r: ir.Value, nt: ir.Value

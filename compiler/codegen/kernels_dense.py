@@ -346,11 +346,12 @@ def emit_pool(cx: Ctx, k: Kernel) -> list[Call]:
     kind = "max" if n.op.startswith("max") else "avg"
     if n.type.dtype != "f32":
         raise cx.fail("pooling is generated for float32 only", n)
+    out = n.id
     if n.op in ("max_pool2d", "avg_pool2d"):
         x = n.inputs[0]
         fn = emit_pool_forward(cx.module, _pool_spec(cx, n, x.type.shape), kind,
                                cx.target.lanes)
-        args, reads = [x.id, n.id, "null"], {x.id}
+        args, reads = [x.id, out, "null"], {x.id}
     elif n.op == "max_pool2d_grad":
         x, ct = n.inputs
         above, chain = pool_epilogue(cx.plan.graph, k)
@@ -358,12 +359,11 @@ def emit_pool(cx: Ctx, k: Kernel) -> list[Call]:
         fn = emit_pool_backward(cx.module, _pool_spec(cx, n, x.type.shape), kind,
                                 cx.target.lanes, above)
         args, reads = [x.id, ct.id, out, "null"], {x.id, ct.id}
-        return [Call(fn, args, reads, {out}, mode_for(size_of(n.type.shape) * 4))]
     else:  # avg_pool2d_grad: x only gives the shape
         ct = n.inputs[0]
         fn = emit_pool_backward(cx.module, _pool_spec(cx, n, n.type.shape), kind)
-        args, reads = ["null", ct.id, n.id, "null"], {ct.id}
-    return [Call(fn, args, reads, {n.id}, mode_for(size_of(n.type.shape) * 4))]
+        args, reads = ["null", ct.id, out, "null"], {ct.id}
+    return [Call(fn, args, reads, {out}, mode_for(size_of(n.type.shape) * 4))]
 
 
 def emit_pool_select(cx: Ctx, k: Kernel) -> list[Call]:

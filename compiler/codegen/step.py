@@ -40,7 +40,7 @@ from ..passes.common import nbytes
 from ..passes.kernel_graph import Kernel
 from ..passes.plan_memory import ALIGN, align
 from .barrier import call_barrier
-from .claim import LINE
+from .claim import STATE_BYTES_PER_THREAD, STATE_FIXED_BYTES
 from .emit_ctx import Call, Ctx
 from .kernels_dense import DENSE_EMITTERS
 from .kernels_elementwise import emit_copy, emit_elementwise, emit_rng_key
@@ -76,11 +76,11 @@ class StepModule:
     @property
     def fixed_bytes(self) -> int:
         """The arena is fixed_bytes + per_thread_bytes * threads bytes (+ ALIGN of slack)."""
-        return self.scratch_offset + LINE * self.counters
+        return self.scratch_offset + STATE_FIXED_BYTES * self.counters
 
     @property
     def per_thread_bytes(self) -> int:
-        return self.scratch_per_thread + LINE * self.counters
+        return self.scratch_per_thread + STATE_BYTES_PER_THREAD * self.counters
 
     def arena_bytes(self, threads: int) -> int:
         return self.fixed_bytes + self.per_thread_bytes * threads + ALIGN
@@ -191,13 +191,14 @@ class _Body:
             return b.bitcast(self.scratch(c, tid), ty)
         if a in ("barrier", "arena"):
             return b.bitcast(self.arena, ty)
-        if a == "counter":  # call j's state: (nt + 1) lines at claims + j * LINE * (nt + 1)
+        if a == "counter":  # call j's claim state (claim.state_bytes(nt) each), after them
             j = self.counters
             self.counters += 1
             n = b.sext(self.nt, I64)
             claims = b.add(i64(self.scratch_offset),
                            b.mul(n, i64(self.cx.scratch_per_thread)))
-            at = b.add(claims, b.mul(i64(j * LINE), b.add(n, i64(1))))
+            size = b.add(i64(STATE_FIXED_BYTES), b.mul(n, i64(STATE_BYTES_PER_THREAD)))
+            at = b.add(claims, b.mul(i64(j), size))
             return b.bitcast(b.gep(self.arena, [at]), ty)
         return b.bitcast(self.node_ptr(a), ty)
 
