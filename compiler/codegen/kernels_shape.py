@@ -9,7 +9,9 @@ row-major with the output's strides 0 on reduced axes and are explicit vector co
 contiguous row is combined in vector partial accumulators (`_row_reduce`), a kept innermost row
 is a vector loop (`strided_vector_loop`) updating the output's row; the prologue is evaluated at
 the same width. Each output element is accumulated by the one thread owning it in an order
-fixed by the shape (splits only cut kept axes): results do not depend on the thread count.
+fixed by the shape (splits only cut kept axes), except that a big reduction over the leading
+axis first sums fixed chunks of its rows (`batch_chunks`), thread by thread, then the chunks in
+order: results do not depend on the thread count.
 
 Invariants: a kernel initialises every element it owns before accumulating into it; out-of-range
 indices of gather/scatter_add are clamped into range (the interpreter reports them; native code
@@ -24,6 +26,7 @@ from llvmlite import ir
 
 from ..ir import Graph
 from ..passes.kernel_graph import Kernel
+from .barrier import call_barrier
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .kernels_elementwise import evaluate, is_scalar_const, load_operand
 from .loops import for_range, i64, lane_indices
@@ -102,6 +105,30 @@ CHEAP_BODIES = (frozenset(ELEMENTWISE) | {"broadcast_to"}) - {
 _COMBINE = {"sum": "add", "max": "maximum", "min": "minimum"}
 
 
+# A reduction over the leading (batch) axis sums fixed chunks of it separately, then the chunks'
+# partials in chunk order: each thread reads the rows it wrote in the kernel before (elementwise
+# and pooling kernels split the leading axis too) instead of a column of every row, and a sum over
+# every axis runs on all threads. The chunks depend only on the shape, so the results stay the
+# same for any thread count.
+REDUCE_CHUNKS = 8  # at most this many chunks (a divisor of the leading size, >= 2 rows each)
+REDUCE_PARTIAL_BYTES = 1 << 16  # at most this many bytes of partials in all
+
+
+def batch_chunks(shape: tuple[int, ...], axes, out_size: int, dtype: str) -> int:
+    """How many chunks of the leading axis a reduction of `shape` over `axes` sums separately
+    (1: none, the plain loop). Only for work big enough to share and 4-byte elements."""
+    if (not shape or 0 not in axes or dtype not in ("f32", "i32")
+            or mode_for(size_of(shape)) != "split"):
+        return 1
+    n = shape[0]
+    cap = min(REDUCE_CHUNKS, n // 2, REDUCE_PARTIAL_BYTES // (4 * _r16(out_size)))
+    return next((c for c in range(cap, 1, -1) if n % c == 0), 1)
+
+
+def _r16(x: int) -> int:
+    return -(-x // 16) * 16
+
+
 def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     n = cx.node(k.main)
     x = n.inputs[0]
@@ -110,7 +137,6 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
     kstr = contiguous_strides(kept)
     out_strides = tuple(0 if i in axes else s for i, s in enumerate(kstr))
-    splittable = [i not in axes for i in range(len(shape))]
     pro = [cx.node(i) for i in reduce_prologue(cx.plan.graph, k)]
     inside = {p.id for p in pro}
     stored = [i for i in k.outputs if i in inside]
@@ -118,12 +144,72 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
         a.id for p in pro for a in p.inputs if a.id not in inside and not is_scalar_const(a)]))
     # one noalias argument per buffer: y, the stored prologue values, the operands
     arg_nodes, at = cx.buffer_args([n.id, *stored, *loads])
-    fn, b, tid, nt, ptrs = _fn(cx, op, arg_nodes)
-    y = ptrs[0]
-    _fill(b, y, kept, _identity(op, dt), dt, tid, nt, out_strides, splittable)
-    acc = [Access(y, out_strides)]
-    acc += [Access(ptrs[at[i]], contiguous_strides(shape)) for i in stored]
-    acc += [Access(ptrs[at[i]], broadcast_strides(cx.node(i).type.shape, shape)) for i in loads]
+    strides = ([out_strides] + [contiguous_strides(shape)] * len(stored)
+               + [broadcast_strides(cx.node(i).type.shape, shape) for i in loads])
+    values = [n.id, *stored, *loads]
+    out_size = size_of(kept)
+    chunks = batch_chunks(shape, axes, out_size, dt)
+    # a chunk moves each argument by its leading stride: one per buffer, or no chunks
+    lead = {}
+    for v, st in zip(values[1:], strides[1:]):
+        if lead.setdefault(at[v], st[0]) != st[0]:
+            chunks = 1
+    reads, writes = set(loads), {n.id, *stored}
+    if chunks == 1:
+        fn, b, tid, nt, ptrs = _fn(cx, op, arg_nodes)
+        _reduce_loop(cx, b, tid, nt, shape, op, dt, x.id, pro, stored, loads,
+                     [Access(ptrs[at[v]], st) for v, st in zip(values, strides)])
+        b.ret_void()
+        return [Call(fn, arg_nodes, reads, writes, mode_for(size_of(shape)))]
+
+    # the loop over one chunk of rows, on one thread, into y (the chunk's partial)
+    rows = shape[0] // chunks
+    part = _fn(cx, f"{op}_chunk", arg_nodes)
+    inner, b, _, _, ptrs = part
+    zero, one = ir.Constant(I32, 0), ir.Constant(I32, 1)
+    _reduce_loop(cx, b, zero, one, (rows,) + shape[1:], op, dt, x.id, pro, stored, loads,
+                 [Access(ptrs[at[v]], st) for v, st in zip(values, strides)])
+    b.ret_void()
+
+    fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name(op), [
+        cx.ptr_type(i) for i in arg_nodes] + [ir.IntType(8), ir.FloatType()])
+    *args, state, scratch = ptrs
+    part_at = _r16(out_size)
+    partials = b.bitcast(scratch, args[0].type)
+
+    def partial(c: ir.Value) -> ir.Value:
+        return b.gep(partials, [b.mul(c, i64(part_at))])
+
+    lo, hi = split_range(b, tid, nt, chunks)
+    with for_range(b, lo, hi, name="chunk", unroll=False) as c:
+        moved = [b.gep(p, [b.mul(c, i64(rows * lead[j]))]) if j in lead else p
+                 for j, p in enumerate(args)]
+        b.call(inner, [zero, one, partial(c), *moved[1:]])
+    call_barrier(b, state, nt, pause=cx.target.x86)
+    # element e of y: the chunks' partials combined in chunk order
+    e_lo, e_hi = split_range(b, tid, nt, out_size)
+    with for_range(b, e_lo, e_hi, name="e") as e:
+        total = load_value(b, b.gep(partial(i64(0)), [e]), dt)
+        for c in range(1, chunks):
+            total = ELEMENTWISE[_COMBINE[op]](b, [total, load_value(
+                b, b.gep(partial(i64(c)), [e]), dt)], {}, [dt, dt], dt)
+        store_value(b, total, b.gep(args[0], [e]), dt)
+    b.ret_void()
+    cx.need_scratch(chunks * part_at * 4, shared=True)
+    return [Call(fn, arg_nodes + ["barrier", "scratch"], reads, writes, "split",
+                 shares_scratch=True)]
+
+
+def _reduce_loop(cx: Ctx, b: ir.IRBuilder, tid: ir.Value, nt: ir.Value, shape: tuple[int, ...],
+                 op: str, dt: str, x: int, pro: list, stored: list[int], loads: list[int],
+                 acc: list[Access]) -> None:
+    """The reduction of the input x over `shape` (its leading rows, for a chunk) into acc[0] (the
+    output, its strides 0 on reduced axes): filled with the identity, then accumulated, the
+    prologue evaluated and its stored values stored on the way; split over kept axes only."""
+    y = acc[0]
+    kept = tuple(1 if s == 0 else d for d, s in zip(shape, y.strides))
+    splittable = [s != 0 for s in y.strides]
+    _fill(b, y.ptr, kept, _identity(op, dt), dt, tid, nt, y.strides, splittable)
     first_load = 1 + len(stored)
     inner = inner_strides(shape, acc, splittable)
 
@@ -142,7 +228,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
         evaluate(cx, b, pro, vals, lanes=w)
         for j, i in enumerate(stored):
             store_value(b, vals[i], acc[1 + j].at(b, offs[1 + j]), cx.node(i).type.dtype)
-        return vals[x.id]
+        return vals[x]
 
     def body(b: ir.IRBuilder, offs: list[ir.Value], w: int, given: dict[int, ir.Value]
              ) -> None:
@@ -160,8 +246,6 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
                             s in (0, 1) for s in st[1:])):
         strided_vector_loop(b, shape, acc, body, tid, nt, lanes if inner[0] == 1 else 1,
                             splittable, outputs=first_load)
-    b.ret_void()
-    return [Call(fn, arg_nodes, set(loads), {n.id, *stored}, mode_for(size_of(shape)))]
 
 
 ROW_PARTIALS = 4  # vector accumulators of a row reduction

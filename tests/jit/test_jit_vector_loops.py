@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from op_cases import LOC
 
+from netc.compiler.codegen.kernels_shape import batch_chunks
 from netc.compiler.codegen.lower_elementwise import ELEMENTWISE
 from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph, TensorType
@@ -192,6 +193,38 @@ def test_reductions_at_vector_width(op, shape, axes):
     feeds = {"x": xs, "m": rng.standard_normal(kept).astype(np.float32),
              "i": rng.integers(-50, 50, shape).astype(np.int32)}
     _run(g, feeds)
+
+
+@pytest.mark.parametrize("op", ["sum", "max"])
+@pytest.mark.parametrize("shape, axes, chunks", [
+    ((64, 16, 10, 10), (0, 2, 3), 8),  # a conv bias gradient: 8 chunks of 8 images
+    ((128, 512), (0,), 8),  # a dense bias gradient
+    ((50, 30, 40), (0, 1, 2), 5),  # everything: one value, now on every thread
+    ((40, 2, 500), (0, 2), 8),
+    ((13, 3000), (0,), 1),  # a prime leading size: the plain loop
+], ids=str)
+def test_reductions_over_the_batch_axis_in_chunks(op, shape, axes, chunks):
+    """A reduction over the leading axis of a big input sums fixed chunks of rows into partials
+    (each thread its own rows), then the partials in chunk order; with a prologue whose operand
+    is broadcast down the chunks (not moved) and whose value is also stored (moved with each
+    chunk): equal to the interpreter, bitwise the same on one and two threads."""
+    rng = np.random.default_rng(7)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+    assert batch_chunks(shape, axes, int(np.prod(kept)), "f32") == chunks
+    g = Graph("red_chunks", float_dtype="f32")
+    x = g.input("x", TensorType(shape, "f32"), LOC)
+    m = g.input("m", TensorType(kept, "f32"), LOC)
+    i = g.input("i", TensorType(shape, "i32"), LOC)
+    attrs = {"axes": axes, "keepdims": False}
+    d = g.add("sub", [x, m], {}, LOC)
+    g.outputs["d"] = d
+    g.outputs["plain"] = g.add(op, [x], attrs, LOC)
+    g.outputs["prologue"] = g.add(op, [g.add("mul", [d, d], {}, LOC)], attrs, LOC)
+    g.outputs["int"] = g.add(op, [i], attrs, LOC)
+    xs = rng.standard_normal(shape).astype(np.float32)
+    xs.reshape(-1)[[7, xs.size - 3]] = np.nan
+    _run(g, {"x": xs, "m": rng.standard_normal(kept).astype(np.float32),
+             "i": rng.integers(-50, 50, shape).astype(np.int32)})
 
 
 @pytest.mark.parametrize("shape, perm", [
