@@ -146,9 +146,24 @@ class GemmKernel:
     claims: bool = False  # takes a claim state before the scratch (see emit_gemm)
 
 
-def split_dim(blk: Blocking, m: int, n: int) -> str:
-    """Threads divide the dimension with more slivers (ties: columns, keeping A packing shared)."""
-    return "rows" if -(-m // blk.mr) > -(-n // blk.nr) else "cols"
+MIN_SPLIT_SLIVERS = 4  # slivers a dimension needs to be divided for a cheaper shared operand
+
+
+def split_dim(blk: Blocking, spec: GemmSpec) -> str:
+    """Which dimension of C threads divide. A thread dividing rows reads all of B and its own
+    rows of A, one dividing columns all of A and its own columns of B; what it packs of the
+    operand it reads whole does not shrink with more threads. So threads divide the dimension
+    that leaves the cheaper packing (two threads' shares; an operand read in place costs
+    nothing), when it has at least MIN_SPLIT_SLIVERS slivers; else the one with more slivers
+    (ties: columns). MLP's 128x256x512 product divided rows: each thread packed all of its
+    512x256 weight."""
+    rows, cols = -(-spec.m // blk.mr), -(-spec.n // blk.nr)
+    a = 0 if use_a_direct(blk, spec) else spec.m
+    b = 0 if use_b_direct(blk, spec) else spec.n
+    cheaper = "rows" if b + a / 2 < a + b / 2 else "cols"
+    if (rows if cheaper == "rows" else cols) >= MIN_SPLIT_SLIVERS:
+        return cheaper
+    return "rows" if rows > cols else "cols"
 
 
 def thread_range(b: ir.IRBuilder, tid: ir.Value, nt: ir.Value, total: int,
@@ -357,7 +372,7 @@ def claim_mode(blk: Blocking, spec: GemmSpec, target: Target) -> tuple[str, int]
     item reads whole: A when threads split columns, B when rows) each thread packs: "whole"
     (all of it, once; 0 floats when it is read in place), "blocked" (one K block at a time, the
     items of each K block claimed between barriers) or "static" (not even a K block fits)."""
-    if split_dim(blk, spec.m, spec.n) == "cols":
+    if split_dim(blk, spec) == "cols":
         direct, total, width = use_a_direct(blk, spec), spec.m, blk.mr
     else:
         direct, total, width = use_b_direct(blk, spec), spec.n, blk.nr
@@ -387,7 +402,7 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
     Either way each element of C is computed by one thread with the same K order: results do
     not depend on the variant, the thread count or which thread took which item."""
     blk = choose_blocking(target, spec.m, spec.n, spec.k)
-    split = split_dim(blk, spec.m, spec.n)
+    split = split_dim(blk, spec)
     a_direct, b_direct = use_a_direct(blk, spec), use_b_direct(blk, spec)
     mode, shared = claim_mode(blk, spec, target) if claimed else ("static", 0)
     claims = mode != "static"

@@ -284,8 +284,8 @@ def test_claimed_items_equal_the_static_split(rng, m, n, k, ta, split, mode):
 
     tg = get_target()
     blk = choose_blocking(tg, m, n, k)
-    assert split_dim(blk, m, n) == split and k > blk.kc
     spec = GemmSpec(m, n, k, ta, False, accumulate=True, epilogue=Epilogue("cols", "relu"))
+    assert split_dim(blk, spec) == split and k > blk.kc
     assert claim_mode(blk, spec, tg)[0] == mode
     kernels = {}
     for claimed in (False, True):
