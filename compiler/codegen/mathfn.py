@@ -90,9 +90,12 @@ def _isnan(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    """Cephes expf: x = n ln2 + r, e^r by a polynomial, times 2^n from the exponent bits."""
-    xc = b.select(b.fcmp_ordered(">", x, _c(x, 88.0)), _c(x, 88.0), x)
-    xc = b.select(b.fcmp_ordered("<", xc, _c(x, -87.0)), _c(x, -87.0), xc)
+    """Cephes expf: x = n ln2 + r, e^r by a polynomial, times 2^n from exponent bits in two
+    halves (2^(n - n/2) * 2^(n/2), both normal for every n of a finite or subnormal result):
+    e^x below the normal range, down to e^-103.97 (the least subnormal), is subnormal as
+    NumPy's, not zero."""
+    xc = b.select(b.fcmp_ordered(">", x, _c(x, 89.0)), _c(x, 89.0), x)
+    xc = b.select(b.fcmp_ordered("<", xc, _c(x, -104.0)), _c(x, -104.0), xc)
     n = intrinsic(b, "floor", _fma(b, xc, _c(x, 1.44269504088896341), _c(x, 0.5)))
     r = _fma(b, n, _c(x, -0.693359375), xc)
     r = _fma(b, n, _c(x, 2.12194440e-4), r)
@@ -100,10 +103,13 @@ def exp(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
                      1.6666665459e-1, 5.0000001201e-1])
     p = b.fadd(_fma(b, p, b.fmul(r, r), r), _c(x, 1.0))
     ni = b.fptosi(n, _ity(x))
-    scale = b.bitcast(b.shl(b.add(ni, _ci(x, 127)), _ci(x, 23)), x.type)
-    y = b.fmul(p, scale)
+    half = b.ashr(ni, _ci(x, 1))
+
+    def two_to(k: ir.Value) -> ir.Value:
+        return b.bitcast(b.shl(b.add(k, _ci(x, 127)), _ci(x, 23)), x.type)
+    y = b.fmul(b.fmul(p, two_to(b.sub(ni, half))), two_to(half))
     y = b.select(b.fcmp_ordered(">", x, _c(x, 88.72283935546875)), _c(x, math.inf), y)
-    y = b.select(b.fcmp_ordered("<", x, _c(x, -87.3365478515625)), _c(x, 0.0), y)
+    y = b.select(b.fcmp_ordered("<", x, _c(x, -104.0)), _c(x, 0.0), y)
     return b.select(_isnan(b, x), x, y)
 
 
@@ -174,7 +180,11 @@ def tanh(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
 
 def sigmoid(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
-    return b.fdiv(_c(x, 1.0), b.fadd(_c(x, 1.0), exp(b, b.fneg(x))))
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: e = e^-|x| never overflows, and
+    sigmoid(-100) is e^-100 (subnormal), not 1 / inf."""
+    e = exp(b, b.fneg(intrinsic(b, "fabs", x)))
+    d = b.fdiv(_c(x, 1.0), b.fadd(_c(x, 1.0), e))
+    return b.select(b.fcmp_unordered(">=", x, _c(x, 0.0)), d, b.fmul(e, d))
 
 
 _ERF_T = [7.853861353153693e-5, -8.010193625184903e-4, 5.188327685732524e-3,

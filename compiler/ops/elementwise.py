@@ -36,6 +36,15 @@ def _np_erf(x: np.ndarray) -> np.ndarray:
     return np.asarray(_erf(x), dtype=x.dtype)
 
 
+def _np_sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below (e^-|x| never overflows): accurate in
+    relative terms down to sigmoid(-103) (subnormal), where 0.5 * (tanh(x / 2) + 1) gave 0
+    below -17."""
+    e = np.exp(-np.abs(x))
+    d = 1 / (1 + e)
+    return np.where(np.isnan(x) | (x >= 0), d, e * d).astype(x.dtype, copy=False)
+
+
 class Unary(Primitive):
     """y = f(x), same shape and dtype. `grad(g, x, y, ct, loc)` gives the input's cotangent."""
 
@@ -89,7 +98,7 @@ _UNARY = [
     Unary("sign", np.sign, None, dtypes=_NUM),
     Unary("tanh", np.tanh, lambda g, x, y, ct, l: _mul(
         g, ct, emit(g, "sub", [_c(g, 1.0, y, l), _mul(g, y, y, l)], l), l)),
-    Unary("sigmoid", lambda x: 0.5 * (np.tanh(0.5 * x) + 1), lambda g, x, y, ct, l: _mul(
+    Unary("sigmoid", _np_sigmoid, lambda g, x, y, ct, l: _mul(
         g, ct, _mul(g, y, emit(g, "sub", [_c(g, 1.0, y, l), y], l), l), l)),
     Unary("relu", lambda x: np.maximum(x, 0), lambda g, x, y, ct, l: emit(
         g, "where", [emit(g, "gt", [x, _c(g, 0, x, l)], l), ct, _c(g, 0, ct, l)], l),

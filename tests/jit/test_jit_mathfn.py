@@ -63,3 +63,30 @@ def test_transcendental_accuracy_over_the_domain(op):
     assert not bad.any(), (f"{op}: {int(bad.sum())} of {x.size} inputs off by more than "
                            f"{max_ulps} ulps, worst at x={x[bad][np.argmax(ulps[bad])]!r}: "
                            f"{float(ulps[bad].max()):.1f} ulps")
+
+
+@pytest.mark.parametrize("op", ["exp", "sigmoid"])
+def test_subnormal_results_are_not_flushed(op):
+    """e^x and sigmoid(x) for x in [-103.9, -87.3] are subnormal floats: the JIT gives them
+    (scaling by 2^n in two normal halves) to within a few ulps, as the interpreter does (its
+    sigmoid is e^x / (1 + e^x) there, not 0.5 * (tanh(x / 2) + 1), which is 0 below -17);
+    beyond, 0; above, unchanged."""
+    from netc.compiler.interpret import interpret
+
+    x = np.concatenate([np.linspace(-103.9, -87.3, 4001), [-104.5, -200.0, -1e30, -87.0, -20.0]]
+                       ).astype(np.float32)
+    g = Graph("t", float_dtype="f32")
+    xin = g.input("x", TensorType(x.shape, "f32"), LOC)
+    g.outputs["y"] = g.add(op, [xin], None, LOC)
+    got = JitEngine(g, Store(0), threads=1).run("predict", {"x": x})["y"]
+    ref = interpret(g, {"x": x}, {}, {}, seed=0, step=0, wanted=[g.outputs["y"]])
+    interp = ref[g.outputs["y"].id]
+    want = np.exp(x.astype(np.float64))  # sigmoid(x) = e^x (1 - e^x + ...) here
+    if op == "sigmoid":
+        want = want / (1.0 + want)
+    denormal = float(np.finfo(np.float32).smallest_subnormal)
+    for name, y in (("jit", got), ("interpreter", interp)):
+        err = np.abs(y.astype(np.float64) - want)
+        bad = err > np.maximum(3 * denormal, 4e-7 * want)
+        assert not bad.any(), f"{op} ({name}) at x={x[bad][:3]}: {y[bad][:3]} vs {want[bad][:3]}"
+    assert (got[:4001] > 0).sum() >= 4000 and got[4001] == 0 and got[4002] == 0
