@@ -26,6 +26,8 @@ from netc.compiler.interpret import interpret
 from netc.compiler.ir import Graph, Node, np_dtype
 from netc.compiler.train import STEP_COUNTER, StepInfo
 
+from .feeds import check_values_of
+
 
 class Store:
     """Every tensor the model keeps, by name: parameters, model state, optimizer state."""
@@ -68,9 +70,13 @@ class Store:
 
 
 class Engine(Protocol):
-    """What a backend provides for one compiled graph."""
+    """What a backend provides for one compiled graph. `run(..., check_values=True)`: the feeds
+    passed `feeds.check_feeds(values=False)`; their values (finite floats, indices in range)
+    are checked before anything runs, a DataError if one is bad (the JIT checks them as it
+    copies them in)."""
 
-    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def run(self, kind: str, feeds: dict[str, np.ndarray],
+            check_values: bool = False) -> dict[str, np.ndarray]: ...
 
 
 class InterpretEngine:
@@ -91,7 +97,10 @@ class InterpretEngine:
         return interpret(self.g, feeds, params, states, seed=self.store.seed,
                          step=self.store.step, wanted=wanted)
 
-    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, kind: str, feeds: dict[str, np.ndarray],
+            check_values: bool = False) -> dict[str, np.ndarray]:
+        if check_values:
+            check_values_of(self.g, feeds)
         with self.store.lock:
             return self._run(kind, feeds)
 

@@ -17,6 +17,7 @@ import weakref
 
 import numpy as np
 
+from netc.compiler.codegen.step import NONFINITE
 from netc.compiler.errors import DataError, suggestion
 from netc.compiler.ir import Graph, Node, np_dtype
 
@@ -42,18 +43,53 @@ def batch_of(g: Graph, feeds: dict[str, object], batch: int) -> int | None:
     return None
 
 
-def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool) -> dict[str, np.ndarray]:
-    """Validate and convert `feeds` for `g`. Without targets (predict), targets are ignored."""
+def check_feeds(g: Graph, feeds: dict[str, object], *, with_targets: bool,
+                values: bool = True) -> dict[str, np.ndarray]:
+    """Validate and convert `feeds` for `g`. Without targets (predict), targets are ignored.
+    `values=False`: an array given in its declared dtype is not checked for NaN, infinity or
+    an index out of range: `engine.run(..., check_values=True)` does it (`check_values_of`,
+    or the JIT's `check_summaries` as it copies the feeds in)."""
     wanted = _wanted(g, with_targets)
     check_names(g, feeds, wanted)
     out = {}
     limits = index_ranges(g)
     for name, node in wanted.items():
-        what = "target" if node.attrs["role"] == "target" else "input"
         if name not in feeds:
-            raise DataError(f"missing {what} '{name}' ({node.type})", node.loc)
-        out[name] = _convert(what, name, node, feeds[name], limits.get(name))
+            raise DataError(f"missing {_role(node)} '{name}' ({node.type})", node.loc)
+        out[name] = _convert(_role(node), name, node, feeds[name], limits.get(name), values)
     return out
+
+
+def _role(node: Node) -> str:
+    return "target" if node.attrs["role"] == "target" else "input"
+
+
+def check_values_of(g: Graph, feeds: dict[str, np.ndarray]) -> None:
+    """The value checks `check_feeds(values=False)` left out, in NumPy: every float feed is
+    finite, every index feed lies in the range it indexes. The same DataErrors."""
+    limits = index_ranges(g)
+    for name, a in feeds.items():
+        node = g.inputs[name]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise _nonfinite_error(_role(node), name, node, "")
+        limit = limits.get(name)
+        if limit is not None and a.size and int(a.view(np.uint32).max()) >= limit[0]:
+            raise _index_error(name, node, a, *limit)
+
+
+def check_summaries(g: Graph, fed: list[tuple[str, np.ndarray, int]]) -> None:
+    """`check_values_of` from (name, array, summary) of each fed input, the summary being what
+    the JIT's feed function reports as it copies the array in (codegen/step.py `_emit_feed`):
+    NONFINITE for an f32 array with a NaN or an infinity, an i32 array's largest value as
+    unsigned."""
+    limits = index_ranges(g)
+    for name, a, summary in fed:
+        node = g.inputs[name]
+        if node.type.dtype == "f32" and summary == NONFINITE:
+            raise _nonfinite_error(_role(node), name, node, "")
+        limit = limits.get(name)
+        if node.type.dtype == "i32" and limit is not None and summary >= limit[0]:
+            raise _index_error(name, node, a, *limit)
 
 
 def check_names(g: Graph, names, wanted: dict[str, Node] | None = None,
@@ -131,8 +167,9 @@ _I32_MIN, _I32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 def _convert(what: str, name: str, node: Node, value: object,
-             limit: tuple[int, str] | None = None) -> np.ndarray:
-    """`value` checked and converted; `limit` (n, what): an index input's values lie in [0, n)."""
+             limit: tuple[int, str] | None = None, values: bool = True) -> np.ndarray:
+    """`value` checked and converted; `limit` (n, what): an index input's values lie in [0, n).
+    `values=False`: the values of an array already in the declared dtype are not checked."""
     t = node.type
     try:
         arr = np.asarray(value)
@@ -147,7 +184,7 @@ def _convert(what: str, name: str, node: Node, value: object,
                         f"{list(arr.shape)}", node.loc)
     if t.dtype == "i32" and arr.size:
         if arr.dtype == np.int32:  # in range by type; an index check is one unsigned max
-            if limit is not None and int(arr.view(np.uint32).max()) >= limit[0]:
+            if values and limit is not None and int(arr.view(np.uint32).max()) >= limit[0]:
                 raise _index_error(name, node, arr, *limit)
         else:
             lo, hi = arr.min(), arr.max()
@@ -156,12 +193,20 @@ def _convert(what: str, name: str, node: Node, value: object,
                                 node.loc)
             if limit is not None and (lo < 0 or hi >= limit[0]):
                 raise _index_error(name, node, arr, *limit)
-    with np.errstate(over="ignore"):  # a float64 beyond the f32 range becomes inf: below
-        converted = np.ascontiguousarray(arr, dtype=np_dtype(t.dtype))
-    if kind == "f" and not np.isfinite(converted).all():
+    dtype = np_dtype(t.dtype)
+    if arr.dtype == dtype and arr.flags.c_contiguous:
+        converted = arr  # as given (no copy, no error state to set)
+    else:
+        with np.errstate(over="ignore"):  # a float64 beyond the f32 range becomes inf: below
+            converted = np.ascontiguousarray(arr, dtype=dtype)
+    if kind == "f" and (values or converted is not arr) and not np.isfinite(converted).all():
         beyond = "" if not np.isfinite(arr).all() else f" (values beyond the {t.dtype} range)"
-        raise DataError(f"{what} '{name}' ({t}) contains NaN or infinity{beyond}", node.loc)
+        raise _nonfinite_error(what, name, node, beyond)
     return converted
+
+
+def _nonfinite_error(what: str, name: str, node: Node, beyond: str) -> DataError:
+    return DataError(f"{what} '{name}' ({node.type}) contains NaN or infinity{beyond}", node.loc)
 
 
 COMPUTABLE = ("accuracy", "mae", "mse")

@@ -16,8 +16,9 @@ bitwise what the step wrote). Threads: the step function runs on the process poo
 `threads` SPMD threads.
 
 Invariants: the Store never replaces an array (engine.py), so the pointer table stays valid;
-feeds are validated by the Model before they reach `run`; float64 graphs are served by the
-interpreter (the native kernels are float32).
+feeds are validated by the Model before they reach `run` (their values, with
+`check_values=True`, by `run` as the native feed function copies them in); float64 graphs are
+served by the interpreter (the native kernels are float32).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from netc.compiler.ir import Graph, Node, np_dtype
 from netc.compiler.train import StepInfo
 
 from .engine import BACKENDS, InterpretEngine, Store
+from .feeds import check_summaries
 from .jit_cache import compile_cached
 from .threads import check_threads, get_pool
 
@@ -45,6 +47,7 @@ _ALIGN = 64
 _STEP = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p)
 _LOOP = ctypes.CFUNCTYPE(None, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p,
                          ctypes.c_void_p, ctypes.c_int64)
+_FEED = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
 def aligned_bytes(n: int) -> np.ndarray:
@@ -64,6 +67,7 @@ class _Compiled:
     arena: np.ndarray
     step: Any
     loop: Any
+    feed: Any
     keep: Any
     plan: StepPlan
     # bound once, so a call costs no view arithmetic: the arena slot of each fed input, the
@@ -73,6 +77,9 @@ class _Compiled:
     wanted: list[tuple[str, np.ndarray]] = field(default_factory=list)
     step_word: np.ndarray | None = None
     address: int = 0
+    # the feed function's arguments: each fed input's address, and what it reports of each
+    sources: np.ndarray | None = None
+    summaries: np.ndarray | None = None
 
 
 class JitEngine:
@@ -143,7 +150,8 @@ class JitEngine:
             self._init_arena(sm, arena)
             step = _STEP(comp.address(f"{k}_netc_step"))
             loop_fn = _LOOP(comp.address(f"{k}_netc_train_steps")) if k == "train_step" else None
-            self._kinds[k] = self._bind(_Compiled(sm, arena, step, loop_fn, comp, plans[k]))
+            feed = _FEED(comp.address(f"{k}_netc_feed"))
+            self._kinds[k] = self._bind(_Compiled(sm, arena, step, loop_fn, feed, comp, plans[k]))
         return self._kinds[kind]
 
     def _bind(self, c: _Compiled) -> _Compiled:
@@ -153,6 +161,8 @@ class JitEngine:
         c.wanted = [(name, self._holder(c, g.node(i))) for name, i in plan.wanted.items()]
         c.step_word = c.arena[KEY_OFFSET + 8:KEY_OFFSET + 12].view(np.uint32)
         c.address = c.arena.ctypes.data
+        c.sources = np.zeros(max(len(c.fed), 1), np.uint64)
+        c.summaries = np.zeros(max(len(c.fed), 1), np.int64)
         return c
 
     def _init_arena(self, sm: StepModule, arena: np.ndarray) -> None:
@@ -195,13 +205,24 @@ class JitEngine:
     def _set_step(self, c: _Compiled) -> None:
         c.step_word[0] = self.store.step & 0xFFFFFFFF
 
-    def run(self, kind: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, kind: str, feeds: dict[str, np.ndarray],
+            check_values: bool = False) -> dict[str, np.ndarray]:
         if self._fallback is not None:
-            return self._fallback.run(kind, feeds)
+            return self._fallback.run(kind, feeds, check_values)
         with self.store.lock:  # the arena's fed slots and outputs are this call's until done
             c = self.compiled(kind)
-            for name, slot in c.fed:
-                slot[...] = feeds[name]
+            for j, (name, slot) in enumerate(c.fed):
+                a = feeds[name]
+                if a.dtype != slot.dtype or a.shape != slot.shape or not a.flags.c_contiguous:
+                    raise InternalCompilerError(f"jit: feed {name} is not {slot.dtype}"
+                                                f"{list(slot.shape)}, contiguous")
+                c.sources[j] = a.ctypes.data
+            # copies the feeds in and sums up their values in one pass: a bad value stops the
+            # call before the step runs
+            c.feed(c.address, c.sources.ctypes.data, c.summaries.ctypes.data)
+            if check_values:
+                check_summaries(self.g, [(name, feeds[name], int(c.summaries[j]))
+                                         for j, (name, _) in enumerate(c.fed)])
             self._set_step(c)
             self._launch(c, c.step, c.address)
             return {name: value.copy() for name, value in c.wanted}

@@ -8,7 +8,8 @@ tensor, views stay live), graphs compiled per batch size (eval-mode forward for 
 train-mode step graph from `build_step` for train_step/gradients), and an `Engine` per graph
 from the chosen backend; `save` writes a self-contained `.npz` atomically.
 
-Invariants: feeds are validated before any engine sees them (`feeds.check_feeds`); shapes are
+Invariants: feeds are validated before anything runs (`feeds.check_feeds`, and their values by
+`engine.run(..., check_values=True)`: the JIT checks them as it copies them in); shapes are
 static, so a new batch size means a new graph (`build(..., overrides={"batch": n})`) when the model
 has a `batch` parameter, and otherwise the fed batch must be the declared one; the train graph
 also depends on `steps_per_epoch` (the schedules count epochs in steps; 1 unless fit sets it).
@@ -154,21 +155,23 @@ class Model:
             n = F.batch_of(self._base, data, self._batch)
             batch = None if n in (None, self._batch) or n < 1 else n
         engine, g = self._engine(mode, batch)
-        return engine, g, F.check_feeds(g, data, with_targets=with_targets)
+        # values are checked by `run(..., check_values=True)`: the JIT does it as it copies
+        # the feeds in
+        return engine, g, F.check_feeds(g, data, with_targets=with_targets, values=False)
 
     # ------------------------------------------------------------------ running
 
     def predict(self, **inputs: Any) -> np.ndarray | dict[str, np.ndarray]:
         """Eval-mode outputs: a dict by name, or the array when the model has one output."""
         engine, _, feeds = self._prepare("eval", inputs, with_targets=False)
-        out = engine.run("predict", feeds)
+        out = engine.run("predict", feeds, check_values=True)
         return next(iter(out.values())) if len(out) == 1 else out
 
     def train_step(self, **data: Any) -> float:
         """One optimizer step on one batch; the reported objective (summed over multi-step
         training's steps; each is in `last_losses`)."""
         engine, _, feeds = self._prepare("train", data, with_targets=True)
-        losses = engine.run("train_step", feeds)
+        losses = engine.run("train_step", feeds, check_values=True)
         self.last_losses = {k: float(v) for k, v in losses.items()}
         return float(sum(self.last_losses.values()))
 
@@ -222,12 +225,12 @@ class Model:
     def gradients(self, **data: Any) -> dict[str, np.ndarray]:
         """Gradient of the objective for every trained parameter; nothing changes."""
         engine, _, feeds = self._prepare("train", data, with_targets=True)
-        return engine.run("gradients", feeds)
+        return engine.run("gradients", feeds, check_values=True)
 
     def evaluate(self, **data: Any) -> dict[str, float]:
         """Eval mode: each loss (with the l1/l2 terms, as trained) and the computable metrics."""
         engine, g, feeds = self._prepare("eval", data, with_targets=True)
-        out = engine.run("evaluate", feeds)
+        out = engine.run("evaluate", feeds, check_values=True)
         result = {k: float(out[k]) for k in g.losses}
         result.update(F.metrics(g, self.config.metrics, {k: out[k] for k in g.outputs}, feeds))
         return result
@@ -245,7 +248,7 @@ class Model:
 
     def _evaluate_raw(self, **data: Any) -> dict[str, np.ndarray]:
         engine, _, feeds = self._prepare("eval", data, with_targets=True)
-        return engine.run("evaluate", feeds)
+        return engine.run("evaluate", feeds, check_values=True)
 
     def load_weights(self, path: str | os.PathLike, *, skip_unmatched: bool = False,
                      kinds: tuple[str, ...] = ("param",)) -> list[str]:

@@ -9,7 +9,9 @@ a target. Gives: `build_step_module(plan, target, loop=...)`
   `void netc_train_steps(i32 tid, i32 nt, i8* arena, i8** data, i64* index, i64 n_steps)`
   (with loop=True): n steps, each gathering its batch rows `index[s*B + r]` of the full data
   arrays (in `fed` order) into the input slots itself, running the step, adding the reported
-  losses into the header's f64 accumulators and advancing the header's RNG step.
+  losses into the header's f64 accumulators and advancing the header's RNG step;
+  `void netc_feed(i8* arena, i8** src, i64* out)`: the fed inputs copied into their slots from
+  the caller's arrays, with what checking their values needs (`_emit_feed`).
 Every kernel is `f(tid, nt, pointers...)` and splits work by (tid, nt) only; threads meet at the
 native barrier before a kernel that reads or writes bytes another thread may have written or read
 since the last barrier (kernels run by thread 0 alone need no barrier between them). Hazards are
@@ -271,10 +273,65 @@ def build_step_module(plan: StepPlan, target: Target, *, loop: bool = False,
     losses = list(losses or [])
     if len(losses) > MAX_LOSSES:
         raise InternalCompilerError(f"jit: at most {MAX_LOSSES} reported losses")
+    _emit_feed(module, plan, target, f"{prefix}netc_feed")
     if loop:
         _emit_train_steps(module, plan, body_fn, losses, f"{prefix}netc_train_steps")
     return StepModule(module, plan, table_offset, cx.scratch_per_thread, losses, em.barriers,
                       sum(c.mode == "split" for c in calls), em.counters)
+
+
+# What the feed function keeps of each element (see `_emit_feed`): an f32's exponent bits, an
+# i32's value; other dtypes are copied unchecked.
+FEED_MASKS = {"f32": 0x7F800000, "i32": 0xFFFFFFFF}
+NONFINITE = 0x7F800000  # an f32 feed's summary when some element is NaN or infinite
+
+
+def _emit_feed(module: ir.Module, plan: StepPlan, target: Target, name: str) -> None:
+    """`void name(i8* arena, i8** src, i64* out)`: copy each fed input (`plan.fed` order) from
+    src[j] into its arena slot, and set out[j] to the unsigned max of its elements' bits under
+    FEED_MASKS: NONFINITE when an f32 input holds a NaN or an infinity, an i32 input's largest
+    value (a negative one as a huge one) to compare with the rows or classes it indexes. One
+    pass over the data instead of NumPy's check and then its copy."""
+    fnty = ir.FunctionType(ir.VoidType(), [I8P, I8P.as_pointer(), I64.as_pointer()])
+    fn = ir.Function(module, fnty, name=name)
+    arena, src, out = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    w = target.lanes
+    vt = ir.VectorType(I32, w)
+    memcpy = module.declare_intrinsic("llvm.memcpy", [I8P, I8P, I64])
+
+    def umax(x: ir.Value, y: ir.Value) -> ir.Value:
+        return b.select(b.icmp_unsigned(">", x, y), x, y)
+
+    for j, i in enumerate(plan.fed.values()):
+        node = plan.graph.node(i)
+        s = b.load(b.gep(src, [i64(j)]), align=8)
+        d = b.gep(arena, [i64(plan.offset[i])])
+        mask = FEED_MASKS.get(node.type.dtype)
+        if mask is None:
+            b.call(memcpy, [d, s, i64(nbytes(node)), ir.Constant(ir.IntType(1), 0)])
+            b.store(i64(0), b.gep(out, [i64(j)]))
+            continue
+        n = nbytes(node) // 4
+        s32, d32 = b.bitcast(s, I32.as_pointer()), b.bitcast(d, I32.as_pointer())
+        acc_v = b.alloca(vt)
+        b.store(ir.Constant(vt, [0] * w), acc_v)
+        acc = b.alloca(I32)
+        b.store(ir.Constant(I32, 0), acc)
+        splat = ir.Constant(vt, [mask] * w)
+        with for_range(b, 0, n // w * w, w, name=f"feed{j}", unroll=False) as k:
+            v = b.load(b.bitcast(b.gep(s32, [k]), vt.as_pointer()), align=4)
+            b.store(v, b.bitcast(b.gep(d32, [k]), vt.as_pointer()), align=4)
+            b.store(umax(b.load(acc_v), b.and_(v, splat)), acc_v)
+        with for_range(b, n // w * w, n, name=f"feed{j}.tail", unroll=False) as k:
+            v = b.load(b.gep(s32, [k]), align=4)
+            b.store(v, b.gep(d32, [k]), align=4)
+            b.store(umax(b.load(acc), b.and_(v, ir.Constant(I32, mask))), acc)
+        total, lanes = b.load(acc), b.load(acc_v)
+        for lane in range(w):
+            total = umax(total, b.extract_element(lanes, ir.Constant(I32, lane)))
+        b.store(b.zext(total, I64), b.gep(out, [i64(j)]))
+    b.ret_void()
 
 
 def _emit_train_steps(module: ir.Module, plan: StepPlan, body_fn: ir.Function,

@@ -103,3 +103,29 @@ def test_fit_with_a_batch_the_file_fixes_otherwise(tmp_path):
     with pytest.raises(UsageError, match="this model fixes the batch at 8; got batch=4"):
         m.configure(batch=4)
     m.configure(batch=8, epochs=2)
+
+
+@pytest.mark.parametrize("backend", ["jit", "interpret"])
+@pytest.mark.parametrize("entry", ["predict", "train_step", "gradients", "evaluate"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_feeds_stop_the_call_before_it_runs(tiny, backend, entry, bad):
+    """A NaN or an infinity anywhere in a float feed (the JIT finds it as its feed function
+    copies the input in; the interpreter with NumPy) is a DataError at the input's
+    declaration, and nothing ran: the step count and the parameters are unchanged. The last
+    element too (the copy's scalar tail)."""
+    m = netc.compile(tiny, backend=backend, batch=7)  # 21 floats: vector body and a tail
+    rng = np.random.default_rng(1)
+    x, y = rng.random((7, 3), dtype=np.float32), np.zeros(7, np.int32)
+    m.train_step(x=x, y=y)
+    before = {k: np.array(v) for k, v in m.params.items()}
+    for at in ((0, 0), (6, 2)):
+        xb = x.copy()
+        xb[at] = bad
+        feeds = {"x": xb} if entry == "predict" else {"x": xb, "y": y}
+        with pytest.raises(DataError, match=r"input 'x' \(f32\[7,3\]\) contains NaN or "
+                                            r"infinity$") as e:
+            getattr(m, entry)(**feeds)
+        assert e.value.loc is not None and e.value.loc.line == 2
+    assert m.step == 1
+    assert all(np.array_equal(before[k], v) for k, v in m.params.items())
+    assert np.isfinite(m.train_step(x=x, y=y))  # the model still works
