@@ -96,12 +96,45 @@ def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | Non
 
 def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
     """`_epilogue_chain` of a 2-D matmul (a bias per row or column of C, an activation), or else
-    `_update_chain`. Gives (Epilogue, bias or residual node id or None, chain node ids)."""
+    `_mask_chain`, or else `_update_chain`. Gives (Epilogue, the bias, residual or mask operand
+    node id or None, chain node ids)."""
     m, n = g.node(k.main).type.shape
     epi, bias, chain = _epilogue_chain(g, k, lambda shape: _bias_axis(shape, m, n))
     if chain:
         return epi, bias, chain
+    above, z, chain = _where_above(g, k)
+    if chain:
+        return Epilogue(mask_above=above), z, chain
     return _update_chain(g, k)
+
+
+def _where_above(g: Graph, k: Kernel) -> tuple[float | None, int | None, list[int]]:
+    """`where(z > t, y, 0)` applied to kernel k's main value y as its epilogue: z from outside
+    the kernel shaped like y, t a finite scalar constant, the comparison read by nothing else
+    (a ReLU gradient: the pre-activation, or the ReLU's output, above 0). Gives (t, z's id,
+    chain node ids), or (None, None, []) when the epilogue is not of this form."""
+    n = g.node(k.main)
+    none: tuple[float | None, int | None, list[int]] = (None, None, [])
+    if n.type.dtype != "f32":
+        return none
+    w = _sole_epilogue_user(g, k)(n)
+    if w is None or w.op != "where" or w.type != n.type or w.inputs[1] is not n:
+        return none
+    cond, zero = w.inputs[0], w.inputs[2]
+    if (cond.op != "gt" or k.stages.get(cond.id) != "epilogue" or len(g.users(cond)) != 1
+            or cond.id in {r.id for r in live_roots(g)}):
+        return none
+    z, t = cond.inputs
+    if z.id in k.nodes or z.type != n.type:
+        return none
+    for c in (t, zero):
+        if c.op != "const" or c.type.size != 1 or c.type.dtype != "f32":
+            return none
+    t_value = np.asarray(t.attrs["value"], np.float32).reshape(())
+    z_value = np.asarray(zero.attrs["value"], np.float32).reshape(())
+    if not np.isfinite(t_value) or z_value != 0 or np.signbit(z_value):
+        return none
+    return float(t_value), z.id, [cond.id, w.id]
 
 
 def _update_chain(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
@@ -190,9 +223,11 @@ def emit_matmul(cx: Ctx, k: Kernel) -> list[Call]:
                          else (Epilogue(), None, []))
     out = chain[-1] if chain else n.id
     # the residual of an update chain may be C's own buffer (written over in place): then it
-    # is passed as C, one noalias argument per buffer
-    resid = other if epi.residual else None
-    bias = None if epi.residual else other
+    # is passed as C, one noalias argument per buffer; a mask's operand never is (plan_memory)
+    resid = other if epi.reads_resid else None
+    bias = None if epi.reads_resid else other
+    if epi.mask_above is not None and cx.plan.buffer_of(other) is cx.plan.buffer_of(out):
+        raise cx.fail("a masked product placed in its mask's buffer", n)
     ids = [out] + list(dict.fromkeys(
         [a_src.id, b_src.id] + [x for x in (bias, resid) if x is not None
                                 and cx.plan.buffer_of(x) is not cx.plan.buffer_of(out)]))
@@ -309,25 +344,12 @@ def pool_epilogue(g: Graph, k: Kernel) -> tuple[float | None, list[int]]:
     the pool's own input, t a finite scalar constant (the ReLU gradient when a ReLU output was
     pooled, t = 0). Gives (t or None, chain node ids); the comparison has no other reader."""
     n = g.node(k.main)
-    none: tuple[float | None, list[int]] = (None, [])
-    if n.op != "max_pool2d_grad" or n.type.dtype != "f32":
-        return none
-    w = _sole_epilogue_user(g, k)(n)
-    if w is None or w.op != "where" or w.type != n.type or w.inputs[1] is not n:
-        return none
-    cond, zero = w.inputs[0], w.inputs[2]
-    if (cond.op != "gt" or cond.inputs[0] is not n.inputs[0] or k.stages.get(cond.id) != "epilogue"
-            or len(g.users(cond)) != 1 or cond.id in {r.id for r in live_roots(g)}):
-        return none
-    t = cond.inputs[1]
-    for c in (t, zero):
-        if c.op != "const" or c.type.size != 1 or c.type.dtype != "f32":
-            return none
-    t_value = np.asarray(t.attrs["value"], np.float32).reshape(())
-    z_value = np.asarray(zero.attrs["value"], np.float32).reshape(())
-    if not np.isfinite(t_value) or z_value != 0 or np.signbit(z_value):
-        return none
-    return float(t_value), [cond.id, w.id]
+    if n.op != "max_pool2d_grad":
+        return None, []
+    above, z, chain = _where_above(g, k)
+    if z != n.inputs[0].id:
+        return None, []
+    return above, chain
 
 
 def fit_pool(g: Graph, k: Kernel) -> set[int]:

@@ -77,6 +77,11 @@ class Epilogue:
     # `W - lr * dW` written over W). No bias or activation goes with it.
     scale: float | None = None
     residual_first: bool = False
+    # `C = where(resid > mask_above, acc + C_old, 0)` in the last K block, the tensor laid out
+    # like C being the comparison's operand, not an addend: the ReLU gradient of a dense layer,
+    # dY·Wᵀ masked by the layer's pre-activation (mask_above = 0). Alone: no bias,
+    # activation, residual or scale. C must not be in that tensor's buffer (plan_memory).
+    mask_above: float | None = None
 
     def __post_init__(self) -> None:
         if self.bias_axis not in (None, "rows", "cols"):
@@ -86,6 +91,14 @@ class Epilogue:
         if self.residual_first and (self.bias_axis or self.activation or self.residual_after
                                     or not self.residual):
             raise ValueError("a first-block residual goes with no bias or activation")
+        if self.mask_above is not None and (self.bias_axis or self.activation or self.residual
+                                            or self.scale is not None):
+            raise ValueError("a mask goes with no bias, activation, residual or scale")
+
+    @property
+    def reads_resid(self) -> bool:
+        """Whether the tile reads the tensor laid out like C (a residual, or a mask's operand)."""
+        return self.residual or self.mask_above is not None
 
     @property
     def tag(self) -> str:
@@ -96,12 +109,14 @@ class Epilogue:
             t += "f"
         if self.scale is not None:
             t += f"_x{float(self.scale).hex()}"
+        if self.mask_above is not None:
+            t += f"_m{float(self.mask_above).hex()}"
         return t
 
     @property
     def trivial(self) -> bool:
         return (self.bias_axis is None and self.activation is None and not self.residual
-                and self.scale is None)
+                and self.scale is None and self.mask_above is None)
 
 
 ALL_STORES = frozenset((lc, la) for lc in (False, True) for la in (False, True))
@@ -177,7 +192,7 @@ def emit_microkernel(module: ir.Module, target: Target, mr: int, nv: int, epi: E
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     zero = ir.Constant(vt, [0.0] * w)
     base = b.add(b.mul(row0, ldc), col0)
-    if any(lc for lc, _ in stores) or epi.residual:
+    if any(lc for lc, _ in stores) or epi.reads_resid:
         # The tile of C (rows ldc apart, often a page apart) is read after the k loop: start
         # fetching it now so its misses overlap the arithmetic (a prefetch never faults, so
         # the rows and columns past an edge tile's end are harmless).
@@ -357,6 +372,10 @@ class _Store:
                 v = ELEMENTWISE[epi.activation](b, [v], {}, ["f32"], "f32")
             if epi.residual and epi.residual_after:
                 v = b.fadd(v, self.load(self.resid, off, left))
+            if epi.mask_above is not None:  # where(z > t, v, 0): a NaN z gives 0, as gt does
+                z = self.load(self.resid, off, left)
+                keep = b.fcmp_ordered(">", z, const_vec(self.target.lanes, epi.mask_above))
+                v = b.select(keep, v, ir.Constant(v.type, [0.0] * self.target.lanes))
         self.store(v, off, left)
 
     # Partial vectors of edge tiles are lane-masked moves (llvm.masked.load/store). AVX-512 masks

@@ -117,6 +117,10 @@ def _same_index_reader(g: Graph, kg: KernelGraph, step: int, u: int, v: int) -> 
         if (c.op not in ELEMENTWISE or c.op in ("broadcast_to", "one_hot")
                 or k.stages[c.id] != stage or c.type.shape != un.type.shape):
             return False
+        # a GEMM writes partial sums of C before its last K block applies the epilogue: only
+        # an addend (an update's weight, a residual) is read before C is first written
+        if k.kind == "gemm" and c.op not in ("add", "sub"):
+            return False
     return True
 
 

@@ -125,13 +125,15 @@ def test_in_place_select_is_a_full_store(target_name):
     x = g.input("x", TensorType((32, 64), "f32"), loc)
     a = g.input("a", TensorType((32, 16), "f32"), loc)
     w = g.input("w", TensorType((16, 64), "f32"), loc)
+    t = g.input("t", TensorType((32, 64), "f32"), loc)
     gr = g.add("matmul", [a, w], None, loc)  # an arena buffer the where may overwrite
-    pos = g.add("gt", [x, g.const(0.0, "f32", loc)], None, loc)
+    # a tensor threshold: the where is no GEMM epilogue (that takes a scalar), its own kernel
+    pos = g.add("gt", [x, t], None, loc)
     y = g.add("where", [pos, gr, g.const(0.0, "f32", loc)], None, loc)
     g.outputs["y"] = y
     module = build_step_module(plan_step(g, {"y": y}), target).module
     (sig,) = re.findall(r'define .*where"?\((.*)\)', str(module))
-    assert sig.count("float*") == 2, "the test needs the where to write over its input"
+    assert sig.count("float*") == 3, "the test needs the where to write over its input"
     asm = asm_of(module, target)
     body = asm[asm.index("where:"):]
     body = body[:body.index(".Lfunc_end")]

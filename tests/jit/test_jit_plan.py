@@ -203,3 +203,83 @@ def test_pooled_relu_gradient_is_the_pool_gradient_epilogue(tmp_path, hw, k, s):
     got, want = jit.gradients(x=x, y=y), ref.gradients(x=x, y=y)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+RELU_MLP = """
+model relu_mlp(batch = 13, h1 = 37, h2 = 700) {
+    input x: f32[batch, 20]
+    target y: i32[batch]
+    logits = x -> Dense(h1) as fc1 -> relu -> Dense(h2) as fc2 -> relu -> Dense(4) as fc3
+    loss cross_entropy(logits, y)
+}
+train relu_mlp {
+    optimizer = sgd(0.05, momentum = 0.9)
+}
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_relu_gradient_is_the_gemm_epilogue(tmp_path, threads):
+    """The ReLU gradient after a dense layer, where(h > 0, dY·Wᵀ, 0), is applied by the GEMM
+    as it writes dY·Wᵀ (Epilogue.mask_above): no elementwise kernel of its own. Edge tiles
+    (13 x 37) and several K blocks (K = 700: the mask is applied once, after the last); the
+    gradients and three training steps equal the interpreter's."""
+    p = tmp_path / "relu_mlp.net"
+    p.write_text(RELU_MLP)
+    plan = _train_plan(str(p))
+    masked = [k for k in plan.kernels if k.kind == "gemm" and _ops(plan, k, "epilogue")
+              == ["gt", "where"]]
+    assert len(masked) == 2
+    assert not [k for k in plan.kernels if k.main is None
+                and "where" in [plan.graph.node(i).op for i in k.nodes]]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((13, 20)).astype(np.float32)
+    y = rng.integers(0, 4, 13).astype(np.int32)
+    jit = netc.compile(p, backend="jit", seed=2, threads=threads)
+    ref = netc.compile(p, backend="interpret", seed=2)
+    got, want = jit.gradients(x=x, y=y), ref.gradients(x=x, y=y)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    for _ in range(3):
+        np.testing.assert_allclose(jit.train_step(x=x, y=y), ref.train_step(x=x, y=y),
+                                   rtol=1e-4)
+    for name in ref.params:
+        np.testing.assert_allclose(jit.params[name], ref.params[name], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_a_masked_product_is_not_written_over_its_mask():
+    """where(z > 0.5, A·B, 0) with z an arena value (a transposed copy) that dies there: the
+    plan must not put the masked product in z's buffer (its K blocks write partial sums before
+    the last one reads z), and NaN in z masks to 0 as gt does."""
+    from netc.compiler.errors import SourceLoc
+    from netc.compiler.interpret import interpret
+    from netc.compiler.ir import Graph, TensorType
+    from netc.engine import Store
+    from netc.jit_engine import JitEngine
+
+    loc = SourceLoc("t.net", 1, 1)
+    g = Graph("masked", float_dtype="f32")
+    a = g.input("a", TensorType((13, 700), "f32"), loc)
+    b = g.input("b", TensorType((700, 37), "f32"), loc)
+    zt = g.input("zt", TensorType((37, 13), "f32"), loc)
+    # an arena buffer (a transposing copy), last read by the masked product
+    z = g.add("transpose", [zt], {"perm": (1, 0)}, loc)
+    prod = g.add("matmul", [a, b], None, loc)
+    cond = g.add("gt", [z, g.const(0.5, "f32", loc)], None, loc)
+    g.outputs["y"] = g.add("where", [cond, prod, g.const(0.0, "f32", loc)], None, loc)
+    plan = plan_step(g, {"y": g.outputs["y"]})
+    (gemm,) = [k for k in plan.kernels if k.kind == "gemm" and k.main == prod.id]
+    assert _ops(plan, gemm, "epilogue") == ["gt", "where"]
+    assert plan.buffer_of(z.id) is not plan.buffer_of(g.outputs["y"].id)
+    rng = np.random.default_rng(4)
+    feeds = {"a": rng.standard_normal((13, 700)).astype(np.float32),
+             "b": rng.standard_normal((700, 37)).astype(np.float32),
+             "zt": rng.standard_normal((37, 13)).astype(np.float32)}
+    feeds["zt"][:, 2] = np.nan  # a NaN row of z
+    want = interpret(g, feeds, {}, {}, seed=0, step=0, wanted=[g.outputs["y"]])
+    want = want[g.outputs["y"].id]
+    assert (want[2] == 0).all() and (want == 0).mean() > 0.2
+    for threads in (1, 2):
+        got = JitEngine(g, Store(0), threads=threads).run("predict", feeds)["y"]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
