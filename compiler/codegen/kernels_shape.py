@@ -105,20 +105,26 @@ CHEAP_BODIES = (frozenset(ELEMENTWISE) | {"broadcast_to"}) - {
 _COMBINE = {"sum": "add", "max": "maximum", "min": "minimum"}
 
 
-# A reduction over the leading (batch) axis sums fixed chunks of it separately, then the chunks'
-# partials in chunk order: each thread reads the rows it wrote in the kernel before (elementwise
-# and pooling kernels split the leading axis too) instead of a column of every row, and a sum over
-# every axis runs on all threads. The chunks depend only on the shape, so the results stay the
-# same for any thread count.
+# A reduction over the leading (batch) axis and the innermost one (a conv bias gradient: images,
+# rows and columns) sums fixed chunks of the leading axis separately, then the chunks' partials
+# in chunk order: each thread reads the images it wrote in the kernel before (pooling and
+# elementwise kernels split the leading axis too) instead of a channel of every image, and a sum
+# over every axis runs on all threads. The chunks depend only on the shape, so the results stay
+# the same for any thread count. A reduction keeping a long innermost axis (a dense bias
+# gradient, [batch, features] -> [features]) still splits the kept columns, as the GEMM that
+# wrote its input did.
 REDUCE_CHUNKS = 8  # at most this many chunks (a divisor of the leading size, >= 2 rows each)
 REDUCE_PARTIAL_BYTES = 1 << 16  # at most this many bytes of partials in all
+KEPT_SPLIT_MIN = 64  # kept innermost elements worth splitting among threads instead
 
 
 def batch_chunks(shape: tuple[int, ...], axes, out_size: int, dtype: str) -> int:
     """How many chunks of the leading axis a reduction of `shape` over `axes` sums separately
     (1: none, the plain loop). Only for work big enough to share and 4-byte elements."""
+    inner_kept = len(shape) - 1 not in axes
     if (not shape or 0 not in axes or dtype not in ("f32", "i32")
-            or mode_for(size_of(shape)) != "split"):
+            or mode_for(size_of(shape)) != "split"
+            or (inner_kept and shape[-1] >= KEPT_SPLIT_MIN)):
         return 1
     n = shape[0]
     cap = min(REDUCE_CHUNKS, n // 2, REDUCE_PARTIAL_BYTES // (4 * _r16(out_size)))

@@ -198,14 +198,16 @@ def test_reductions_at_vector_width(op, shape, axes):
 @pytest.mark.parametrize("op", ["sum", "max"])
 @pytest.mark.parametrize("shape, axes, chunks", [
     ((64, 16, 10, 10), (0, 2, 3), 8),  # a conv bias gradient: 8 chunks of 8 images
-    ((128, 512), (0,), 8),  # a dense bias gradient
+    ((128, 512), (0,), 1),  # a dense bias gradient: the kept columns split, no chunks
+    ((8192, 12), (0,), 8),  # a kept row too short to split
     ((50, 30, 40), (0, 1, 2), 5),  # everything: one value, now on every thread
     ((40, 2, 500), (0, 2), 8),
     ((13, 3000), (0,), 1),  # a prime leading size: the plain loop
 ], ids=str)
 def test_reductions_over_the_batch_axis_in_chunks(op, shape, axes, chunks):
-    """A reduction over the leading axis of a big input sums fixed chunks of rows into partials
-    (each thread its own rows), then the partials in chunk order; with a prologue whose operand
+    """A reduction over the leading axis of a big input (and its innermost, or keeping only a
+    short one) sums fixed chunks of rows into partials (each thread its own rows), then the
+    partials in chunk order; with a prologue whose operand
     is broadcast down the chunks (not moved) and whose value is also stored (moved with each
     chunk): equal to the interpreter, bitwise the same on one and two threads."""
     rng = np.random.default_rng(7)
