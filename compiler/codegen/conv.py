@@ -43,7 +43,7 @@ from .gemm import (
     thread_range,
 )
 from .im2col import ColsSource, ConvSpec, RowsSource, emit_col2im, emit_im2col
-from .loops import F32P, I32, I64, f32, for_range, gep, i64, imin
+from .loops import F32P, I32, I64, f32, for_range, gep, i64, imin, round_up
 from .microkernel import Epilogue
 from .packing import Dense
 from .target import Target
@@ -74,10 +74,6 @@ def col_stride(p: int, nr: int) -> int:
     return ld + nr if (ld * 4) % 1024 == 0 else ld
 
 
-def _r16(x: int) -> int:
-    return -(-x // 16) * 16
-
-
 def _null() -> ir.Constant:
     return ir.Constant(F32P, None)
 
@@ -97,11 +93,11 @@ def _check(strategy: str) -> None:
 def _layout(blk: Blocking, *extra: int) -> tuple[int, list[int]]:
     """Per-thread scratch: the GEMM packing buffers, then each extra buffer (floats), 64B-aligned.
     Returns (bytes per thread, offsets in floats of the extras)."""
-    off = _r16(blk.scratch_floats)
+    off = round_up(blk.scratch_floats, 16)
     offsets = []
     for size in extra:
         offsets.append(off)
-        off += _r16(size)
+        off += round_up(size, 16)
     return off * 4, offsets
 
 
@@ -177,7 +173,7 @@ def emit_conv_grad_input(module: ir.Module, spec: ConvSpec, target: Target) -> C
 def dw_chunks_per_thread(n_w: int) -> int:
     """Weight-gradient chunks per thread for a weight of `n_w` floats (1 to
     DW_CHUNKS_PER_THREAD, within DW_PARTIALS_BYTES of partials per thread)."""
-    return max(1, min(DW_CHUNKS_PER_THREAD, DW_PARTIALS_BYTES // (_r16(n_w) * 4)))
+    return max(1, min(DW_CHUNKS_PER_THREAD, DW_PARTIALS_BYTES // (round_up(n_w, 16) * 4)))
 
 
 def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
@@ -190,7 +186,7 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
     name = f"netc_conv_dw_{target.name}_{spec.tag()}_{strategy}"
     blk = choose_blocking(target, spec.co, spec.kdim, spec.p)
     n_w = spec.co * spec.kdim
-    per_chunk = _r16(n_w)
+    per_chunk = round_up(n_w, 16)
     k = dw_chunks_per_thread(n_w)
     ldcol = col_stride(spec.p, 16)
     col_floats = spec.kdim * ldcol if strategy == "im2col" else 0

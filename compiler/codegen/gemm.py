@@ -29,7 +29,7 @@ from llvmlite import ir
 
 from .barrier import call_barrier
 from .claim import for_claimed
-from .loops import F32P, I32, I64, for_range, gep, i64, imin
+from .loops import F32P, I32, I64, for_range, gep, i64, imin, round_up
 from .microkernel import Epilogue, emit_microkernel
 from .packing import Dense, Source, pack_block
 from .target import Target
@@ -51,15 +51,11 @@ class Blocking:
     @property
     def a_floats(self) -> int:
         """Packed-A buffer size, rounded so the B buffer after it stays 64-byte aligned."""
-        return _round_up(self.mc * self.kc, 16)
+        return round_up(self.mc * self.kc, 16)
 
     @property
     def scratch_floats(self) -> int:
         return self.a_floats + self.kc * self.nc
-
-
-def _round_up(x: int, m: int) -> int:
-    return -(-x // m) * m
 
 
 def register_block(target: Target) -> tuple[int, int]:
@@ -82,9 +78,9 @@ def choose_blocking(target: Target, m: int, n: int, k: int) -> Blocking:
     kc_max = max(64, (int(target.l1d * 0.75) // ((mr + nr) * 4)) // 16 * 16)
     kc = max(1, -(-k // -(-k // kc_max)))
     mc_max = max(mr, (target.l2 // 2 // (kc * 4)) // mr * mr)
-    mc = min(_round_up(-(-m // -(-m // mc_max)), mr), _round_up(m, mr))
+    mc = min(round_up(-(-m // -(-m // mc_max)), mr), round_up(m, mr))
     nc_max = max(nr, min(4096, (min(target.l3, 4 << 20) // 2 // (kc * 4)) // nr * nr))
-    nc = min(_round_up(-(-n // -(-n // nc_max)), nr), _round_up(n, nr))
+    nc = min(round_up(-(-n // -(-n // nc_max)), nr), round_up(n, nr))
     return Blocking(mr, nv, nr, mc, kc, nc)
 
 
@@ -212,7 +208,7 @@ def emit_gemm_tiles(b: ir.IRBuilder, target: Target, blk: Blocking, m: int, n: i
         lda = i64(a_src.ld)
     ap = scratch
     bp = gep(b, scratch, i64(blk.a_floats))
-    m_pad, n_pad = _round_up(m, mr), _round_up(n, nr)
+    m_pad, n_pad = round_up(m, mr), round_up(n, nr)
     # The store variants the flags below can select: a single K block is always the last one;
     # blocks after the first always add to C.
     first_lc = {load_c} if isinstance(load_c, bool) else {False, True}
@@ -319,7 +315,7 @@ def a_fits_one_block(blk: Blocking, m: int, k: int) -> bool:
 
 def whole_floats(total: int, k: int, width: int) -> int:
     """Floats of an operand (`total` outer indices, K inner) packed whole by `pack_whole`."""
-    return _round_up(total, width) * k
+    return round_up(total, width) * k
 
 
 def pack_whole(b: ir.IRBuilder, blk: Blocking, src: Source, total: int, k: int, width: int,
@@ -327,7 +323,7 @@ def pack_whole(b: ir.IRBuilder, blk: Blocking, src: Source, total: int, k: int, 
     """Pack all of an operand (A: total = M, width = MR; B: total = N, width = NR) into `dst`,
     K block after K block: the block of outer index o0 and K block pc is at
     dst + pc * round_up(total, width) + o0 * kc, as pack_block lays out one block."""
-    pad = _round_up(total, width)
+    pad = round_up(total, width)
     with for_range(b, i64(0), i64(k), blk.kc, name="wk", unroll=False) as pc:
         kc = b.sub(imin(b, b.add(pc, i64(blk.kc)), i64(k)), pc)
         pack_block(b, src, gep(b, dst, b.mul(pc, i64(pad))), i64(0), i64(total), total, width,
@@ -406,8 +402,8 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, target: Target, name: str | Non
     a_direct, b_direct = use_a_direct(blk, spec), use_b_direct(blk, spec)
     mode, shared = claim_mode(blk, spec, target) if claimed else ("static", 0)
     claims = mode != "static"
-    shared_bytes = _round_up(shared * 4, 64)
-    scratch = shared_bytes + _round_up(blk.scratch_floats * 4, 64)
+    shared_bytes = round_up(shared * 4, 64)
+    scratch = shared_bytes + round_up(blk.scratch_floats * 4, 64)
     name = name or spec.name(target) + ("" if not claims else f"_{mode}")
     units = -(-spec.m // blk.mr) if split == "rows" else -(-spec.n // blk.nr)
     if name in module.globals:

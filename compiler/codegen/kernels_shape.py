@@ -29,7 +29,7 @@ from ..passes.kernel_graph import Kernel
 from .barrier import call_barrier
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .kernels_elementwise import evaluate, is_scalar_const, load_operand
-from .loops import for_range, i64, lane_indices
+from .loops import for_range, i64, lane_indices, round_up
 from .lower_elementwise import (
     ELEMENTWISE,
     const,
@@ -127,12 +127,8 @@ def batch_chunks(shape: tuple[int, ...], axes, out_size: int, dtype: str) -> int
             or (inner_kept and shape[-1] >= KEPT_SPLIT_MIN)):
         return 1
     n = shape[0]
-    cap = min(REDUCE_CHUNKS, n // 2, REDUCE_PARTIAL_BYTES // (4 * _r16(out_size)))
+    cap = min(REDUCE_CHUNKS, n // 2, REDUCE_PARTIAL_BYTES // (4 * round_up(out_size, 16)))
     return next((c for c in range(cap, 1, -1) if n % c == 0), 1)
-
-
-def _r16(x: int) -> int:
-    return -(-x // 16) * 16
 
 
 def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
@@ -180,7 +176,7 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     fn, b, tid, nt, ptrs = new_kernel_fn(cx.module, cx.name(op), [
         cx.ptr_type(i) for i in arg_nodes] + [ir.IntType(8), ir.FloatType()])
     *args, state, scratch = ptrs
-    part_at = _r16(out_size)
+    part_at = round_up(out_size, 16)
     partials = b.bitcast(scratch, args[0].type)
 
     def partial(c: ir.Value) -> ir.Value:

@@ -25,6 +25,11 @@ I64 = ir.IntType(64)
 F32P = F32.as_pointer()
 
 
+def round_up(x: int, m: int) -> int:
+    """The least multiple of m that is >= x."""
+    return -(-x // m) * m
+
+
 def i64(v: int) -> ir.Constant:
     return ir.Constant(I64, v)
 
