@@ -69,12 +69,17 @@ def check_values_of(g: Graph, feeds: dict[str, np.ndarray]) -> None:
     finite, every index feed lies in the range it indexes. The same DataErrors."""
     limits = index_ranges(g)
     for name, a in feeds.items():
-        node = g.inputs[name]
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise _nonfinite_error(_role(node), name, node, "")
-        limit = limits.get(name)
-        if limit is not None and a.size and int(a.view(np.uint32).max()) >= limit[0]:
-            raise _index_error(name, node, a, *limit)
+        _check_values(name, g.inputs[name], a, limits.get(name))
+
+
+def _check_values(name: str, node: Node, a: np.ndarray, limit: tuple[int, str] | None) -> None:
+    """A DataError when `a` (converted to its declared dtype) holds a NaN or an infinity, or an
+    index outside [0, n) for `limit` (n, what)."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise _nonfinite_error(_role(node), name, node, "")
+    if (limit is not None and a.dtype == np.int32 and a.size
+            and int(a.view(np.uint32).max()) >= limit[0]):  # negatives are huge unsigned
+        raise _index_error(name, node, a, *limit)
 
 
 def check_summaries(g: Graph, fed: list[tuple[str, np.ndarray, int]]) -> None:
@@ -182,26 +187,24 @@ def _convert(what: str, name: str, node: Node, value: object,
     if arr.shape != t.shape:
         raise DataError(f"{what} '{name}' should have shape {list(t.shape)} ({t}), got "
                         f"{list(arr.shape)}", node.loc)
-    if t.dtype == "i32" and arr.size:
-        if arr.dtype == np.int32:  # in range by type; an index check is one unsigned max
-            if values and limit is not None and int(arr.view(np.uint32).max()) >= limit[0]:
-                raise _index_error(name, node, arr, *limit)
-        else:
-            lo, hi = arr.min(), arr.max()
-            if lo < _I32_MIN or hi > _I32_MAX:
-                raise DataError(f"{what} '{name}' ({t}) holds values outside the i32 range",
-                                node.loc)
-            if limit is not None and (lo < 0 or hi >= limit[0]):
-                raise _index_error(name, node, arr, *limit)
+    if t.dtype == "i32" and arr.size and arr.dtype != np.int32:  # int32: in range by type
+        lo, hi = arr.min(), arr.max()
+        if lo < _I32_MIN or hi > _I32_MAX:
+            raise DataError(f"{what} '{name}' ({t}) holds values outside the i32 range",
+                            node.loc)
+        if limit is not None and (lo < 0 or hi >= limit[0]):
+            raise _index_error(name, node, arr, *limit)
     dtype = np_dtype(t.dtype)
     if arr.dtype == dtype and arr.flags.c_contiguous:
         converted = arr  # as given (no copy, no error state to set)
     else:
         with np.errstate(over="ignore"):  # a float64 beyond the f32 range becomes inf: below
             converted = np.ascontiguousarray(arr, dtype=dtype)
-    if kind == "f" and (values or converted is not arr) and not np.isfinite(converted).all():
-        beyond = "" if not np.isfinite(arr).all() else f" (values beyond the {t.dtype} range)"
-        raise _nonfinite_error(what, name, node, beyond)
+        if kind == "f" and not np.isfinite(converted).all():
+            beyond = "" if not np.isfinite(arr).all() else f" (values beyond the {t.dtype} range)"
+            raise _nonfinite_error(what, name, node, beyond)
+    if values:
+        _check_values(name, node, converted, limit)
     return converted
 
 
