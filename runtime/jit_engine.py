@@ -78,8 +78,10 @@ class _Compiled:
     step_word: np.ndarray | None = None
     address: int = 0
     # the feed function's arguments: each fed input's address, and what it reports of each
+    # (with the two arrays' own addresses)
     sources: np.ndarray | None = None
     summaries: np.ndarray | None = None
+    feed_args: tuple[int, int, int] = (0, 0, 0)
 
 
 class JitEngine:
@@ -163,6 +165,7 @@ class JitEngine:
         c.address = c.arena.ctypes.data
         c.sources = np.zeros(max(len(c.fed), 1), np.uint64)
         c.summaries = np.zeros(max(len(c.fed), 1), np.int64)
+        c.feed_args = (c.address, c.sources.ctypes.data, c.summaries.ctypes.data)
         return c
 
     def _init_arena(self, sm: StepModule, arena: np.ndarray) -> None:
@@ -219,7 +222,7 @@ class JitEngine:
                 c.sources[j] = a.ctypes.data
             # copies the feeds in and sums up their values in one pass: a bad value stops the
             # call before the step runs
-            c.feed(c.address, c.sources.ctypes.data, c.summaries.ctypes.data)
+            c.feed(*c.feed_args)
             if check_values:
                 check_summaries(self.g, [(name, feeds[name], int(c.summaries[j]))
                                          for j, (name, _) in enumerate(c.fed)])
