@@ -96,8 +96,8 @@ def _epilogue_chain(g: Graph, k: Kernel, bias_axis) -> tuple[Epilogue, int | Non
 
 def gemm_epilogue(g: Graph, k: Kernel) -> tuple[Epilogue, int | None, list[int]]:
     """`_epilogue_chain` of a 2-D matmul (a bias per row or column of C, an activation), or else
-    `_mask_chain`, or else `_update_chain`. Gives (Epilogue, the bias, residual or mask operand
-    node id or None, chain node ids)."""
+    `_where_above` (a ReLU gradient mask), or else `_update_chain`. Gives (Epilogue, the bias,
+    residual or mask operand node id or None, chain node ids)."""
     m, n = g.node(k.main).type.shape
     epi, bias, chain = _epilogue_chain(g, k, lambda shape: _bias_axis(shape, m, n))
     if chain:
