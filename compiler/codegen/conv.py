@@ -43,7 +43,7 @@ from .gemm import (
     thread_range,
 )
 from .im2col import ColsSource, ConvSpec, RowsSource, emit_col2im, emit_im2col
-from .loops import F32P, I32, I64, f32, for_range, gep, i64, imin, round_up
+from .loops import F32P, I32, I64, combine_in_order, f32, for_range, gep, i64, imin, round_up
 from .microkernel import Epilogue
 from .packing import Dense
 from .target import Target
@@ -228,13 +228,6 @@ def emit_conv_grad_weight(module: ir.Module, spec: ConvSpec, target: Target,
     # Fixed-order reduction: element e is the sum of the chunks' partials in chunk order,
     # added one chunk at a time over the thread's elements (contiguous: vector code)
     e_lo, e_hi = thread_range(b, tid, nt, n_w, 16)
-    with for_range(b, e_lo, e_hi, name="e") as e:
-        b.store(b.load(gep(b, partial(i64(0)), e), align=4), gep(b, dw, e), align=4)
-    with for_range(b, i64(1), chunks, name="chunk", unroll=False) as c:
-        part = partial(c)
-        with for_range(b, e_lo, e_hi, name="e") as e:
-            at = gep(b, dw, e)
-            b.store(b.fadd(b.load(at, align=4), b.load(gep(b, part, e), align=4)), at,
-                    align=4)
+    combine_in_order(b, partial, chunks, dw, e_lo, e_hi, b.fadd)
     b.ret_void()
     return ConvKernel(fn, scratch, blk)

@@ -29,7 +29,7 @@ from ..passes.kernel_graph import Kernel
 from .barrier import call_barrier
 from .emit_ctx import Call, Ctx, mode_for, size_of
 from .kernels_elementwise import evaluate, is_scalar_const, load_operand
-from .loops import for_range, i64, lane_indices, round_up
+from .loops import combine_in_order, for_range, i64, lane_indices, round_up
 from .lower_elementwise import (
     ELEMENTWISE,
     const,
@@ -190,12 +190,8 @@ def emit_reduce(cx: Ctx, k: Kernel) -> list[Call]:
     call_barrier(b, state, nt, pause=cx.target.x86)
     # element e of y: the chunks' partials combined in chunk order
     e_lo, e_hi = split_range(b, tid, nt, out_size)
-    with for_range(b, e_lo, e_hi, name="e") as e:
-        total = load_value(b, b.gep(partial(i64(0)), [e]), dt)
-        for c in range(1, chunks):
-            total = ELEMENTWISE[_COMBINE[op]](b, [total, load_value(
-                b, b.gep(partial(i64(c)), [e]), dt)], {}, [dt, dt], dt)
-        store_value(b, total, b.gep(args[0], [e]), dt)
+    combine_in_order(b, partial, i64(chunks), args[0], e_lo, e_hi, lambda a, v: ELEMENTWISE[
+        _COMBINE[op]](b, [a, v], {}, [dt, dt], dt))
     b.ret_void()
     cx.need_scratch(chunks * part_at * 4, shared=True)
     return [Call(fn, arg_nodes + ["barrier", "scratch"], reads, writes, "split",

@@ -121,6 +121,21 @@ def for_range(b: ir.IRBuilder, start: ir.Value | int, stop: ir.Value | int,
     b.position_at_end(done)
 
 
+def combine_in_order(b: ir.IRBuilder, partial, chunks: ir.Value, dst: ir.Value, lo: ir.Value,
+                     hi: ir.Value, combine) -> None:
+    """dst[e] = partial(0)[e] (+) partial(1)[e] (+) ... (+) partial(chunks-1)[e] for e in
+    [lo, hi), the chunks combined in increasing order (`combine(a, v)`), one chunk at a time
+    over the range (contiguous: vector code). `partial(c)` is chunk c's element pointer."""
+    with for_range(b, lo, hi, name="e") as e:
+        b.store(b.load(b.gep(partial(i64(0)), [e]), align=4), b.gep(dst, [e]), align=4)
+    with for_range(b, i64(1), chunks, name="chunk", unroll=False) as c:
+        part = partial(c)
+        with for_range(b, lo, hi, name="e") as e:
+            at = b.gep(dst, [e])
+            b.store(combine(b.load(at, align=4), b.load(b.gep(part, [e]), align=4)), at,
+                    align=4)
+
+
 def unrolled(count: int) -> range:
     """A Python-level unrolled loop: the body is emitted `count` times with constant indices."""
     return range(count)
