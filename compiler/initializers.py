@@ -43,6 +43,12 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+# Elements drawn per call: a tensor is sampled in float64 a chunk at a time and stored in its own
+# dtype, so a large float32 parameter never needs a float64 copy of itself (the values are those of
+# one draw of the whole tensor: the generator's stream is consumed in the same order).
+DRAW_CHUNK = 1 << 20
+
+
 def initialize(spec: tuple[str, dict], shape: tuple[int, ...], dtype, seed: int,
                name: str) -> np.ndarray:
     """Sample the initial value of tensor `name` (deterministic in seed and name)."""
@@ -50,31 +56,47 @@ def initialize(spec: tuple[str, dict], shape: tuple[int, ...], dtype, seed: int,
     rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode())])
     fan_in, fan_out = fans(shape)
     if kind == "zeros":
-        out = np.zeros(shape)
-    elif kind == "ones":
-        out = np.ones(shape)
-    elif kind == "constant":
-        out = np.full(shape, float(args["value"]))
-    elif kind == "normal":
-        out = rng.normal(float(args.get("mean", 0.0)), float(args.get("std", 1.0)), shape)
-    elif kind == "uniform":
-        out = rng.uniform(float(args.get("lo", -0.05)), float(args.get("hi", 0.05)), shape)
-    elif kind == "glorot_uniform":
-        limit = math.sqrt(6.0 / (fan_in + fan_out))
-        out = rng.uniform(-limit, limit, shape)
-    elif kind == "glorot_normal":
-        out = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
-    elif kind == "he_uniform":
-        limit = math.sqrt(6.0 / fan_in)
-        out = rng.uniform(-limit, limit, shape)
-    elif kind == "he_normal":
-        out = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
-    elif kind == "orthogonal":
+        return np.zeros(shape, dtype)
+    if kind == "ones":
+        return np.ones(shape, dtype)
+    if kind == "constant":
+        return np.full(shape, float(args["value"]), dtype)
+    if kind == "orthogonal":
         out = _orthogonal(rng, shape, float(args.get("gain", 1.0)))
+        # reshape: ascontiguousarray makes a 0-d array 1-d
+        return np.ascontiguousarray(out, dtype=dtype).reshape(shape)
+    if kind == "normal":
+        draw = _normal(rng, float(args.get("mean", 0.0)), float(args.get("std", 1.0)))
+    elif kind == "uniform":
+        draw = _uniform(rng, float(args.get("lo", -0.05)), float(args.get("hi", 0.05)))
+    elif kind == "glorot_uniform":
+        draw = _uniform(rng, *_symmetric(math.sqrt(6.0 / (fan_in + fan_out))))
+    elif kind == "glorot_normal":
+        draw = _normal(rng, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+    elif kind == "he_uniform":
+        draw = _uniform(rng, *_symmetric(math.sqrt(6.0 / fan_in)))
+    elif kind == "he_normal":
+        draw = _normal(rng, 0.0, math.sqrt(2.0 / fan_in))
     else:
         raise ValueError(f"unknown initializer {kind!r}")
-    # reshape: ascontiguousarray makes a 0-d array 1-d
-    return np.ascontiguousarray(out, dtype=dtype).reshape(shape)
+    out = np.empty(shape, dtype)
+    flat = out.reshape(-1)
+    for lo in range(0, flat.size, DRAW_CHUNK):
+        hi = min(lo + DRAW_CHUNK, flat.size)
+        flat[lo:hi] = draw(hi - lo)
+    return out
+
+
+def _symmetric(limit: float) -> tuple[float, float]:
+    return -limit, limit
+
+
+def _uniform(rng: np.random.Generator, lo: float, hi: float):
+    return lambda n: rng.uniform(lo, hi, n)
+
+
+def _normal(rng: np.random.Generator, mean: float, std: float):
+    return lambda n: rng.normal(mean, std, n)
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:

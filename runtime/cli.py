@@ -325,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    except MemoryError as e:  # the user's model or data, not a bug: say so, with what to change
+        detail = f" ({e})" if str(e) else ""
+        print(f"netc: error: out of memory{detail}\n  the model's tensors (parameters, "
+              "optimizer state, activations) or its data do not fit in this machine's memory: "
+              "use a smaller batch or narrower layers (`netc plan FILE` shows the memory plan)",
+              file=sys.stderr)
+        return EXIT_USER
     except (InternalCompilerError, Exception) as e:  # a bug in netc: report it, no traceback
         if os.environ.get("NETC_DEBUG"):
             traceback.print_exc()

@@ -212,3 +212,24 @@ def test_ctrl_c_saves_what_was_trained(tmp_path):
     assert "Traceback" not in err and out.exists()
     m = netc.load(out, backend="interpret")
     assert m.step > 0
+
+
+def test_a_model_too_big_for_memory_is_a_clear_error(tmp_path):
+    """A parameter of 4.7 GB in a process allowed 3 GB of address space: the allocation fails,
+    and netc says so (exit 1, no traceback, no 'bug in netc')."""
+    resource = pytest.importorskip("resource")
+    net = tmp_path / "wide.net"
+    net.write_text("model wide(batch = 8) {\n    input x: f32[batch, 784]\n"
+                   "    target y: i32[batch]\n"
+                   "    loss cross_entropy(x -> Dense(1500000) -> Dense(10), y)\n}\n"
+                   'train wide { data = "digits" }\n')
+    limit = 3 << 30
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    res = subprocess.run([sys.executable, "-m", "netc", "train", str(net), "--epochs", "1",
+                          "-q"], capture_output=True, text=True, timeout=600, cwd=RUN_DIR,
+                         preexec_fn=cap)
+    assert res.returncode == 1, res.stderr
+    assert "out of memory" in res.stderr and "Traceback" not in res.stderr
+    assert "bug in netc" not in res.stderr
