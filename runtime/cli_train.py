@@ -3,8 +3,9 @@
 Takes: parsed arguments from `cli.py`. Gives: an exit code; progress on stderr (a tqdm bar when
 tqdm is installed and stderr is a terminal, one line per epoch otherwise), `--json` lines on stdout
 (one object per epoch: epoch, loss, val_loss, val_accuracy, …), a final summary line, and the
-trained model saved atomically (`--out`, default `<model>.npz`). Ctrl-C stops after the current
-batch, saves what was trained, and exits 130; a second Ctrl-C aborts at once.
+trained model saved atomically (`--out`, default `<model>.npz`). Ctrl-C (or SIGTERM, a
+scheduler's time limit) stops after the current batch, saves what was trained, and exits 130 (143);
+a second Ctrl-C aborts at once.
 
 Each `netc train` run writes a run folder (runs.py: config, history.jsonl, last/best checkpoints,
 curves, `--tensorboard` scalars; `--run-dir DIR`, or `runs/NAME/<time>` under the train block's
@@ -241,15 +242,17 @@ def cmd_train(args, sets: dict) -> int:
         train["data"] = command["data"] or train["data"]
         run.write_config({"command": command, "model": m.name, "model_params": m.model_params,
                           "train": train})
-    stop = {"flag": False}
+    stop = {"flag": False, "code": 0}
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):  # Ctrl-C or a kill (a scheduler's time limit): save first
         if stop["flag"]:
             raise KeyboardInterrupt
-        stop["flag"] = True
-        print("\nnetc: stopping after this batch (Ctrl-C again to abort)", file=sys.stderr)
+        stop["flag"], stop["code"] = True, 128 + signum  # 130 for Ctrl-C, 143 for a kill
+        why = "terminated" if signum == signal.SIGTERM else "interrupted"
+        print(f"\nnetc: {why}: stopping after this batch and saving (Ctrl-C again to abort)",
+              file=sys.stderr)
 
-    old = signal.signal(signal.SIGINT, on_sigint)
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.perf_counter()
     try:
         history = m.fit(epochs=command["epochs"], batch=command["batch"], data=command["data"],
@@ -257,7 +260,8 @@ def cmd_train(args, sets: dict) -> int:
                         progress=_stall_hook(_Progress(args.quiet, args.json)),
                         stop=lambda: stop["flag"], state=state, on_epoch=run.on_epoch)
     finally:
-        signal.signal(signal.SIGINT, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     run.finish(history)
     m.save(out, format=args.format)
     if history.dropped_rows:
@@ -275,7 +279,7 @@ def cmd_train(args, sets: dict) -> int:
                           "run": run.path, "stop_reason": history.stop_reason, **last}))
     elif not args.quiet:
         print(summary)
-    return 130 if stop["flag"] else 0
+    return stop["code"]
 
 
 def _reads(m, command: dict) -> dict:

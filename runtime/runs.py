@@ -104,11 +104,12 @@ class Run:
             # be started again in its folder: it has no checkpoint to lose)
             raise DataError(f"the run folder '{path}' already holds a run: continue it with "
                             f"--resume {path}, or choose another --run-dir")
+        writer = _tensorboard_writer() if tensorboard else None  # missing: no folder is made
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise DataError(f"cannot make the run folder '{path}': {e.strerror or e}") from None
-        self.tb = _tensorboard_writer(os.path.join(path, "tensorboard")) if tensorboard else None
+        self.tb = writer(os.path.join(path, "tensorboard")) if writer else None
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -205,10 +206,12 @@ def plot_curves(history: History, path: str) -> None:
             os.unlink(tmp)
 
 
-def _tensorboard_writer(folder: str):
+def _tensorboard_writer():
+    """tensorboard's event writer class (called with a folder), or a NetError saying how to
+    install it."""
     try:
         from tensorboard.summary import Writer
     except ImportError:
         raise NetError("--tensorboard needs the 'tensorboard' package: "
                        "pip install 'netc[tensorboard]'") from None
-    return Writer(folder)
+    return Writer

@@ -108,6 +108,7 @@ def test_tensorboard_scalars_or_a_clear_message(tmp_path, small_digits):
         assert res.returncode == 1
         assert "--tensorboard needs the 'tensorboard' package" in res.stderr
         assert "Traceback" not in res.stderr
+        assert not (tmp_path / "run").exists()  # refused before anything was made
     else:
         assert res.returncode == 0, res.stderr
         assert any(p.name.startswith("events.out.tfevents")
@@ -122,6 +123,7 @@ def test_tensorboard_missing_is_a_user_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorboard.summary", None)
     with pytest.raises(NetError, match=r"pip install .netc\[tensorboard\]."):
         Run(str(tmp_path / "run"), tensorboard=True)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -194,10 +194,14 @@ def test_unknown_set_key_and_foreign_weights(tmp_path):
     assert "matches" in res.stderr or "shape" in res.stderr
 
 
-def test_ctrl_c_saves_what_was_trained(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_a_kill_saves_what_was_trained(tmp_path, signame):
+    """Ctrl-C, or the SIGTERM a scheduler sends at its time limit: training stops after the
+    batch it is on and the model is saved (exit 128 + the signal's number)."""
     import signal
     import time
 
+    sig = getattr(signal, signame)
     out = tmp_path / "m.npz"
     proc = subprocess.Popen([sys.executable, "-m", "netc", "train", MLP, "--epochs", "500",
                              "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -206,9 +210,10 @@ def test_ctrl_c_saves_what_was_trained(tmp_path):
     line = ""
     while time.monotonic() < deadline and not line.startswith("epoch"):
         line = proc.stderr.readline()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 128 + sig, err
+    assert "stopping after this batch" in err
     assert "Traceback" not in err and out.exists()
     m = netc.load(out, backend="interpret")
     assert m.step > 0
