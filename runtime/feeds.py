@@ -181,7 +181,8 @@ def _convert(what: str, name: str, node: Node, value: object,
     except (ValueError, TypeError) as e:
         raise DataError(f"{what} '{name}' should be {t}, got an unreadable value ({e})") from None
     kind = arr.dtype.kind
-    ok = {"f32": "fiu", "f64": "fiu", "i32": "iu", "bool": "b"}[t.dtype]
+    # bools are numbers 0 and 1, as in data files (data.conform)
+    ok = {"f32": "fiub", "f64": "fiub", "i32": "iub", "bool": "b"}[t.dtype]
     if kind not in ok:
         raise DataError(f"{what} '{name}' should be {t}, got an array of {arr.dtype}", node.loc)
     if arr.shape != t.shape:

@@ -63,6 +63,19 @@ def test_float64_feeds_beyond_f32_are_refused(tiny):
         m.predict(x=x)
 
 
+@pytest.mark.parametrize("backend", ["interpret", "jit"])
+def test_bool_arrays_are_zeros_and_ones_as_in_data_files(tiny, backend, tmp_path):
+    # predict(x=bool array) said "should be f32[8,3], got an array of bool" while the same
+    # array in a data file trained and evaluated
+    m = netc.compile(tiny, backend=backend, seed=1)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3)) > 0.5, rng.random(8) > 0.5
+    np.testing.assert_array_equal(m.predict(x=x), m.predict(x=x.astype(np.float32)))
+    assert m.evaluate(x=x, y=y)["loss"] == m.evaluate(x=x.astype(np.float32),
+                                                      y=y.astype(np.int32))["loss"]
+    m.train_step(x=x, y=y)
+
+
 def test_one_model_called_from_several_python_threads(tiny):
     # the JIT engine's arena (fed inputs, outputs) is shared by every call: threads predicting
     # on one model got each other's outputs (in the first few calls with threads=2)
