@@ -5,8 +5,17 @@ import pytest
 from buildutil import build_text, init_params, init_states, run_graph
 
 torch = pytest.importorskip("torch")
-torch.set_default_dtype(torch.float64)
 RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _float64_modules():
+    """PyTorch's modules in float64 for these tests only: the default is process-wide, and
+    other tests in this worker (the benchmark peers) build float32 modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def model(body):
