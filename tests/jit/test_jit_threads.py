@@ -126,14 +126,14 @@ def test_cache_concurrent_writers_leave_a_whole_entry(tmp_path):
     from netc.compiler.disk_cache import read_entry, write_entry
     path = str(tmp_path / "ab" / "entry.o")
     blobs = [bytes([i]) * (50_000 + i) for i in range(8)]
-    threads = [threading.Thread(target=write_entry, args=(path, jc._pack(b, {"i": i})))
+    threads = [threading.Thread(target=write_entry, args=(path, jc._pack([b, b[:7]], {"i": i})))
                for i, b in enumerate(blobs)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    obj, meta = jc._unpack(read_entry(path))
-    assert obj == blobs[meta["i"]]
+    objs, meta = jc._unpack(read_entry(path))
+    assert objs == [blobs[meta["i"]], blobs[meta["i"]][:7]]
     assert os.listdir(tmp_path / "ab") == ["entry.o"]  # no temporary files left behind
 
 
