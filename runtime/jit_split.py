@@ -6,16 +6,17 @@ call helpers: GEMM micro-kernels, packing loops, the barrier) and a number of pa
 Gives: `split_module(module, parts)` -> IR texts, each a module of its own, that together define
 every function of `module` once (helpers may be defined in several, privately).
 
-How: the entry points (functions no other function refers to) go to part 0. Every function an
-entry point refers to is a unit: it has one home part, where it is defined with external linkage,
-and the other parts that call it declare it. Everything else is a helper of the units that reach
-it (without passing through another unit), and is defined, internal, in every part that holds
-such a unit, so each kernel is optimized with its own helpers exactly as in the whole module
-(inlining included). Units are placed largest first on the part with the least IR text after
-adding it (counting only the helpers that part does not hold yet), so kernels sharing helpers
-tend to share a part. The split depends on the module only: the same module always gives the
-same parts. No fast-math flags are emitted anywhere (mathfn.py), so where a function is compiled
-never changes a result.
+How: the entry points (functions no other function refers to) go to part 0. Every function
+LLVM may not inline (`noinline`: the kernels a step calls, GEMM micro-kernels, packing loops) is
+a unit: it has one home part, where it is defined with external linkage, and the other parts
+that call it declare it. Everything else is a helper of the units that reach it (without passing
+through another unit), and is defined, internal, in every part that holds such a unit, so each
+function is optimized with the helpers it may inline exactly as in the whole module. Units are
+placed largest first on the part with the least IR text after adding it (counting only the
+helpers that part does not hold yet), so kernels sharing helpers tend to share a part (text is
+a rough measure of LLVM's time: parts finish up to ~30% apart). The split depends on the
+module only: the same module always gives the same parts. No fast-math flags are emitted
+anywhere (mathfn.py), so where a function is compiled never changes a result.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def split_module(module: ir.Module, parts: int, min_part_bytes: int = 0) -> list
         refs[name] = {r for r in found if r in defined and r != name}
     referenced = set().union(*refs.values()) if refs else set()
     roots = [n for n in defined if n not in referenced]
-    units = sorted({r for n in roots for r in refs[n]} - set(roots))
+    units = sorted(n for n, f in defined.items()
+                   if n in referenced and "noinline" in f.attributes)
     parts = min(parts, len(units))
     if parts < 2:
         return [str(module)]
