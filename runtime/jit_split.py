@@ -52,10 +52,10 @@ def split_module(module: ir.Module, parts: int, min_part_bytes: int = 0) -> list
     parts = min(parts, sum(map(len, text.values())) // max(min_part_bytes, 1))
     refs: dict[str, set[str]] = {}
     for name, t in text.items():
-        body = t[t.index("{"):]
+        body = t.split("\n", 1)[1]  # after the prototype line, which names the function
         found = {a or b for a, b in _REF.findall(body)}
         refs[name] = {r for r in found if r in defined and r != name}
-    referenced = set().union(*refs.values()) if refs else set()
+    referenced = set().union(*refs.values())
     roots = [n for n in defined if n not in referenced]
     units = sorted(n for n, f in defined.items()
                    if n in referenced and "noinline" in f.attributes)
