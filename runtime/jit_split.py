@@ -12,9 +12,9 @@ a unit: it has one home part, where it is defined with external linkage, and the
 that call it declare it. Everything else is a helper of the units that reach it (without passing
 through another unit), and is defined, internal, in every part that holds such a unit, so each
 function is optimized with the helpers it may inline exactly as in the whole module. Units are
-placed largest first on the part with the least IR text after adding it (counting only the
-helpers that part does not hold yet), so kernels sharing helpers tend to share a part (text is
-a rough measure of LLVM's time: parts finish up to ~30% apart). The split depends on the
+placed largest first on the part with the least estimated LLVM time after adding it (IR text
+and branches, counting only the helpers that part does not hold yet), so kernels sharing
+helpers tend to share a part. The split depends on the
 module only: the same module always gives the same parts. No fast-math flags are emitted
 anywhere (mathfn.py), so where a function is compiled never changes a result.
 """
@@ -25,6 +25,10 @@ import re
 
 from llvmlite import ir
 
+# LLVM's time on a function, in bytes of its IR text: loop nests (many branches: GEMM drivers)
+# cost more per byte than straight-line vector code (micro-kernels, row kernels); measured on
+# the benchmark MLP's kernels, each compiled alone, about 1 s per MB plus 1.5 ms per branch
+BRANCH_BYTES = 1500
 _REF = re.compile(r'@"((?:[^"\\]|\\.)*)"|@([-a-zA-Z$._][-a-zA-Z$._0-9]*)')
 
 
@@ -75,7 +79,7 @@ def split_module(module: ir.Module, parts: int, min_part_bytes: int = 0) -> list
         return seen
 
     reach = {u: closure(u) for u in [*roots, *units]}
-    size = {n: len(t) for n, t in text.items()}
+    size = {n: len(t) + BRANCH_BYTES * t.count("  br ") for n, t in text.items()}
     held: list[set[str]] = [set() for _ in range(parts)]
     home: dict[str, int] = {}
     for r in roots:
