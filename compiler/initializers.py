@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from functools import partial
 
 import numpy as np
 
@@ -66,17 +67,19 @@ def initialize(spec: tuple[str, dict], shape: tuple[int, ...], dtype, seed: int,
         # reshape: ascontiguousarray makes a 0-d array 1-d
         return np.ascontiguousarray(out, dtype=dtype).reshape(shape)
     if kind == "normal":
-        draw = _normal(rng, float(args.get("mean", 0.0)), float(args.get("std", 1.0)))
+        draw = partial(rng.normal, float(args.get("mean", 0.0)), float(args.get("std", 1.0)))
     elif kind == "uniform":
-        draw = _uniform(rng, float(args.get("lo", -0.05)), float(args.get("hi", 0.05)))
+        draw = partial(rng.uniform, float(args.get("lo", -0.05)), float(args.get("hi", 0.05)))
     elif kind == "glorot_uniform":
-        draw = _uniform(rng, *_symmetric(math.sqrt(6.0 / (fan_in + fan_out))))
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        draw = partial(rng.uniform, -limit, limit)
     elif kind == "glorot_normal":
-        draw = _normal(rng, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+        draw = partial(rng.normal, 0.0, math.sqrt(2.0 / (fan_in + fan_out)))
     elif kind == "he_uniform":
-        draw = _uniform(rng, *_symmetric(math.sqrt(6.0 / fan_in)))
+        limit = math.sqrt(6.0 / fan_in)
+        draw = partial(rng.uniform, -limit, limit)
     elif kind == "he_normal":
-        draw = _normal(rng, 0.0, math.sqrt(2.0 / fan_in))
+        draw = partial(rng.normal, 0.0, math.sqrt(2.0 / fan_in))
     else:
         raise ValueError(f"unknown initializer {kind!r}")
     out = np.empty(shape, dtype)
@@ -85,18 +88,6 @@ def initialize(spec: tuple[str, dict], shape: tuple[int, ...], dtype, seed: int,
         hi = min(lo + DRAW_CHUNK, flat.size)
         flat[lo:hi] = draw(hi - lo)
     return out
-
-
-def _symmetric(limit: float) -> tuple[float, float]:
-    return -limit, limit
-
-
-def _uniform(rng: np.random.Generator, lo: float, hi: float):
-    return lambda n: rng.uniform(lo, hi, n)
-
-
-def _normal(rng: np.random.Generator, mean: float, std: float):
-    return lambda n: rng.normal(mean, std, n)
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...], gain: float) -> np.ndarray:

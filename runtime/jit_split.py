@@ -53,6 +53,11 @@ def split_module(module: ir.Module, parts: int, min_part_bytes: int = 0) -> list
     if parts < 2 or not defined:
         return [str(module)]
     text = {name: str(f) for name, f in defined.items()}
+    head = [f'; ModuleID = "{module.name}"', f'target triple = "{module.triple}"',
+            f'target datalayout = "{module.data_layout}"', ""]
+    head += [t.get_declaration() for t in module.get_identified_types().values()]
+    tail = "".join("\n" + line for line in _metadata_lines(module))
+    whole = [text.get(name) or str(g) for name, g in module.globals.items()]
     parts = min(parts, sum(map(len, text.values())) // max(min_part_bytes, 1))
     refs: dict[str, set[str]] = {}
     for name, t in text.items():
@@ -64,8 +69,8 @@ def split_module(module: ir.Module, parts: int, min_part_bytes: int = 0) -> list
     units = sorted(n for n, f in defined.items()
                    if n in referenced and "noinline" in f.attributes)
     parts = min(parts, len(units))
-    if parts < 2:
-        return [str(module)]
+    if parts < 2:  # the module's own text, from the functions printed above
+        return ["\n".join(head + whole) + tail]
     anchored = set(roots) | set(units)
 
     def closure(start: str) -> set[str]:
@@ -94,10 +99,6 @@ def split_module(module: ir.Module, parts: int, min_part_bytes: int = 0) -> list
         home[u] = p
     shared = {n for n in defined if sum(n in h for h in held) > 1}
 
-    head = [f'; ModuleID = "{module.name}"', f'target triple = "{module.triple}"',
-            f'target datalayout = "{module.data_layout}"', ""]
-    head += [t.get_declaration() for t in module.get_identified_types().values()]
-    tail = "".join("\n" + line for line in _metadata_lines(module))
     texts = []
     for p in range(parts):
         lines = list(head)
